@@ -1,0 +1,298 @@
+"""One secure, multiplexed connection: secret-stream and protomux driven by asyncio.
+
+``Connection`` is an ``asyncio.Protocol``, so it runs over a TCP transport or
+an in-memory pipe alike. Everything queued on the mux in one loop iteration
+goes out as one protomux batch in one encrypted frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import cast
+
+from .errors import ConnectionClosed, HandshakeTimeout, PeersocketsError, ProtocolError
+from .wire.crypto import KeyPair
+from .wire.protomux import Mux
+from .wire.secretstream import MAX_FRAME, SecretStream
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+DEFAULT_KEEPALIVE = 5.0
+
+ConnectionHook = Callable[["Connection"], None]
+PairHook = Callable[["Connection", str, bytes | None], None]
+
+
+class Connection(asyncio.Protocol):
+    """A secret-stream connection carrying protomux channels."""
+
+    def __init__(
+        self,
+        key_pair: KeyPair,
+        initiator: bool,
+        *,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        keepalive: float = DEFAULT_KEEPALIVE,
+        max_frame_size: int = MAX_FRAME,
+        ephemeral: KeyPair | None = None,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.initiator = initiator
+        self.key_pair = key_pair
+        self.stream = SecretStream(
+            initiator, key_pair, ephemeral=ephemeral, max_frame_size=max_frame_size
+        )
+        self.mux = Mux(
+            on_remote_open=self._remote_open, on_output=self._schedule_flush, on_full=self.flush
+        )
+        self.handshake_timeout = handshake_timeout
+        self.keepalive = keepalive
+        self.error: BaseException | None = None
+        self.transport: asyncio.Transport | None = None
+        self.established: asyncio.Future[None] = self._loop.create_future()
+        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self.on_established: list[ConnectionHook] = []
+        self.on_closed: list[ConnectionHook] = []
+        self.pair_hooks: list[PairHook] = []
+        self._flush_scheduled = False
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._last_write = self._loop.time()
+        self._handshake_timer: asyncio.TimerHandle | None = None
+        self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._lost = False
+
+    # -- public -------------------------------------------------------------------
+
+    @property
+    def remote_public_key(self) -> bytes:
+        """The remote's authenticated static public key (its identity)."""
+        return self.stream.remote_public_key
+
+    @property
+    def handshake_hash(self) -> bytes:
+        """The Noise handshake hash, the same on both ends."""
+        return self.stream.handshake_hash
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the connection has ended."""
+        return self._lost
+
+    async def wait_established(self) -> None:
+        """Wait for the handshake; raises the error that ended the connection if it failed."""
+        await asyncio.shield(self.established)
+
+    async def wait_closed(self) -> BaseException | None:
+        """Wait until the connection has ended; returns the error that ended it, if any."""
+        await asyncio.shield(self._closed)
+        return self.error
+
+    def close(self) -> None:
+        """Flush what is queued, then close the transport."""
+        if self._lost or self.transport is None:
+            return
+        if self.stream.established:
+            self.flush()
+        self.transport.close()
+
+    def abort(self, error: BaseException | None = None) -> None:
+        """End the connection at once, recording ``error`` as the reason."""
+        if error is not None and self.error is None:
+            self.error = error
+        if self.transport is not None and not self._lost:
+            self.transport.abort()
+
+    async def drain(self) -> None:
+        """Wait while the transport's write buffer is over its high-water mark."""
+        if self._lost:
+            raise ConnectionClosed(f"connection to {self._peer_name()} is closed")
+        if not self._write_paused:
+            return
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
+
+    def flush(self) -> None:
+        """Encrypt and write everything queued on the mux now."""
+        transport = self.transport
+        if transport is None or self._lost or not self.stream.established:
+            return
+        frames = self.mux.take_frames()
+        if not frames:
+            return
+        encrypt = self.stream.encrypt
+        if len(frames) == 1:
+            transport.write(encrypt(frames[0]))
+        else:
+            transport.writelines([encrypt(frame) for frame in frames])
+        self._last_write = self._loop.time()
+
+    # -- asyncio.Protocol -----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        if self.handshake_timeout > 0:
+            self._handshake_timer = self._loop.call_later(
+                self.handshake_timeout, self._handshake_timed_out
+            )
+        self._write_raw(self.stream.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        if self._lost:
+            return
+        try:
+            messages = self.stream.receive_data(data)
+            out = self.stream.data_to_send()
+            if out:
+                self._write_raw(out)
+            if not self.established.done() and self.stream.established:
+                self._on_handshake()
+            receive = self.mux.receive_frame
+            for message in messages:
+                receive(message)
+                if self._lost:
+                    return
+        except ProtocolError as exc:
+            log.info("closing connection to %s: %s", self._peer_name(), exc)
+            self.abort(exc)
+        except Exception as exc:  # a bug in a handler must not leave the connection half-alive
+            log.exception("unexpected error on connection to %s", self._peer_name())
+            self.abort(exc)
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_drainers(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        if self.error is None and exc is not None:
+            self.error = exc
+        for timer in (self._handshake_timer, self._keepalive_timer):
+            if timer is not None:
+                timer.cancel()
+        closed = ConnectionClosed(f"connection to {self._peer_name()} closed")
+        if not self.established.done():
+            failure = self.error if self.error is not None else closed
+            self.established.set_exception(failure)
+            self.established.exception()  # mark retrieved: not every caller awaits it
+        self._wake_drainers(closed)
+        try:
+            self.mux.destroy()
+        finally:
+            for hook in self.on_closed:
+                self._run_hook(hook)
+            self._closed.set_result(None)
+
+    # -- internals ------------------------------------------------------------------
+
+    def _on_handshake(self) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        if self.keepalive > 0:
+            self._last_write = self._loop.time()
+            self._keepalive_timer = self._loop.call_later(self.keepalive, self._keepalive_tick)
+        self.established.set_result(None)
+        for hook in self.on_established:
+            self._run_hook(hook)
+
+    def _run_hook(self, hook: ConnectionHook) -> None:
+        try:
+            hook(self)
+        except PeersocketsError:
+            raise
+        except Exception:
+            log.exception("connection hook %r failed", hook)
+
+    def _remote_open(self, protocol: str, id: bytes | None) -> None:
+        for hook in self.pair_hooks:
+            hook(self, protocol, id)
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self.flush()
+
+    def _write_raw(self, data: bytes) -> None:
+        if data and self.transport is not None and not self._lost:
+            self.transport.write(data)
+            self._last_write = self._loop.time()
+
+    def _keepalive_tick(self) -> None:
+        if self._lost or self.transport is None:
+            return
+        now = self._loop.time()
+        due = self._last_write + self.keepalive
+        if now >= due - 0.001:
+            self.transport.write(self.stream.encrypt(b""))
+            self._last_write = now
+            due = now + self.keepalive
+        self._keepalive_timer = self._loop.call_at(due, self._keepalive_tick)
+
+    def _handshake_timed_out(self) -> None:
+        self._handshake_timer = None
+        if not self.stream.established:
+            self.abort(
+                HandshakeTimeout(
+                    f"{self._peer_name()} did not complete the handshake within"
+                    f" {self.handshake_timeout:g} s"
+                )
+            )
+
+    def _wake_drainers(self, exc: BaseException | None) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                if exc is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(exc)
+
+    def _peer_name(self) -> str:
+        if self.stream.remote_public_key:
+            return self.stream.remote_public_key.hex()[:16]
+        if self.transport is not None:
+            return str(self.transport.get_extra_info("peername"))
+        return "unconnected peer"
+
+
+async def connect_tcp(
+    host: str,
+    port: int,
+    key_pair: KeyPair,
+    *,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    keepalive: float = DEFAULT_KEEPALIVE,
+    max_frame_size: int = MAX_FRAME,
+) -> Connection:
+    """Dial a TCP peer as initiator; returns once the secure stream is up."""
+    loop = asyncio.get_running_loop()
+    _transport, connection = await loop.create_connection(
+        lambda: Connection(
+            key_pair,
+            True,
+            handshake_timeout=handshake_timeout,
+            keepalive=keepalive,
+            max_frame_size=max_frame_size,
+        ),
+        host,
+        port,
+    )
+    await connection.wait_established()
+    return connection

@@ -1,0 +1,1 @@
+"""The Hypercore wire, sans-I/O: bytes in, events and bytes out; no sockets, clocks or asyncio."""

@@ -1,0 +1,399 @@
+"""protomux: many channels, paired by (protocol, id), over one framed message stream.
+
+Sans-I/O: ``receive_frame`` takes one decrypted message and calls the channel
+handlers synchronously; ``take_frames`` returns what to send, with everything
+queued since the last call packed as one batch frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from ..errors import ChannelError, MessageTooLarge
+from .encoding import (
+    Buffer,
+    decode_optional_buffer,
+    decode_string,
+    decode_uint,
+    encode_optional_buffer,
+    encode_string,
+    encode_uint,
+)
+from .secretstream import MAX_MESSAGE
+
+BATCH, OPEN, REJECT, CLOSE = 0, 1, 2, 3
+MAX_BATCH = 8 * 1024 * 1024
+_UINT1 = [bytes((i,)) for i in range(0xFD)]
+
+
+def _uint(value: int) -> bytes:
+    return _UINT1[value] if value <= 0xFC else encode_uint(value)
+
+
+class ChannelHandler(Protocol):
+    """What a channel's owner is told, synchronously, from inside the mux."""
+
+    def channel_opened(self, channel: Channel, handshake: bytes) -> None:
+        """Both sides opened the channel; ``handshake`` is the remote's handshake bytes."""
+
+    def channel_message(self, channel: Channel, message_type: int, payload: memoryview) -> None:
+        """A message arrived; ``payload`` is only valid during the call."""
+
+    def channel_closed(self, channel: Channel, by_remote: bool) -> None:
+        """The channel closed (or was rejected before it opened, or the stream ended)."""
+
+
+class Channel:
+    """One local channel; ``opened`` once the remote opened the same (protocol, id)."""
+
+    __slots__ = (
+        "closed",
+        "handler",
+        "id",
+        "local_id",
+        "mux",
+        "opened",
+        "protocol",
+        "rejected",
+        "remote_handshake",
+        "remote_id",
+    )
+
+    def __init__(
+        self, mux: Mux, protocol: str, id: bytes | None, handler: ChannelHandler, local_id: int
+    ) -> None:
+        self.mux = mux
+        self.protocol = protocol
+        self.id = id
+        self.handler = handler
+        self.local_id = local_id
+        self.remote_id = 0
+        self.opened = False
+        self.closed = False
+        self.rejected = False
+        self.remote_handshake: bytes | None = None
+
+    def send(self, message_type: int, payload: Buffer) -> None:
+        """Queue a message of this channel's ``message_type``."""
+        self.mux.send(self, message_type, payload)
+
+    def close(self) -> None:
+        """Close this channel (the remote is told; no reply is expected)."""
+        self.mux.close(self)
+
+    def __repr__(self) -> str:
+        ident = self.id.hex()[:16] if self.id else "-"
+        return (
+            f"Channel({self.protocol!r}, {ident}, local={self.local_id}, remote={self.remote_id})"
+        )
+
+
+class _RemoteOpen:
+    """A remote open not yet matched by a local one (only alive during the pair hook)."""
+
+    __slots__ = ("channel", "handshake", "id", "protocol")
+
+    def __init__(self, protocol: str, id: bytes | None, handshake: bytes) -> None:
+        self.protocol = protocol
+        self.id = id
+        self.handshake = handshake
+        self.channel: Channel | None = None
+
+
+PairHook = Callable[[str, bytes | None], None]
+
+
+class Mux:
+    """The protomux state of one stream."""
+
+    def __init__(
+        self,
+        *,
+        on_remote_open: PairHook | None = None,
+        on_output: Callable[[], None] | None = None,
+        on_full: Callable[[], None] | None = None,
+        flush_threshold: int = 256 * 1024,
+        max_channels: int = 1024,
+    ) -> None:
+        self.on_remote_open = on_remote_open
+        self.on_output = on_output
+        self.on_full = on_full
+        self.flush_threshold = flush_threshold
+        self.max_channels = max_channels
+        self._local: list[Channel | None] = []
+        self._free: list[int] = []
+        self._remote: list[_RemoteOpen | None] = []
+        self._outgoing: dict[tuple[str, bytes | None], list[int]] = {}
+        self._incoming: dict[tuple[str, bytes | None], list[int]] = {}
+        self._outbox: list[tuple[int, int, Buffer]] = []
+        self._outbox_bytes = 0
+        self._destroyed = False
+
+    # -- local side ---------------------------------------------------------------
+
+    def open(
+        self, protocol: str, id: bytes | None, handshake: Buffer, handler: ChannelHandler
+    ) -> Channel:
+        """Open a channel; pairs at once if the remote already opened the same one."""
+        if self._destroyed:
+            raise ChannelError("cannot open a channel on a destroyed mux")
+        if self._free:
+            local_id = self._free.pop() + 1
+        else:
+            self._local.append(None)
+            local_id = len(self._local)
+        channel = Channel(self, protocol, id or None, handler, local_id)
+        self._local[local_id - 1] = channel
+        body = b"".join(
+            (_uint(local_id), encode_string(protocol), encode_optional_buffer(id), bytes(handshake))
+        )
+        self._queue(0, OPEN, body)
+        key = (protocol, id or None)
+        waiting = self._incoming.get(key)
+        if waiting:
+            remote_id = waiting.pop(0)
+            if not waiting:
+                del self._incoming[key]
+            slot = self._remote[remote_id - 1]
+            assert slot is not None
+            self._pair(channel, remote_id, slot)
+        else:
+            self._outgoing.setdefault(key, []).append(local_id)
+        return channel
+
+    def send(self, channel: Channel, message_type: int, payload: Buffer) -> None:
+        """Queue a user message on an open (or opening) channel."""
+        if channel.closed:
+            raise ChannelError(f"{channel!r} is closed")
+        size = len(payload) + 2 * 9
+        if size > MAX_MESSAGE:
+            raise MessageTooLarge(
+                f"message of {len(payload)} bytes does not fit in one frame ({MAX_MESSAGE} bytes)"
+            )
+        self._queue(channel.local_id, message_type, payload)
+
+    def close(self, channel: Channel) -> None:
+        """Close a local channel and tell the remote."""
+        if channel.closed:
+            return
+        self._queue(0, CLOSE, _uint(channel.local_id))
+        self._close_channel(channel, by_remote=False)
+
+    def destroy(self) -> None:
+        """The stream ended: every channel closes as if by the remote."""
+        if self._destroyed:
+            return
+        self._destroyed = True
+        self._outbox.clear()
+        for channel in list(self._local):
+            if channel is not None:
+                self._close_channel(channel, by_remote=True)
+
+    @property
+    def channels(self) -> list[Channel]:
+        """The live local channels."""
+        return [c for c in self._local if c is not None]
+
+    # -- outgoing frames ----------------------------------------------------------
+
+    def _queue(self, channel_id: int, message_type: int, payload: Buffer) -> None:
+        if self._destroyed:
+            return
+        outbox = self._outbox
+        outbox.append((channel_id, message_type, payload))
+        if len(outbox) == 1:
+            self._outbox_bytes = len(payload)
+            if self.on_output is not None:
+                self.on_output()
+        else:
+            self._outbox_bytes += len(payload)
+        if self._outbox_bytes >= self.flush_threshold and self.on_full is not None:
+            self.on_full()
+
+    @property
+    def has_output(self) -> bool:
+        """Whether take_frames would return anything."""
+        return bool(self._outbox)
+
+    def take_frames(self) -> list[bytes]:
+        """The queued messages as frames: one plain frame, or batches of up to 8 MiB each."""
+        outbox = self._outbox
+        if not outbox:
+            return []
+        self._outbox = []
+        self._outbox_bytes = 0
+        if len(outbox) == 1:
+            channel_id, message_type, payload = outbox[0]
+            return [b"".join((_uint(channel_id), _uint(message_type), payload))]
+        frames: list[bytes] = []
+        parts: list[Buffer] = []
+        items = 0
+        size = 0
+        current = -1
+        for channel_id, message_type, payload in outbox:
+            type_bytes = _uint(message_type)
+            length = len(type_bytes) + len(payload)
+            if items and size + length + 16 > MAX_BATCH:
+                frames.append(self._finish_batch(parts, items))
+                parts, items, size, current = [], 0, 0, -1
+            if items == 0:
+                parts.append(b"\x00\x00" + _uint(channel_id))
+                current = channel_id
+            elif channel_id != current:
+                parts.append(b"\x00" + _uint(channel_id))
+                current = channel_id
+            parts.append(_uint(length))
+            parts.append(type_bytes)
+            parts.append(payload)
+            items += 1
+            size += length + 12
+        frames.append(self._finish_batch(parts, items))
+        return frames
+
+    @staticmethod
+    def _finish_batch(parts: list[Buffer], items: int) -> bytes:
+        if items == 1:
+            # header 00 00 uint(id), then uint(len): send the lone item as a plain frame
+            header = parts[0]
+            return b"".join((header[2:], parts[2], parts[3]))
+        return b"".join(parts)
+
+    # -- incoming frames ----------------------------------------------------------
+
+    def receive_frame(self, frame: bytes) -> None:
+        """Handle one decrypted message. Raises ProtocolError on invalid control messages."""
+        if not frame or self._destroyed:
+            return
+        with memoryview(frame) as view:
+            channel_id, pos = decode_uint(view, 0)
+            self._dispatch(channel_id, view, pos, len(frame), in_batch=False)
+
+    def _dispatch(
+        self, channel_id: int, view: memoryview, pos: int, end: int, in_batch: bool
+    ) -> None:
+        message_type, pos = decode_uint(view, pos, end)
+        if channel_id == 0:
+            if message_type == BATCH:
+                if in_batch:
+                    raise ChannelError("nested batch frames are not allowed")
+                self._on_batch(view, pos, end)
+            elif message_type == OPEN:
+                self._on_open(view, pos, end)
+            elif message_type == REJECT:
+                self._on_reject(view, pos, end)
+            elif message_type == CLOSE:
+                self._on_close(view, pos, end)
+            return
+        remote = self._remote
+        slot = remote[channel_id - 1] if channel_id <= len(remote) else None
+        if slot is None:
+            return  # closed or unknown channel: ignored, as protomux does
+        channel = slot.channel
+        if channel is not None:
+            channel.handler.channel_message(channel, message_type, view[pos:end])
+
+    def _on_batch(self, view: memoryview, pos: int, end: int) -> None:
+        channel_id, pos = decode_uint(view, pos, end)
+        while pos < end:
+            length, pos = decode_uint(view, pos, end)
+            if length == 0:
+                channel_id, pos = decode_uint(view, pos, end)
+                continue
+            item_end = min(pos + length, end)
+            self._dispatch(channel_id, view, pos, item_end, in_batch=True)
+            pos = item_end
+            if self._destroyed:
+                return
+
+    def _on_open(self, view: memoryview, pos: int, end: int) -> None:
+        remote_id, pos = decode_uint(view, pos, end)
+        protocol, pos = decode_string(view, pos, end)
+        id, pos = decode_optional_buffer(view, pos, end)
+        handshake = bytes(view[pos:end])
+        if remote_id == 0:
+            return  # protomux never pairs the control channel
+        remote = self._remote
+        index = remote_id - 1
+        if index == len(remote):
+            if sum(1 for s in remote if s is not None) >= self.max_channels:
+                raise ChannelError(f"remote opened more than {self.max_channels} channels")
+            remote.append(None)
+        if index >= len(remote) or remote[index] is not None:
+            raise ChannelError(
+                f"invalid open: remote channel id {remote_id} (table size {len(remote)})"
+            )
+        key = (protocol, id)
+        slot = _RemoteOpen(protocol, id, handshake)
+        waiting = self._outgoing.get(key)
+        if waiting:
+            local_id = waiting.pop(0)
+            if not waiting:
+                del self._outgoing[key]
+            channel = self._local[local_id - 1]
+            if channel is None or channel.local_id != local_id:
+                self._free.append(local_id - 1)  # closed before the remote answered
+                return
+            remote[index] = slot
+            self._pair(channel, remote_id, slot)
+            return
+        remote[index] = slot
+        self._incoming.setdefault(key, []).append(remote_id)
+        if self.on_remote_open is not None:
+            self.on_remote_open(protocol, id)
+        if slot.channel is None and remote[index] is slot:
+            self._reject(key, remote_id)
+
+    def _pair(self, channel: Channel, remote_id: int, slot: _RemoteOpen) -> None:
+        slot.channel = channel
+        channel.remote_id = remote_id
+        channel.opened = True
+        channel.remote_handshake = slot.handshake
+        channel.handler.channel_opened(channel, slot.handshake)
+
+    def _reject(self, key: tuple[str, bytes | None], remote_id: int) -> None:
+        waiting = self._incoming.get(key)
+        if waiting and remote_id in waiting:
+            waiting.remove(remote_id)
+            if not waiting:
+                del self._incoming[key]
+        self._remote[remote_id - 1] = None
+        self._queue(0, REJECT, _uint(remote_id))
+
+    def _on_reject(self, view: memoryview, pos: int, end: int) -> None:
+        local_id, pos = decode_uint(view, pos, end)
+        for key, waiting in self._outgoing.items():
+            if local_id in waiting:
+                waiting.remove(local_id)
+                if not waiting:
+                    del self._outgoing[key]
+                break
+        else:
+            raise ChannelError(f"invalid reject: local channel id {local_id} is not opening")
+        self._free.append(local_id - 1)
+        channel = self._local[local_id - 1]
+        if channel is not None:
+            channel.rejected = True
+            self._close_channel(channel, by_remote=True)
+
+    def _on_close(self, view: memoryview, pos: int, end: int) -> None:
+        remote_id, pos = decode_uint(view, pos, end)
+        if remote_id == 0 or remote_id > len(self._remote):
+            return
+        slot = self._remote[remote_id - 1]
+        if slot is not None and slot.channel is not None:
+            self._close_channel(slot.channel, by_remote=True)
+
+    def _close_channel(self, channel: Channel, by_remote: bool) -> None:
+        if channel.closed:
+            return
+        channel.closed = True
+        was_paired = channel.remote_id > 0
+        if was_paired:
+            self._remote[channel.remote_id - 1] = None
+            channel.remote_id = 0
+            self._free.append(channel.local_id - 1)
+        if self._local[channel.local_id - 1] is channel:
+            self._local[channel.local_id - 1] = None
+        channel.opened = False
+        channel.handler.channel_closed(channel, by_remote)

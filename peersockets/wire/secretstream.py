@@ -1,0 +1,175 @@
+"""secret-stream: a Noise XX handshake, then libsodium secretstream frames, over any byte stream.
+
+Sans-I/O: feed received bytes to ``receive_data`` and write out what
+``data_to_send`` and ``encrypt`` return. Every frame on the raw stream is
+``u24le length || body``.
+"""
+
+from __future__ import annotations
+
+import hmac
+from enum import Enum
+
+import nacl.bindings as sodium
+import nacl.exceptions
+
+from ..errors import DecryptionError, FrameTooLarge, HandshakeError, MessageTooLarge
+from .crypto import KeyPair, stream_id
+from .noise import NoiseXX
+
+ABYTES = sodium.crypto_secretstream_xchacha20poly1305_ABYTES  # 17
+HEADERBYTES = sodium.crypto_secretstream_xchacha20poly1305_HEADERBYTES  # 24
+ID_HEADER_BYTES = 32 + HEADERBYTES
+MAX_FRAME = 2**24 - 1
+MAX_MESSAGE = MAX_FRAME - ABYTES  # 16,777,198 bytes of plaintext
+KEEPALIVE_FRAME_SIZE = 3 + ABYTES
+
+
+class Phase(Enum):
+    """Where the stream is: handshaking, waiting for the remote's header, or carrying data."""
+
+    HANDSHAKE = 1
+    HEADER = 2
+    TRANSPORT = 3
+
+
+def frame(body: bytes) -> bytes:
+    """Prefix a body with its u24 little-endian length."""
+    return len(body).to_bytes(3, "little") + body
+
+
+class SecretStream:
+    """One end of a secret-stream: the initiator is the side that dialled."""
+
+    def __init__(
+        self,
+        initiator: bool,
+        key_pair: KeyPair,
+        *,
+        ephemeral: KeyPair | None = None,
+        max_frame_size: int = MAX_FRAME,
+    ) -> None:
+        if not 0 < max_frame_size <= MAX_FRAME:
+            raise ValueError(f"max_frame_size must be in 1..{MAX_FRAME}, got {max_frame_size}")
+        self.initiator = initiator
+        self.key_pair = key_pair
+        self.max_frame_size = max_frame_size
+        self.phase = Phase.HANDSHAKE
+        self.established = False
+        self.handshake_hash = b""
+        self.remote_public_key = b""
+        self._noise: NoiseXX | None = NoiseXX(initiator, key_pair, ephemeral)
+        self._outgoing = bytearray()
+        self._incoming = bytearray()
+        self._push_state = sodium.crypto_secretstream_xchacha20poly1305_state()
+        self._pull_state = sodium.crypto_secretstream_xchacha20poly1305_state()
+        self._rx = b""
+        if initiator:
+            self._outgoing += frame(self._noise_state().write_message())
+
+    def data_to_send(self) -> bytes:
+        """Handshake and header bytes queued for the raw stream (then cleared)."""
+        out = bytes(self._outgoing)
+        self._outgoing.clear()
+        return out
+
+    def encrypt(self, plaintext: bytes) -> bytes:
+        """One framed, encrypted message; an empty plaintext is a keepalive."""
+        if not self.established:
+            raise HandshakeError("cannot send before the handshake is complete")
+        if len(plaintext) > MAX_MESSAGE:
+            raise MessageTooLarge(
+                f"message of {len(plaintext)} bytes exceeds the frame limit of {MAX_MESSAGE}"
+            )
+        ciphertext = sodium.crypto_secretstream_xchacha20poly1305_push(self._push_state, plaintext)
+        return len(ciphertext).to_bytes(3, "little") + ciphertext
+
+    def receive_data(self, data: bytes) -> list[bytes]:
+        """Consume raw bytes; return the decrypted messages they complete (keepalives dropped).
+
+        Raises a ProtocolError subclass when the remote misbehaves; the stream
+        is then unusable and the connection must be closed.
+        """
+        buffer = self._incoming
+        if buffer:
+            buffer += data
+            source: bytes | bytearray = buffer
+        else:
+            source = data
+        messages: list[bytes] = []
+        pos = 0
+        size = len(source)
+        limit = self.max_frame_size
+        with memoryview(source) as view:
+            while size - pos >= 3:
+                length = view[pos] | (view[pos + 1] << 8) | (view[pos + 2] << 16)
+                if length > limit:
+                    raise FrameTooLarge(
+                        f"frame length prefix {length} exceeds the limit of {limit} bytes"
+                    )
+                end = pos + 3 + length
+                if end > size:
+                    break
+                body = bytes(view[pos + 3 : end])
+                pos = end
+                if self.phase is Phase.TRANSPORT:
+                    plaintext = self._decrypt(body)
+                    if plaintext:
+                        messages.append(plaintext)
+                else:
+                    self._setup_frame(body)
+            rest = bytes(view[pos:]) if pos < size else b""
+        if source is buffer:
+            buffer.clear()
+        if rest:
+            buffer += rest
+        return messages
+
+    def _decrypt(self, body: bytes) -> bytes:
+        if len(body) < ABYTES:
+            raise DecryptionError(f"encrypted frame of {len(body)} bytes is shorter than {ABYTES}")
+        try:
+            plaintext, _tag = sodium.crypto_secretstream_xchacha20poly1305_pull(
+                self._pull_state, body
+            )
+        except nacl.exceptions.CryptoError as exc:
+            raise DecryptionError(
+                f"frame of {len(body)} bytes failed authentication (tampered, replayed or reordered)"
+            ) from exc
+        return plaintext
+
+    def _noise_state(self) -> NoiseXX:
+        if self._noise is None:
+            raise HandshakeError("the handshake is already complete")
+        return self._noise
+
+    def _setup_frame(self, body: bytes) -> None:
+        if self.phase is Phase.HANDSHAKE:
+            noise = self._noise_state()
+            noise.read_message(body)
+            if not noise.complete:
+                self._outgoing += frame(noise.write_message())
+            if noise.complete:
+                self._finish_handshake(noise)
+            return
+        if len(body) != ID_HEADER_BYTES:
+            raise HandshakeError(f"stream header must be {ID_HEADER_BYTES} bytes, got {len(body)}")
+        expected = stream_id(self.handshake_hash, not self.initiator)
+        if not hmac.compare_digest(body[:32], expected):
+            raise HandshakeError(
+                f"stream id {body[:32].hex()} does not match the handshake (expected {expected.hex()})"
+            )
+        sodium.crypto_secretstream_xchacha20poly1305_init_pull(
+            self._pull_state, body[32:], self._rx
+        )
+        self.phase = Phase.TRANSPORT
+
+    def _finish_handshake(self, noise: NoiseXX) -> None:
+        self.handshake_hash = noise.handshake_hash
+        self.remote_public_key = noise.remote_public_key
+        self._rx = noise.rx
+        header = sodium.crypto_secretstream_xchacha20poly1305_init_push(self._push_state, noise.tx)
+        self._outgoing += frame(stream_id(self.handshake_hash, self.initiator) + header)
+        self._noise = None
+        self.phase = Phase.HEADER
+        self.established = True
