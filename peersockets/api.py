@@ -1,0 +1,496 @@
+"""The peersockets API: Peersockets bound to one drive, its Topics and PeerEvents."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, Literal, TypeVar
+
+from .connection import Connection
+from .errors import ConnectionClosed, MessageTooLarge, PeerNotFound, PeersocketsError, TopicClosed
+from .keys import parse_drive_key
+from .swarm import Swarm
+from .wire import hypercore
+from .wire.crypto import discovery_key as derive_discovery_key
+from .wire.encoding import uint_length
+from .wire.hypercore import HypercoreChannel
+from .wire.secretstream import MAX_MESSAGE
+
+log = logging.getLogger(__name__)
+
+EXTENSION_PREFIX = "peersockets/"
+MAX_TOPIC_BYTES = 1024
+DEFAULT_QUEUE_MESSAGES = 100_000
+DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024
+
+
+class InvalidTopic(PeersocketsError, ValueError):
+    """A topic name that is empty, not a str, or too long."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicMessage:
+    """A message received on a topic, from ``peer_id`` (whose key is ``public_key``)."""
+
+    peer_id: int
+    message: bytes
+    public_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PeerEvent:
+    """A peer joined or left the drive."""
+
+    type: Literal["join", "leave"]
+    peer_id: int
+    public_key: bytes
+
+
+T = TypeVar("T")
+
+
+class _Inbox(Generic[T]):
+    """A bounded queue behind an async iterator: drop-oldest past the bound, counted."""
+
+    def __init__(self, max_items: int, max_bytes: int, size_of: Callable[[T], int]) -> None:
+        self._items: deque[T] = deque()
+        self._bytes = 0
+        self._max_items = max_items
+        self._max_bytes = max_bytes
+        self._size_of = size_of
+        self._waiter: asyncio.Future[None] | None = None
+        self.closed = False
+        self.dropped = 0
+
+    def put(self, item: T) -> None:
+        if self.closed:
+            return
+        self._items.append(item)
+        self._bytes += self._size_of(item)
+        while len(self._items) > self._max_items or (
+            self._bytes > self._max_bytes and len(self._items) > 1
+        ):
+            old = self._items.popleft()
+            self._bytes -= self._size_of(old)
+            self.dropped += 1
+            if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+                log.warning("queue full: %d items dropped (oldest first)", self.dropped)
+        self._wake()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> T:
+        while not self._items:
+            if self.closed:
+                raise StopAsyncIteration
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        item = self._items.popleft()
+        self._bytes -= self._size_of(item)
+        return item
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class _Peer:
+    """A remote public key with at least one open drive channel."""
+
+    __slots__ = ("channels", "peer_id", "public_key")
+
+    def __init__(self, peer_id: int, public_key: bytes) -> None:
+        self.peer_id = peer_id
+        self.public_key = public_key
+        self.channels: list[_DriveLink] = []
+
+
+class _DriveLink:
+    """The drive's hypercore channel on one connection (a HypercoreListener)."""
+
+    def __init__(self, owner: Peersockets, conn: Connection) -> None:
+        self.owner = owner
+        self.conn = conn
+        self.channel = HypercoreChannel(
+            conn.mux, owner.drive_key, conn.handshake_hash, conn.initiator, self
+        )
+
+    def peer_opened(self, channel: HypercoreChannel) -> None:
+        self.owner._link_opened(self)
+
+    def peer_extension(self, channel: HypercoreChannel, name: str, message: bytes) -> None:
+        if name.startswith(EXTENSION_PREFIX):
+            self.owner._deliver(self, name[len(EXTENSION_PREFIX) :], message)
+
+    def peer_closed(self, channel: HypercoreChannel, by_remote: bool) -> None:
+        self.owner._link_closed(self)
+
+
+MessageCallback = Callable[[TopicMessage], "Awaitable[None] | None"]
+
+
+class Peersockets:
+    """Topic messaging with the peers of one hyperdrive, over a Swarm's connections."""
+
+    def __init__(
+        self,
+        swarm: Swarm,
+        drive_key: bytes | bytearray | memoryview | str,
+        *,
+        max_queue_messages: int = DEFAULT_QUEUE_MESSAGES,
+        max_queue_bytes: int = DEFAULT_QUEUE_BYTES,
+    ) -> None:
+        self.swarm = swarm
+        self.drive_key = parse_drive_key(drive_key)
+        self.discovery_key = derive_discovery_key(self.drive_key)
+        self.max_queue_messages = max_queue_messages
+        self.max_queue_bytes = max_queue_bytes
+        self._links: dict[Connection, _DriveLink] = {}
+        self._peers: dict[bytes, _Peer] = {}
+        self._by_id: dict[int, _Peer] = {}
+        self._ids = itertools.count(1)
+        self._topics: dict[str, list[Topic]] = {}
+        self._watchers: list[PeerEvents] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        swarm.add_listener(self._on_connection, self._on_remote_open)
+        for conn in swarm.connections:
+            self._on_connection(conn)
+        swarm.join(self.discovery_key)
+
+    @property
+    def peers(self) -> list[int]:
+        """The ids of the peers connected to the drive now."""
+        return sorted(self._by_id)
+
+    def peer_public_key(self, peer_id: int) -> bytes:
+        """The authenticated public key of a live peer."""
+        peer = self._by_id.get(peer_id)
+        if peer is None:
+            raise PeerNotFound(f"no live peer with id {peer_id!r}")
+        return peer.public_key
+
+    def join(self, topic: str) -> Topic:
+        """Join ``topic``: a Topic that sends to and receives from this drive's peers."""
+        self._check_open()
+        name = _check_topic(topic)
+        instance = Topic(self, name)
+        self._topics.setdefault(name, []).append(instance)
+        return instance
+
+    def watch(self) -> PeerEvents:
+        """A PeerEvents: a join for every peer connected now, then joins and leaves."""
+        self._check_open()
+        events = PeerEvents(self)
+        for peer in sorted(self._by_id.values(), key=lambda p: p.peer_id):
+            events._put(PeerEvent("join", peer.peer_id, peer.public_key))
+        self._watchers.append(events)
+        return events
+
+    async def close(self) -> None:
+        """Close the drive's channels, end every Topic and PeerEvents, stop discovery."""
+        if self._closed:
+            return
+        self._closed = True
+        self.swarm.remove_listener(self._on_connection, self._on_remote_open)
+        self.swarm.leave(self.discovery_key)
+        for link in list(self._links.values()):
+            link.channel.close()  # leave events are emitted as the channels close
+        for link in list(self._links.values()):
+            link.conn.flush()
+        for instances in list(self._topics.values()):
+            for topic in list(instances):
+                topic._end()
+        for watcher in list(self._watchers):
+            watcher._end()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> Peersockets:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"Peersockets({self.drive_key.hex()[:16]}, peers={self.peers})"
+
+    # -- sending ------------------------------------------------------------------------
+
+    async def _send(
+        self, topic: str, peer_id: int, message: bytes | bytearray | memoryview
+    ) -> None:
+        if not isinstance(message, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"message must be bytes, bytearray or memoryview, got {type(message).__name__}"
+            )
+        if type(peer_id) is not int:
+            raise TypeError(f"peer_id must be an int, got {type(peer_id).__name__}")
+        peer = self._by_id.get(peer_id)
+        if peer is None or not peer.channels:
+            raise PeerNotFound(
+                f"no live peer with id {peer_id} on drive {self.drive_key.hex()[:16]}"
+            )
+        name = EXTENSION_PREFIX + topic
+        payload = message if isinstance(message, bytes) else bytes(message)
+        overhead = 2 * 9 + uint_length(len(name)) + len(name.encode("utf-8"))
+        if len(payload) + overhead > MAX_MESSAGE:
+            raise MessageTooLarge(
+                f"message of {len(payload)} bytes exceeds the limit of"
+                f" {MAX_MESSAGE - overhead} bytes for topic {topic!r}"
+            )
+        link = peer.channels[-1]
+        link.channel.send_extension(name, payload)
+        try:
+            await link.conn.drain()
+        except ConnectionClosed as exc:
+            raise PeerNotFound(f"peer {peer_id} left before the message could be sent") from exc
+
+    # -- swarm events -------------------------------------------------------------------
+
+    def _on_connection(self, conn: Connection) -> None:
+        if self._closed or conn in self._links or conn.is_closed:
+            return
+        self._links[conn] = _DriveLink(self, conn)
+
+    def _on_remote_open(self, conn: Connection, protocol: str, id: bytes | None) -> None:
+        if protocol != hypercore.PROTOCOL or id != self.discovery_key or self._closed:
+            return
+        link = self._links.get(conn)
+        if link is None or link.channel.channel.closed:
+            # The remote (re)opened the drive's channel: answer with ours, which pairs at once.
+            self._links[conn] = _DriveLink(self, conn)
+
+    def _link_opened(self, link: _DriveLink) -> None:
+        key = link.conn.remote_public_key
+        peer = self._peers.get(key)
+        if peer is None:
+            peer = _Peer(next(self._ids), key)
+            self._peers[key] = peer
+            self._by_id[peer.peer_id] = peer
+            peer.channels.append(link)
+            self._emit(PeerEvent("join", peer.peer_id, key))
+        else:
+            peer.channels.append(link)
+
+    def _link_closed(self, link: _DriveLink) -> None:
+        if self._links.get(link.conn) is link:
+            del self._links[link.conn]
+        peer = (
+            self._peers.get(link.conn.remote_public_key) if link.conn.stream.established else None
+        )
+        if peer is None or link not in peer.channels:
+            return
+        peer.channels.remove(link)
+        if not peer.channels:
+            del self._peers[peer.public_key]
+            del self._by_id[peer.peer_id]
+            self._emit(PeerEvent("leave", peer.peer_id, peer.public_key))
+
+    def _emit(self, event: PeerEvent) -> None:
+        for watcher in list(self._watchers):
+            watcher._put(event)
+
+    def _deliver(self, link: _DriveLink, topic: str, message: bytes) -> None:
+        instances = self._topics.get(topic)
+        if not instances:
+            return  # nobody joined this topic here: discarded, as Beaker did
+        peer = self._peers.get(link.conn.remote_public_key)
+        if peer is None:
+            return
+        event = TopicMessage(peer.peer_id, message, peer.public_key)
+        for instance in list(instances):
+            instance._put(event)
+
+    def _forget_topic(self, topic: Topic) -> None:
+        instances = self._topics.get(topic.name)
+        if instances and topic in instances:
+            instances.remove(topic)
+            if not instances:
+                del self._topics[topic.name]
+
+    def _forget_watcher(self, watcher: PeerEvents) -> None:
+        if watcher in self._watchers:
+            self._watchers.remove(watcher)
+
+    def _spawn(self, awaitable: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await awaitable
+            except Exception:
+                log.exception("on_message callback failed")
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PeersocketsError("this Peersockets is closed")
+
+
+def _check_topic(topic: object) -> str:
+    if not isinstance(topic, str):
+        raise TypeError(f"topic must be a str, got {type(topic).__name__}")
+    if not topic:
+        raise InvalidTopic("topic must not be empty")
+    if len(topic.encode("utf-8")) > MAX_TOPIC_BYTES:
+        raise InvalidTopic(f"topic is {len(topic.encode())} bytes; the limit is {MAX_TOPIC_BYTES}")
+    return topic
+
+
+class Topic:
+    """One joined instance of a topic: send to a peer id, receive by callback or ``async for``.
+
+    Messages are queued from the moment the Topic exists (bounded: past
+    ``max_queue_messages`` or ``max_queue_bytes`` the oldest are dropped and
+    counted in ``dropped``), unless an on_message callback is set, in which
+    case they go to the callbacks instead.
+    """
+
+    def __init__(self, owner: Peersockets, name: str) -> None:
+        self.name = name
+        self._owner = owner
+        self._callbacks: list[MessageCallback] = []
+        self._inbox: _Inbox[TopicMessage] = _Inbox(
+            owner.max_queue_messages, owner.max_queue_bytes, lambda m: len(m.message) + 64
+        )
+
+    @property
+    def closed(self) -> bool:
+        """Whether close() was called (or the Peersockets closed)."""
+        return self._inbox.closed
+
+    @property
+    def dropped(self) -> int:
+        """Messages dropped because the queue was full."""
+        return self._inbox.dropped
+
+    async def send(self, peer_id: int, message: bytes | bytearray | memoryview) -> None:
+        """Send ``message`` to ``peer_id``; waits only for flow control.
+
+        Raises TypeError (message not bytes-like), PeerNotFound, MessageTooLarge
+        or TopicClosed.
+        """
+        if self._inbox.closed:
+            raise TopicClosed(f"topic {self.name!r} is closed")
+        await self._owner._send(self.name, peer_id, message)
+
+    def on_message(self, callback: MessageCallback) -> None:
+        """Call ``callback(TopicMessage)`` for each message; it may be sync or async."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        self._callbacks.append(callback)
+
+    def close(self) -> None:
+        """Close this instance; other instances of the topic keep working."""
+        if self._inbox.closed:
+            return
+        self._inbox.close()
+        self._owner._forget_topic(self)
+
+    def _end(self) -> None:
+        self.close()
+
+    def _put(self, message: TopicMessage) -> None:
+        if not self._callbacks:
+            self._inbox.put(message)
+            return
+        for callback in self._callbacks:
+            try:
+                result = callback(message)
+            except Exception:
+                log.exception("on_message callback for topic %r failed", self.name)
+                continue
+            if inspect.isawaitable(result):
+                self._owner._spawn(result)
+
+    def __aiter__(self) -> Topic:
+        return self
+
+    async def __anext__(self) -> TopicMessage:
+        return await self._inbox.get()
+
+    def __enter__(self) -> Topic:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Topic:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{len(self._inbox)} queued"
+        return f"Topic({self.name!r}, {state})"
+
+
+class PeerEvents:
+    """Join and leave events of a drive's peers, by ``async for``; bounded like a Topic."""
+
+    def __init__(self, owner: Peersockets) -> None:
+        self._owner = owner
+        self._inbox: _Inbox[PeerEvent] = _Inbox(
+            owner.max_queue_messages, owner.max_queue_bytes, lambda e: 64
+        )
+
+    @property
+    def closed(self) -> bool:
+        """Whether close() was called (or the Peersockets closed)."""
+        return self._inbox.closed
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped because the queue was full."""
+        return self._inbox.dropped
+
+    def close(self) -> None:
+        """Stop receiving events (connections are not affected)."""
+        if self._inbox.closed:
+            return
+        self._inbox.close()
+        self._owner._forget_watcher(self)
+
+    def _end(self) -> None:
+        self.close()
+
+    def _put(self, event: PeerEvent) -> None:
+        self._inbox.put(event)
+
+    def __aiter__(self) -> PeerEvents:
+        return self
+
+    async def __anext__(self) -> PeerEvent:
+        return await self._inbox.get()
+
+    def __enter__(self) -> PeerEvents:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> PeerEvents:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()

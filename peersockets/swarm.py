@@ -1,0 +1,238 @@
+"""Swarm: this process's identity on the network, its transports, connections and discovery."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from .connection import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_KEEPALIVE, Connection
+from .errors import PeersocketsError
+from .wire.crypto import KeyPair
+from .wire.secretstream import MAX_FRAME
+
+log = logging.getLogger(__name__)
+
+ConnectionListener = Callable[[Connection], None]
+RemoteOpenListener = Callable[[Connection, str, bytes | None], None]
+
+
+class SwarmClosed(PeersocketsError):
+    """The Swarm is closed; it cannot listen, connect or join."""
+
+
+class Discovery(Protocol):
+    """A way of finding peers for a discovery key (in-memory now; LAN and DHT later)."""
+
+    def join(self, swarm: Swarm, discovery_key: bytes) -> None:
+        """Start finding and connecting peers that joined ``discovery_key``."""
+
+    def leave(self, swarm: Swarm, discovery_key: bytes) -> None:
+        """Stop announcing and looking up ``discovery_key``."""
+
+
+class Swarm:
+    """Owns a key pair, TCP listeners and the live connections, one per remote public key."""
+
+    def __init__(
+        self,
+        key_pair: KeyPair | None = None,
+        *,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        keepalive: float = DEFAULT_KEEPALIVE,
+        max_frame_size: int = MAX_FRAME,
+        discovery: Discovery | None = None,
+    ) -> None:
+        self.key_pair = key_pair if key_pair is not None else KeyPair.generate()
+        self.handshake_timeout = handshake_timeout
+        self.keepalive = keepalive
+        self.max_frame_size = max_frame_size
+        self.discovery: list[Discovery] = [discovery] if discovery is not None else []
+        self.topics: set[bytes] = set()
+        self._connections: dict[bytes, Connection] = {}
+        self._all: set[Connection] = set()
+        self._servers: list[asyncio.Server] = []
+        self._connection_listeners: list[ConnectionListener] = []
+        self._remote_open_listeners: list[RemoteOpenListener] = []
+        self._closed = False
+
+    @property
+    def public_key(self) -> bytes:
+        """This swarm's identity: the public key every peer authenticates."""
+        return self.key_pair.public_key
+
+    @property
+    def connections(self) -> list[Connection]:
+        """The live connections, one per remote public key."""
+        return list(self._connections.values())
+
+    @property
+    def closed(self) -> bool:
+        """Whether close() was called."""
+        return self._closed
+
+    # -- transports ---------------------------------------------------------------------
+
+    def make_connection(self, initiator: bool) -> Connection:
+        """A new Connection for a transport this swarm owns (TCP, pipe, ...)."""
+        self._check_open()
+        conn = Connection(
+            self.key_pair,
+            initiator,
+            handshake_timeout=self.handshake_timeout,
+            keepalive=self.keepalive,
+            max_frame_size=self.max_frame_size,
+        )
+        self._all.add(conn)
+        conn.on_established.append(self._on_established)
+        conn.on_closed.append(self._on_closed)
+        conn.pair_hooks.append(self._on_remote_open)
+        return conn
+
+    async def listen(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+        """Accept TCP connections on ``host:port`` (0 picks a free port); returns the address."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: self.make_connection(False), host, port)
+        self._servers.append(server)
+        address = server.sockets[0].getsockname()
+        return str(address[0]), int(address[1])
+
+    async def connect(self, host: str, port: int, *, timeout: float | None = None) -> Connection:
+        """Dial ``host:port`` over TCP; returns once the secure stream is up.
+
+        Raises OSError when the address cannot be reached, and a ProtocolError
+        when the handshake fails.
+        """
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        limit = self.handshake_timeout if timeout is None else timeout
+        async with asyncio.timeout(limit if limit > 0 else None):
+            _transport, conn = await loop.create_connection(
+                lambda: self.make_connection(True), host, port
+            )
+            await conn.wait_established()
+        return conn
+
+    # -- discovery ----------------------------------------------------------------------
+
+    def join(self, discovery_key: bytes) -> None:
+        """Find and connect to peers of ``discovery_key`` through every attached discovery."""
+        self._check_open()
+        if discovery_key in self.topics:
+            return
+        self.topics.add(discovery_key)
+        for discovery in self.discovery:
+            discovery.join(self, discovery_key)
+
+    def leave(self, discovery_key: bytes) -> None:
+        """Stop looking for peers of ``discovery_key`` (connections stay up)."""
+        if discovery_key not in self.topics:
+            return
+        self.topics.discard(discovery_key)
+        for discovery in self.discovery:
+            discovery.leave(self, discovery_key)
+
+    # -- listeners (used by Peersockets) ----------------------------------------------
+
+    def add_listener(
+        self, on_connection: ConnectionListener, on_remote_open: RemoteOpenListener
+    ) -> None:
+        """Be told of each new deduplicated connection and of each unmatched channel open."""
+        self._connection_listeners.append(on_connection)
+        self._remote_open_listeners.append(on_remote_open)
+
+    def remove_listener(
+        self, on_connection: ConnectionListener, on_remote_open: RemoteOpenListener
+    ) -> None:
+        """Undo add_listener."""
+        if on_connection in self._connection_listeners:
+            self._connection_listeners.remove(on_connection)
+        if on_remote_open in self._remote_open_listeners:
+            self._remote_open_listeners.remove(on_remote_open)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def close(self, timeout: float = 2.0) -> None:
+        """Stop listening, close every connection, and wait until they are gone."""
+        if self._closed:
+            return
+        self._closed = True
+        for discovery in self.discovery:
+            for key in list(self.topics):
+                discovery.leave(self, key)
+        self.topics.clear()
+        for server in self._servers:
+            server.close()
+        conns = list(self._all)
+        for conn in conns:
+            conn.close()
+        waits = [asyncio.ensure_future(c.wait_closed()) for c in conns]
+        if waits:
+            _done, pending = await asyncio.wait(waits, timeout=timeout)
+            for conn in conns:
+                if not conn.is_closed:
+                    conn.abort()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+            for fut in pending:
+                fut.cancel()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+    async def __aenter__(self) -> Swarm:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"Swarm({self.public_key.hex()[:16]}, {len(self._connections)} connections)"
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SwarmClosed("the Swarm is closed")
+
+    def _on_established(self, conn: Connection) -> None:
+        remote = conn.remote_public_key
+        if remote == self.public_key:
+            conn.abort(PeersocketsError("refusing a connection to ourselves"))
+            return
+        existing = self._connections.get(remote)
+        if existing is not None and not existing.is_closed:
+            if self._keep_new(existing, conn):
+                self._connections[remote] = conn
+                existing.close()
+            else:
+                conn.close()
+                return
+        else:
+            self._connections[remote] = conn
+        for listener in list(self._connection_listeners):
+            listener(conn)
+
+    def _keep_new(self, existing: Connection, new: Connection) -> bool:
+        """Two live connections to one remote: both ends must keep the same one."""
+        if existing.initiator == new.initiator:
+            return True  # a reconnect from the same side replaces the stale connection
+        # A simultaneous dial: keep the connection dialled by the larger public key.
+        remote = new.remote_public_key
+        initiator_of_new = self.public_key if new.initiator else remote
+        return initiator_of_new == max(self.public_key, remote)
+
+    def _on_closed(self, conn: Connection) -> None:
+        self._all.discard(conn)
+        if conn.stream.established:
+            remote = conn.remote_public_key
+            if self._connections.get(remote) is conn:
+                del self._connections[remote]
+
+    def _on_remote_open(self, conn: Connection, protocol: str, id: bytes | None) -> None:
+        if not conn.stream.established or self._connections.get(conn.remote_public_key) is not conn:
+            return  # a duplicate about to close: channels only go on the connection kept
+        for listener in list(self._remote_open_listeners):
+            listener(conn, protocol, id)

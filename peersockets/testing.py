@@ -1,0 +1,94 @@
+"""Test helpers: MemoryNetwork (real secret-stream and protomux over in-memory pipes) and fixtures.
+
+Load the fixtures in a test suite with ``pytest_plugins = ["peersockets.testing"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from .connection import Connection
+from .pipe import create_pipe
+from .swarm import Swarm
+from .wire.crypto import KeyPair
+
+
+class MemoryNetwork:
+    """A discovery and transport in one process: swarms that join a key get connected by pipes."""
+
+    def __init__(self) -> None:
+        self._topics: dict[bytes, list[Swarm]] = {}
+        self._swarms: list[Swarm] = []
+
+    def swarm(self, key_pair: KeyPair | None = None, **options: Any) -> Swarm:
+        """A new Swarm on this network (keyword options go to Swarm)."""
+        swarm = Swarm(key_pair, discovery=self, **options)
+        self._swarms.append(swarm)
+        return swarm
+
+    def connect(self, initiator: Swarm, responder: Swarm) -> tuple[Connection, Connection]:
+        """Join two swarms with a pipe now; the handshake completes as the loop runs."""
+        a = initiator.make_connection(True)
+        b = responder.make_connection(False)
+        create_pipe(a, b)
+        return a, b
+
+    def join(self, swarm: Swarm, discovery_key: bytes) -> None:
+        members = self._topics.setdefault(discovery_key, [])
+        if swarm in members:
+            return
+        for other in members:
+            if other.closed or other is swarm:
+                continue
+            if any(c.remote_public_key == other.public_key for c in swarm.connections):
+                continue  # already connected: one connection carries every drive
+            if any(c.remote_public_key == swarm.public_key for c in other.connections):
+                continue
+            self.connect(swarm, other)
+        members.append(swarm)
+
+    def leave(self, swarm: Swarm, discovery_key: bytes) -> None:
+        members = self._topics.get(discovery_key, [])
+        if swarm in members:
+            members.remove(swarm)
+
+    async def close(self) -> None:
+        """Close every swarm made by this network."""
+        for swarm in self._swarms:
+            await swarm.close()
+        self._swarms.clear()
+        self._topics.clear()
+
+
+try:
+    import pytest_asyncio
+except ImportError:  # pragma: no cover - fixtures need pytest-asyncio
+    pass
+else:
+
+    @pytest_asyncio.fixture
+    async def memory_network() -> AsyncIterator[MemoryNetwork]:
+        """A MemoryNetwork closed after the test."""
+        network = MemoryNetwork()
+        try:
+            yield network
+        finally:
+            await network.close()
+
+    @pytest_asyncio.fixture
+    async def make_swarm() -> AsyncIterator[Callable[..., Awaitable[Swarm]]]:
+        """A factory of TCP swarms listening on 127.0.0.1, all closed after the test."""
+        swarms: list[Swarm] = []
+
+        async def factory(**options: Any) -> Swarm:
+            swarm = Swarm(**options)
+            await swarm.listen("127.0.0.1", 0)
+            swarms.append(swarm)
+            return swarm
+
+        try:
+            yield factory
+        finally:
+            for swarm in swarms:
+                await swarm.close()
