@@ -296,13 +296,33 @@ class Peersockets:
         peer = (
             self._peers.get(link.conn.remote_public_key) if link.conn.stream.established else None
         )
-        if peer is None or link not in peer.channels:
+        if peer is None:
+            return
+        if link not in peer.channels:
+            if not peer.channels and not self._opening_to(peer.public_key):
+                self._remove_peer(peer)  # the channel that kept the peer waiting was rejected
             return
         peer.channels.remove(link)
-        if not peer.channels:
-            del self._peers[peer.public_key]
-            del self._by_id[peer.peer_id]
-            self._emit(PeerEvent("leave", peer.peer_id, peer.public_key))
+        if not peer.channels and not self._opening_to(peer.public_key):
+            self._remove_peer(peer)
+
+    def _remove_peer(self, peer: _Peer) -> None:
+        del self._peers[peer.public_key]
+        del self._by_id[peer.peer_id]
+        self._emit(PeerEvent("leave", peer.peer_id, peer.public_key))
+
+    def _opening_to(self, public_key: bytes) -> bool:
+        """Whether a drive channel to this key is still opening on another connection.
+
+        Two connections to one key are one peer: while the swarm swaps a
+        duplicate connection for the one it keeps, the peer stays joined.
+        """
+        return any(
+            not link.conn.is_closed
+            and not link.channel.channel.closed
+            and link.conn.remote_public_key == public_key
+            for link in self._links.values()
+        )
 
     def _emit(self, event: PeerEvent) -> None:
         for watcher in list(self._watchers):

@@ -68,6 +68,16 @@ class Swarm:
         return list(self._connections.values())
 
     @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """The (host, port) of every TCP listener."""
+        found = []
+        for server in self._servers:
+            for sock in server.sockets:
+                name = sock.getsockname()
+                found.append((str(name[0]), int(name[1])))
+        return found
+
+    @property
     def closed(self) -> bool:
         """Whether close() was called."""
         return self._closed

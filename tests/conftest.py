@@ -1,0 +1,91 @@
+"""Shared fixtures: the peersockets.testing plugin, plus a network fixture that runs each
+API test twice, on the in-memory network and over loopback TCP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+import pytest_asyncio
+
+from peersockets import Swarm
+
+pytest_plugins = ["peersockets.testing"]
+
+T = TypeVar("T")
+
+
+async def next_of(iterator: Any, timeout: float = 5.0) -> Any:
+    """The next item of an async iterator, failing the test after ``timeout`` seconds."""
+    return await asyncio.wait_for(iterator.__anext__(), timeout)
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.005)
+
+
+class Net:
+    """Makes swarms on one kind of network and connects them."""
+
+    def __init__(self, kind: str) -> None:
+        from peersockets.testing import MemoryNetwork  # after pytest_plugins has loaded it
+
+        self.kind = kind
+        self.memory = MemoryNetwork()
+        self.swarms: list[Swarm] = []
+        self.addresses: dict[Swarm, tuple[str, int]] = {}
+
+    async def swarm(self, **options: Any) -> Swarm:
+        if self.kind == "memory":
+            swarm = Swarm(**options)  # connected by hand below, not by discovery
+        else:
+            swarm = Swarm(**options)
+            self.addresses[swarm] = await swarm.listen("127.0.0.1", 0)
+        self.swarms.append(swarm)
+        return swarm
+
+    async def connect(self, a: Swarm, b: Swarm) -> None:
+        """Connect a (initiator) to b and wait for the secure stream on both ends."""
+        if self.kind == "memory":
+            conn_a, conn_b = self.memory.connect(a, b)
+            await conn_a.wait_established()
+            await conn_b.wait_established()
+        else:
+            await a.connect(*self.addresses[b])
+        await wait_until(lambda: any(c.remote_public_key == a.public_key for c in b.connections))
+
+    async def mesh(self, n: int) -> list[Swarm]:
+        swarms = [await self.swarm() for _ in range(n)]
+        for i, a in enumerate(swarms):
+            for b in swarms[:i]:
+                await self.connect(a, b)
+        return swarms
+
+    async def close(self) -> None:
+        for swarm in self.swarms:
+            await swarm.close()
+        await self.memory.close()
+
+
+@pytest_asyncio.fixture(params=["memory", "tcp"])
+async def net(request: pytest.FixtureRequest) -> AsyncIterator[Net]:
+    network = Net(request.param)
+    try:
+        yield network
+    finally:
+        await network.close()
+        await asyncio.sleep(0)
+        current = asyncio.current_task()
+        leftover = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+        assert not leftover, f"tasks left running after close: {leftover}"
+
+
+Maker = Callable[..., Awaitable[T]]

@@ -1,0 +1,348 @@
+"""Every rule of DESIGN.md's Semantics and of Beaker's API, on the memory network and over TCP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from conftest import Net, next_of, wait_until
+from peersockets import (
+    InvalidTopic,
+    MessageTooLarge,
+    PeerEvent,
+    PeerNotFound,
+    Peersockets,
+    PeersocketsError,
+    TopicClosed,
+    TopicMessage,
+)
+from peersockets.wire.secretstream import MAX_MESSAGE
+
+DRIVE = bytes(range(32))
+OTHER_DRIVE = bytes(range(32, 64))
+
+
+async def joined(ps: Peersockets, count: int) -> None:
+    await wait_until(lambda: len(ps.peers) == count)
+
+
+async def test_three_peers_join_and_exchange(net: Net) -> None:
+    swarms = await net.mesh(3)
+    ps = [Peersockets(s, DRIVE) for s in swarms]
+    topics = [p.join("chat") for p in ps]
+    for p in ps:
+        await joined(p, 2)
+    for sender in range(3):
+        for peer_id in ps[sender].peers:
+            await topics[sender].send(peer_id, f"from {sender}".encode())
+    for receiver in range(3):
+        got = sorted([(await next_of(topics[receiver])).message for _ in range(2)])
+        assert got == sorted(f"from {s}".encode() for s in range(3) if s != receiver)
+
+
+async def test_watch_before_and_after_connect(net: Net) -> None:
+    a, b, c = await net.swarm(), await net.swarm(), await net.swarm()
+    ps_a = Peersockets(a, DRIVE)
+    Peersockets(b, DRIVE)
+    Peersockets(c, DRIVE)
+    early = ps_a.watch()
+    await net.connect(b, a)
+    await joined(ps_a, 1)
+    late = ps_a.watch()
+    await net.connect(c, a)
+    await joined(ps_a, 2)
+    first = await next_of(early)
+    second = await next_of(early)
+    assert [first.type, second.type] == ["join", "join"]
+    assert first.public_key == b.public_key and second.public_key == c.public_key
+    # A watch() started later first gets a join for the peer already there, then the new one.
+    assert await next_of(late) == first
+    assert await next_of(late) == second
+
+
+async def test_leave_when_remote_closes_its_peersockets(net: Net) -> None:
+    a, b = await net.mesh(2)
+    ps_a, ps_b = Peersockets(a, DRIVE), Peersockets(b, DRIVE)
+    events = ps_a.watch()
+    join = await next_of(events)
+    await ps_b.close()
+    leave = await next_of(events)
+    assert leave == PeerEvent("leave", join.peer_id, b.public_key)
+    assert ps_a.peers == []
+
+
+async def test_leave_when_connection_is_killed_without_close(net: Net) -> None:
+    a, b = await net.mesh(2)
+    ps_a = Peersockets(a, DRIVE)
+    Peersockets(b, DRIVE)
+    events = ps_a.watch()
+    join = await next_of(events)
+    for conn in b.connections:
+        conn.abort()  # no close frame, no FIN handshake: the socket just dies
+    assert await next_of(events) == PeerEvent("leave", join.peer_id, b.public_key)
+
+
+async def test_leave_on_local_close(net: Net) -> None:
+    a, b = await net.mesh(2)
+    ps_a = Peersockets(a, DRIVE)
+    ps_b = Peersockets(b, DRIVE)
+    events_a, events_b = ps_a.watch(), ps_b.watch()
+    join = await next_of(events_a)
+    await next_of(events_b)
+    for conn in a.connections:
+        conn.close()
+    assert await next_of(events_a) == PeerEvent("leave", join.peer_id, b.public_key)
+    assert (await next_of(events_b)).type == "leave"
+
+
+async def test_closing_peersockets_emits_leaves_then_ends_watchers(net: Net) -> None:
+    a, b, c = await net.mesh(3)
+    ps_a = Peersockets(a, DRIVE)
+    Peersockets(b, DRIVE)
+    Peersockets(c, DRIVE)
+    await joined(ps_a, 2)
+    events = ps_a.watch()
+    await ps_a.close()
+    seen = [e async for e in events]
+    assert [e.type for e in seen] == ["join", "join", "leave", "leave"]
+    assert events.closed
+
+
+async def test_peer_without_the_drive_never_joins(net: Net) -> None:
+    a, b = await net.mesh(2)
+    ps_a = Peersockets(a, DRIVE)
+    Peersockets(b, OTHER_DRIVE)
+    events = ps_a.watch()
+    with pytest.raises(asyncio.TimeoutError):
+        await next_of(events, timeout=0.3)
+    assert ps_a.peers == []
+
+
+async def test_two_drives_one_connection_same_topic_no_cross_talk(net: Net) -> None:
+    a, b = await net.mesh(2)
+    a1, a2 = Peersockets(a, DRIVE), Peersockets(a, OTHER_DRIVE)
+    b1, b2 = Peersockets(b, DRIVE), Peersockets(b, OTHER_DRIVE)
+    t_a1, t_a2, t_b1, t_b2 = (p.join("chat") for p in (a1, a2, b1, b2))
+    for p in (a1, a2, b1, b2):
+        await joined(p, 1)
+    assert len(a.connections) == 1  # one connection carries both drives
+    await t_a1.send(a1.peers[0], b"drive one")
+    await t_a2.send(a2.peers[0], b"drive two")
+    assert (await next_of(t_b1)).message == b"drive one"
+    assert (await next_of(t_b2)).message == b"drive two"
+    with pytest.raises(asyncio.TimeoutError):
+        await next_of(t_b1, timeout=0.2)
+
+
+async def test_peer_ids_agree_between_watch_and_topics(net: Net) -> None:
+    a, b, c = await net.mesh(3)
+    ps_a = Peersockets(a, DRIVE)
+    events = ps_a.watch()
+    chat, game = ps_a.join("chat"), ps_a.join("game")
+    remote = {s.public_key: Peersockets(s, DRIVE) for s in (b, c)}
+    ids = {}
+    for _ in range(2):
+        ev = await next_of(events)
+        ids[ev.public_key] = ev.peer_id
+    assert sorted(ids.values()) == [1, 2]
+    for key, ps in remote.items():
+        await joined(ps, 2)
+        (a_id,) = [i for i in ps.peers if ps.peer_public_key(i) == a.public_key]
+        await ps.join("chat").send(a_id, b"chat")
+        await ps.join("game").send(a_id, b"game")
+    got = [await next_of(chat) for _ in range(2)] + [await next_of(game) for _ in range(2)]
+    for msg in got:
+        assert msg.peer_id == ids[msg.public_key]
+
+
+async def test_reconnect_gets_a_new_id(net: Net) -> None:
+    a, b = await net.mesh(2)
+    ps_a = Peersockets(a, DRIVE)
+    Peersockets(b, DRIVE)
+    events = ps_a.watch()
+    first = await next_of(events)
+    for conn in a.connections:
+        conn.close()
+    assert (await next_of(events)).type == "leave"
+    await net.connect(b, a)
+    again = await next_of(events)
+    assert again.type == "join" and again.public_key == b.public_key
+    assert again.peer_id != first.peer_id
+
+
+async def test_simultaneous_connections_give_one_peer(net: Net) -> None:
+    a, b = await net.swarm(), await net.swarm()
+    ps_a, ps_b = Peersockets(a, DRIVE), Peersockets(b, DRIVE)
+    events_a = ps_a.watch()
+    await asyncio.gather(net.connect(a, b), net.connect(b, a))
+    await joined(ps_a, 1)
+    await joined(ps_b, 1)
+    await wait_until(lambda: len(a.connections) == 1 and len(b.connections) == 1)
+    await asyncio.sleep(0.1)
+    seen = []
+    while True:
+        try:
+            seen.append(await next_of(events_a, timeout=0.2))
+        except asyncio.TimeoutError:
+            break
+    assert [e.type for e in seen] == ["join"]
+    # Messages still flow on the connection both sides kept.
+    chat_a, chat_b = ps_a.join("chat"), ps_b.join("chat")
+    await chat_a.send(ps_a.peers[0], b"x")
+    assert (await next_of(chat_b)).message == b"x"
+
+
+async def test_send_errors(net: Net) -> None:
+    a, b = await net.mesh(2)
+    ps_a = Peersockets(a, DRIVE)
+    Peersockets(b, DRIVE)
+    topic = ps_a.join("chat")
+    await joined(ps_a, 1)
+    peer = ps_a.peers[0]
+    with pytest.raises(TypeError, match="str"):
+        await topic.send(peer, "text is not bytes")  # type: ignore[arg-type]
+    with pytest.raises(PeerNotFound, match="999"):
+        await topic.send(999, b"x")
+    with pytest.raises(MessageTooLarge, match=str(MAX_MESSAGE + 1)):
+        await topic.send(peer, bytes(MAX_MESSAGE + 1))
+    topic.close()
+    with pytest.raises(TopicClosed, match="chat"):
+        await topic.send(peer, b"x")
+    for error in (PeerNotFound, MessageTooLarge, TopicClosed):
+        assert issubclass(error, PeersocketsError)
+    with pytest.raises(TypeError):
+        ps_a.join(42)  # type: ignore[arg-type]
+    with pytest.raises(InvalidTopic):
+        ps_a.join("")
+
+
+async def test_send_to_departed_peer_raises(net: Net) -> None:
+    a, b = await net.mesh(2)
+    ps_a, ps_b = Peersockets(a, DRIVE), Peersockets(b, DRIVE)
+    topic = ps_a.join("chat")
+    await joined(ps_a, 1)
+    peer = ps_a.peers[0]
+    await ps_b.close()
+    await wait_until(lambda: ps_a.peers == [])
+    with pytest.raises(PeerNotFound):
+        await topic.send(peer, b"too late")
+
+
+async def test_bytes_like_messages(net: Net) -> None:
+    a, b = await net.mesh(2)
+    ps_a, ps_b = Peersockets(a, DRIVE), Peersockets(b, DRIVE)
+    send, recv = ps_a.join("t"), ps_b.join("t")
+    await joined(ps_a, 1)
+    peer = ps_a.peers[0]
+    for payload in (b"bytes", bytearray(b"bytearray"), memoryview(b"xmemoryview")[1:], b""):
+        await send.send(peer, payload)
+        assert (await next_of(recv)).message == bytes(payload)
+
+
+async def test_several_topic_instances(net: Net) -> None:
+    a, b = await net.mesh(2)
+    ps_a, ps_b = Peersockets(a, DRIVE), Peersockets(b, DRIVE)
+    first, second, third = ps_b.join("chat"), ps_b.join("chat"), ps_b.join("chat")
+    other = ps_b.join("other")
+    sender = ps_a.join("chat")
+    await joined(ps_a, 1)
+    await sender.send(ps_a.peers[0], b"one")
+    for t in (first, second, third):
+        assert (await next_of(t)).message == b"one"
+    second.close()
+    await sender.send(ps_a.peers[0], b"two")
+    assert (await next_of(first)).message == b"two"
+    assert (await next_of(third)).message == b"two"
+    assert [m async for m in second] == []  # closed: iteration ends
+    with pytest.raises(asyncio.TimeoutError):
+        await next_of(other, timeout=0.2)
+
+
+async def test_topic_not_joined_is_discarded_and_others_still_work(net: Net) -> None:
+    a, b = await net.mesh(2)
+    ps_a, ps_b = Peersockets(a, DRIVE), Peersockets(b, DRIVE)
+    chat = ps_b.join("chat")
+    await joined(ps_a, 1)
+    unjoined = ps_a.join("nobody-listens")
+    await unjoined.send(ps_a.peers[0], b"lost on purpose")
+    await ps_a.join("chat").send(ps_a.peers[0], b"kept")
+    assert (await next_of(chat)).message == b"kept"
+
+
+async def test_nothing_lost_between_join_connect_and_iterate(net: Net) -> None:
+    a, b = await net.swarm(), await net.swarm()
+    ps_a, ps_b = Peersockets(a, DRIVE), Peersockets(b, DRIVE)
+    events = ps_a.watch()
+    topic = ps_a.join("chat")
+    sender = ps_b.join("chat")
+    await net.connect(b, a)
+    await joined(ps_b, 1)
+    for i in range(50):
+        await sender.send(ps_b.peers[0], b"%d" % i)
+    await asyncio.sleep(0.1)  # only now does the program start reading
+    assert (await next_of(events)).type == "join"
+    assert [(await next_of(topic)).message for _ in range(50)] == [b"%d" % i for i in range(50)]
+
+
+async def test_order_and_integrity_under_load(net: Net) -> None:
+    a, b = await net.mesh(2)
+    ps_a, ps_b = Peersockets(a, DRIVE), Peersockets(b, DRIVE)
+    sender, receiver = ps_a.join("bulk"), ps_b.join("bulk")
+    await joined(ps_a, 1)
+    peer = ps_a.peers[0]
+    payloads = [os.urandom(n) for n in (0, 1, 100, 65536, 300_000, 5) * 40]
+
+    async def send_all() -> None:
+        for p in payloads:
+            await sender.send(peer, p)
+
+    task = asyncio.create_task(send_all())
+    got = [(await next_of(receiver, timeout=10)).message for _ in payloads]
+    await task
+    assert got == payloads
+
+
+async def test_on_message_callbacks_sync_and_async(net: Net) -> None:
+    a, b = await net.mesh(2)
+    ps_a, ps_b = Peersockets(a, DRIVE), Peersockets(b, DRIVE)
+    topic = ps_b.join("cb")
+    seen_sync: list[TopicMessage] = []
+    seen_async: list[TopicMessage] = []
+
+    async def async_callback(msg: TopicMessage) -> None:
+        await asyncio.sleep(0)
+        seen_async.append(msg)
+
+    topic.on_message(seen_sync.append)
+    topic.on_message(async_callback)
+    await joined(ps_a, 1)
+    await ps_a.join("cb").send(ps_a.peers[0], b"hi")
+    await wait_until(lambda: len(seen_sync) == 1 and len(seen_async) == 1)
+    assert seen_sync[0].message == b"hi" and seen_async[0] == seen_sync[0]
+    with pytest.raises(TypeError):
+        topic.on_message("not callable")  # type: ignore[arg-type]
+
+
+async def test_context_managers(net: Net) -> None:
+    (a,) = await net.mesh(1)
+    async with Peersockets(a, DRIVE) as ps:
+        with ps.join("x") as topic:
+            assert not topic.closed
+        assert topic.closed
+        async with ps.watch() as events:
+            assert not events.closed
+        assert events.closed
+    with pytest.raises(PeersocketsError):
+        ps.join("after close")
+
+
+async def test_drive_key_spellings(net: Net) -> None:
+    (a,) = await net.mesh(1)
+    from peersockets.keys import z32_encode
+
+    for spelling in (DRIVE, DRIVE.hex(), z32_encode(DRIVE), f"hyper://{DRIVE.hex()}/index.html"):
+        ps = Peersockets(a, spelling)
+        assert ps.drive_key == DRIVE
+        await ps.close()
