@@ -57,6 +57,8 @@ class Connection(asyncio.Protocol):
         self.on_established: list[ConnectionHook] = []
         self.on_closed: list[ConnectionHook] = []
         self.pair_hooks: list[PairHook] = []
+        self.message_handler: Callable[[bytes], None] | None = None
+        """When set, decrypted messages go here instead of to the mux (raw secret-stream use)."""
         self._flush_scheduled = False
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
@@ -131,6 +133,14 @@ class Connection(asyncio.Protocol):
             transport.writelines([encrypt(frame) for frame in frames])
         self._last_write = self._loop.time()
 
+    def send_raw(self, message: bytes) -> None:
+        """Encrypt and write one secret-stream message now, after anything queued on the mux."""
+        if self._lost or self.transport is None:
+            raise ConnectionClosed(f"connection to {self._peer_name()} is closed")
+        self.flush()
+        self.transport.write(self.stream.encrypt(message))
+        self._last_write = self._loop.time()
+
     # -- asyncio.Protocol -----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -151,7 +161,7 @@ class Connection(asyncio.Protocol):
                 self._write_raw(out)
             if not self.established.done() and self.stream.established:
                 self._on_handshake()
-            receive = self.mux.receive_frame
+            receive = self.message_handler or self.mux.receive_frame
             for message in messages:
                 receive(message)
                 if self._lost:

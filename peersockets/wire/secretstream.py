@@ -85,7 +85,10 @@ class SecretStream:
         return len(ciphertext).to_bytes(3, "little") + ciphertext
 
     def receive_data(self, data: bytes) -> list[bytes]:
-        """Consume raw bytes; return the decrypted messages they complete (keepalives dropped).
+        """Consume raw bytes; return the decrypted messages they complete.
+
+        Empty messages are returned too: they are keepalives to protomux, which
+        ignores them, but a raw secret-stream user may send them on purpose.
 
         Raises a ProtocolError subclass when the remote misbehaves; the stream
         is then unusable and the connection must be closed.
@@ -113,9 +116,7 @@ class SecretStream:
                 body = bytes(view[pos + 3 : end])
                 pos = end
                 if self.phase is Phase.TRANSPORT:
-                    plaintext = self._decrypt(body)
-                    if plaintext:
-                        messages.append(plaintext)
+                    messages.append(self._decrypt(body))
                 else:
                     self._setup_frame(body)
             rest = bytes(view[pos:]) if pos < size else b""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import shutil
 from collections.abc import Iterable
@@ -61,11 +62,17 @@ def pattern(size: int, seed: int = 0) -> bytes:
 def _node_executable() -> str:
     node = shutil.which("node")
     if node is None:
-        raise JsPeerSetupError(f"node is not on PATH; the interop peers need Node.js 20+ ({_INSTALL_HINT})")
+        raise JsPeerSetupError(
+            f"node is not on PATH; the interop peers need Node.js 20+ ({_INSTALL_HINT})"
+        )
     modules = JS_DIR / "node_modules"
-    missing = [name for name in _REQUIRED_PACKAGES if not (modules / name / "package.json").is_file()]
+    missing = [
+        name for name in _REQUIRED_PACKAGES if not (modules / name / "package.json").is_file()
+    ]
     if missing:
-        raise JsPeerSetupError(f"missing npm packages in {modules}: {', '.join(missing)}; {_INSTALL_HINT}")
+        raise JsPeerSetupError(
+            f"missing npm packages in {modules}: {', '.join(missing)}; {_INSTALL_HINT}"
+        )
     return node
 
 
@@ -84,7 +91,9 @@ class JsPeer:
     before or during the call.
     """
 
-    def __init__(self, script: str, args: tuple[str, ...], proc: asyncio.subprocess.Process) -> None:
+    def __init__(
+        self, script: str, args: tuple[str, ...], proc: asyncio.subprocess.Process
+    ) -> None:
         self.script = script
         self.args = args
         self.proc = proc
@@ -172,11 +181,17 @@ class JsPeer:
     def _describe(self, limit: int = 40) -> str:
         recent = self.events[-limit:]
         events = "\n".join(f"    {json.dumps(e)}" for e in recent) or "    (none)"
-        stderr = "\n".join(f"    {line}" for line in list(self.stderr_lines)[-limit:]) or "    (none)"
-        status = "running" if self.proc.returncode is None else f"exited with {self.proc.returncode}"
+        stderr = (
+            "\n".join(f"    {line}" for line in list(self.stderr_lines)[-limit:]) or "    (none)"
+        )
+        status = (
+            "running" if self.proc.returncode is None else f"exited with {self.proc.returncode}"
+        )
         garbage = ""
         if self.stdout_garbage:
-            garbage = "\n  non-JSON stdout:\n" + "\n".join(f"    {line}" for line in self.stdout_garbage[-10:])
+            garbage = "\n  non-JSON stdout:\n" + "\n".join(
+                f"    {line}" for line in self.stdout_garbage[-10:]
+            )
         return (
             f"{self.script} {' '.join(self.args)} ({status})\n"
             f"  recent events:\n{events}\n  recent stderr:\n{stderr}{garbage}"
@@ -210,10 +225,8 @@ class JsPeer:
                     f"timed out after {timeout:g}s waiting for {event!r} {match or ''}\n{self._describe()}"
                 )
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
-            except asyncio.TimeoutError:
-                pass
 
     def pending(self, event: str | None = None) -> list[dict[str, Any]]:
         """Events not yet returned by expect() (optionally only those named ``event``)."""
@@ -238,7 +251,7 @@ class JsPeer:
         if self.proc.returncode is None:
             try:
                 await asyncio.wait_for(self.proc.wait(), 1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return
         self.returncode = self.proc.returncode
 
@@ -258,7 +271,7 @@ class JsPeer:
             stdin.close()
         try:
             await asyncio.wait_for(self.proc.wait(), _CLOSE_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.proc.kill()
             await self.proc.wait()
         finally:
