@@ -148,7 +148,7 @@ export function commands(handler, onend) {
     try {
       cmd = JSON.parse(line)
     } catch {
-      emit({ event: 'cmd-error', message: `not JSON: ${line}` })
+      chain = chain.then(() => emit({ event: 'cmd-error', message: `not JSON: ${line}` }))
       return
     }
     chain = chain.then(() => runOne(handler, cmd))

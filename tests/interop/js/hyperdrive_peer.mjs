@@ -1,0 +1,220 @@
+// A hyperdrive 13 peer that exchanges hypercore extension messages
+// ("peersockets/<topic>") with the peers of its drive, over loopback TCP.
+//
+//   node hyperdrive_peer.mjs --storage DIR [--key HEX32] [--listen] [--connect PORT]...
+//        [--seed HEX32] [--topic NAME]... [--echo] [--print-text]
+//
+// Without --key: Corestore(DIR), Hyperdrive(store), ready, put /hello.txt (the owner).
+// With --key: a read-only Hyperdrive(store, key) (a second peer of that drive).
+// Every connection: const s = store.replicate(isInitiator, { keyPair }); s.pipe(socket).pipe(s)
+// where keyPair is this process's static key pair (from --seed, else random), so
+// "public_key" is known up front. --listen accepts any number of connections;
+// --connect may be repeated; {"cmd":"connect"} opens more.
+// Extensions: drive.core.registerExtension('peersockets/<topic>', {encoding: 'binary', onmessage})
+// for every --topic (default: chat).
+//
+// Events (stdout, one JSON object per line):
+//   {"event":"ready","key":hex32,"discovery_key":hex32,"public_key":hex32,"writable":bool,"version":N,"topics":[str]}
+//   {"event":"listening","port":N}
+//   {"event":"connection","remote_public_key":hex32,"initiator":bool,"handshake_hash":hex64}   handshake done
+//   {"event":"stream-error","message":str,"remote_public_key":hex32|null}
+//   {"event":"stream-close","remote_public_key":hex32|null}
+//   {"event":"peer-add","remote_public_key":hex32}        hypercore/alpha channel open on drive.core
+//   {"event":"peer-remove","remote_public_key":hex32}
+//   {"event":"ext","topic":str,"length":N,"sha256":hex,"from":hex32[,"text":str]}   text with --print-text if utf-8
+//   {"event":"sent","topic":str,"count":N,"peers":N}      messages handed to the extension (count per peer)
+//   {"event":"cmd-error","cmd":str,"message":str}
+//   {"event":"error","message":str}                       fatal; exit code 1
+// Commands (stdin):
+//   {"cmd":"send","topic":str,"size":N,"seed":K,"count"?:1,"to"?:hex32}   pattern(size, seed + j), j < count
+//   {"cmd":"send","topic":str,"sizes":[N,...],"seed":K,"to"?:hex32}       one message per size, seeds seed + j
+//   {"cmd":"send_text","topic":str,"text":str,"to"?:hex32}
+//   {"cmd":"connect","port":N}
+//   {"cmd":"exit"}   closes the drive and the store, exit 0
+
+import {
+  require,
+  emit,
+  log,
+  exitNow,
+  installCrashHandlers,
+  pattern,
+  sha256,
+  hex,
+  fromHex,
+  parseArgs,
+  listen,
+  connect,
+  commands,
+  commandError,
+  sizesOf,
+  seedOf
+} from './_common.mjs'
+
+const Corestore = require('corestore')
+const Hyperdrive = require('hyperdrive')
+const crypto = require('hypercore-crypto')
+
+installCrashHandlers()
+
+const args = parseArgs({
+  storage: 'string',
+  key: 'string',
+  listen: 'flag',
+  connect: 'list',
+  seed: 'string',
+  topic: 'list',
+  echo: 'flag',
+  'print-text': 'flag'
+})
+if (!args.storage) throw new Error('--storage DIR is required')
+const topics = args.topic.length ? args.topic : ['chat']
+const keyPair = crypto.keyPair(args.seed ? fromHex(args.seed, '--seed', 32) : undefined)
+const driveKey = args.key ? fromHex(args.key, '--key', 32) : null
+
+const store = new Corestore(args.storage)
+const drive = driveKey ? new Hyperdrive(store, driveKey) : new Hyperdrive(store)
+await drive.ready()
+if (!driveKey) await drive.put('/hello.txt', Buffer.from('hello from hyperdrive_peer.mjs\n'))
+
+const utf8 = new TextDecoder('utf-8', { fatal: true })
+const extensions = new Map()
+for (const topic of topics) {
+  const ext = drive.core.registerExtension('peersockets/' + topic, {
+    encoding: 'binary',
+    onmessage(buf, peer) {
+      const event = { event: 'ext', topic, length: buf.byteLength, sha256: sha256(buf), from: hex(peer.remotePublicKey) }
+      if (args['print-text']) {
+        try {
+          event.text = utf8.decode(buf)
+        } catch {}
+      }
+      emit(event)
+      if (args.echo) ext.send(buf, peer)
+    }
+  })
+  extensions.set(topic, ext)
+}
+
+drive.core.on('peer-add', (peer) => emit({ event: 'peer-add', remote_public_key: hex(peer.remotePublicKey) }))
+drive.core.on('peer-remove', (peer) => emit({ event: 'peer-remove', remote_public_key: hex(peer.remotePublicKey) }))
+
+emit({
+  event: 'ready',
+  key: hex(drive.key),
+  discovery_key: hex(drive.discoveryKey),
+  public_key: hex(keyPair.publicKey),
+  writable: drive.writable,
+  version: drive.version,
+  topics
+})
+
+const sockets = new Set()
+let closing = false
+
+function replicate(socket, isInitiator) {
+  sockets.add(socket)
+  socket.on('error', (err) => log('socket error:', err.message))
+  socket.on('close', () => sockets.delete(socket))
+
+  const s = store.replicate(isInitiator, { keyPair })
+  s.pipe(socket).pipe(s)
+
+  const noise = s.noiseStream
+  noise.opened.then((ok) => {
+    if (!ok || closing) return
+    emit({
+      event: 'connection',
+      remote_public_key: hex(noise.remotePublicKey),
+      initiator: noise.isInitiator,
+      handshake_hash: hex(noise.handshakeHash)
+    })
+  })
+  s.on('error', (err) => {
+    if (!closing) emit({ event: 'stream-error', message: err.message, remote_public_key: hex(noise.remotePublicKey) })
+  })
+  s.on('close', () => {
+    socket.destroy()
+    if (!closing) emit({ event: 'stream-close', remote_public_key: hex(noise.remotePublicKey) })
+  })
+}
+
+function connectTo(port) {
+  if (!Number.isInteger(port) || port <= 0 || port > 65535) throw commandError(`bad port ${JSON.stringify(port)}`)
+  replicate(connect(port), true)
+}
+
+function extensionFor(cmd) {
+  const ext = extensions.get(cmd.topic)
+  if (!ext) throw commandError(`topic ${JSON.stringify(cmd.topic)} is not registered (use --topic)`)
+  return ext
+}
+
+function peersFor(cmd) {
+  const peers = drive.core.peers
+  if (cmd.to === undefined || cmd.to === null) return peers
+  const to = fromHex(cmd.to, 'to', 32)
+  const found = peers.filter((p) => p.remotePublicKey && p.remotePublicKey.equals(to))
+  if (found.length === 0) throw commandError(`no peer ${cmd.to}`)
+  return found
+}
+
+async function handle(cmd) {
+  switch (cmd.cmd) {
+    case 'send': {
+      const ext = extensionFor(cmd)
+      const sizes = sizesOf(cmd)
+      const seed = seedOf(cmd)
+      const peers = peersFor(cmd)
+      for (let j = 0; j < sizes.length; j++) {
+        const buf = pattern(sizes[j], seed + j)
+        for (const peer of peers) ext.send(buf, peer)
+      }
+      emit({ event: 'sent', topic: cmd.topic, count: sizes.length, peers: peers.length })
+      return
+    }
+    case 'send_text': {
+      const ext = extensionFor(cmd)
+      if (typeof cmd.text !== 'string') throw commandError('"text" must be a string')
+      const peers = peersFor(cmd)
+      const buf = Buffer.from(cmd.text, 'utf-8')
+      for (const peer of peers) ext.send(buf, peer)
+      emit({ event: 'sent', topic: cmd.topic, count: 1, peers: peers.length })
+      return
+    }
+    case 'connect':
+      connectTo(cmd.port)
+      return
+    case 'exit':
+      await shutdown()
+      return
+    default:
+      throw commandError(`unknown command ${cmd.cmd}`)
+  }
+}
+
+async function shutdown() {
+  if (closing) return
+  closing = true
+  const force = setTimeout(() => {
+    log('close timed out; exiting anyway')
+    exitNow(0)
+  }, 4000)
+  try {
+    if (server) server.close()
+    await drive.close()
+    await store.close()
+    for (const socket of sockets) socket.destroy()
+  } catch (err) {
+    log('error while closing:', err.message)
+  }
+  clearTimeout(force)
+  exitNow(0)
+}
+
+let server = null
+if (args.listen) server = await listen((socket) => replicate(socket, false))
+for (const port of args.connect) connectTo(Number(port))
+
+commands(handle, shutdown)
+process.on('SIGTERM', () => shutdown())
