@@ -54,37 +54,62 @@ class PeerEvent:
 T = TypeVar("T")
 
 
-class _Inbox(Generic[T]):
-    """A bounded queue behind an async iterator: drop-oldest past the bound, counted."""
+Overflow = Literal["pause", "drop-oldest"]
 
-    def __init__(self, max_items: int, max_bytes: int, size_of: Callable[[T], int]) -> None:
+
+class _Inbox(Generic[T]):
+    """A bounded queue behind an async iterator.
+
+    Past its bound it either holds reading on the connections that fill it
+    until the reader catches up ("pause": nothing is lost, the sender is slowed
+    down by TCP flow control) or drops the oldest items and counts them
+    ("drop-oldest").
+    """
+
+    def __init__(
+        self, max_items: int, max_bytes: int, overflow: Overflow, size_of: Callable[[T], int]
+    ) -> None:
         self._items: deque[T] = deque()
         self._bytes = 0
         self._max_items = max_items
         self._max_bytes = max_bytes
+        self._overflow = overflow
         self._size_of = size_of
+        self._holding: set[Connection] = set()
         self._waiter: asyncio.Future[None] | None = None
         self.closed = False
         self.dropped = 0
 
-    def put(self, item: T) -> None:
+    def _over(self, items: int, size: int) -> bool:
+        return len(self._items) > items or (self._bytes > size and len(self._items) > 1)
+
+    def put(self, item: T, source: Connection | None = None) -> None:
         if self.closed:
             return
         self._items.append(item)
         self._bytes += self._size_of(item)
-        while len(self._items) > self._max_items or (
-            self._bytes > self._max_bytes and len(self._items) > 1
-        ):
-            old = self._items.popleft()
-            self._bytes -= self._size_of(old)
-            self.dropped += 1
-            if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
-                log.warning("queue full: %d items dropped (oldest first)", self.dropped)
+        if self._over(self._max_items, self._max_bytes):
+            if self._overflow == "pause" and source is not None:
+                if source not in self._holding and not source.is_closed:
+                    self._holding.add(source)
+                    source.hold_reading(self)
+            else:
+                while self._over(self._max_items, self._max_bytes):
+                    old = self._items.popleft()
+                    self._bytes -= self._size_of(old)
+                    self.dropped += 1
+                log.warning("queue full: %d items dropped so far (oldest first)", self.dropped)
         self._wake()
 
     def close(self) -> None:
         self.closed = True
+        self._release()
         self._wake()
+
+    def _release(self) -> None:
+        holding, self._holding = self._holding, set()
+        for conn in holding:
+            conn.release_reading(self)
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -102,6 +127,8 @@ class _Inbox(Generic[T]):
                 self._waiter = None
         item = self._items.popleft()
         self._bytes -= self._size_of(item)
+        if self._holding and not self._over(self._max_items // 2, self._max_bytes // 2):
+            self._release()
         return item
 
     def __len__(self) -> int:
@@ -153,8 +180,12 @@ class Peersockets:
         *,
         max_queue_messages: int = DEFAULT_QUEUE_MESSAGES,
         max_queue_bytes: int = DEFAULT_QUEUE_BYTES,
+        overflow: Overflow = "pause",
     ) -> None:
+        if overflow not in ("pause", "drop-oldest"):
+            raise ValueError(f"overflow must be 'pause' or 'drop-oldest', got {overflow!r}")
         self.swarm = swarm
+        self.overflow: Overflow = overflow
         self.drive_key = parse_drive_key(drive_key)
         self.discovery_key = derive_discovery_key(self.drive_key)
         self.max_queue_messages = max_queue_messages
@@ -337,7 +368,7 @@ class Peersockets:
             return
         event = TopicMessage(peer.peer_id, message, peer.public_key)
         for instance in list(instances):
-            instance._put(event)
+            instance._put(event, link.conn)
 
     def _forget_topic(self, topic: Topic) -> None:
         instances = self._topics.get(topic.name)
@@ -379,10 +410,15 @@ def _check_topic(topic: object) -> str:
 class Topic:
     """One joined instance of a topic: send to a peer id, receive by callback or ``async for``.
 
-    Messages are queued from the moment the Topic exists (bounded: past
-    ``max_queue_messages`` or ``max_queue_bytes`` the oldest are dropped and
-    counted in ``dropped``), unless an on_message callback is set, in which
-    case they go to the callbacks instead.
+    Messages are queued from the moment the Topic exists, unless an
+    on_message callback is set, in which case they go to the callbacks
+    instead. The queue is bounded by the Peersockets' ``max_queue_messages``
+    and ``max_queue_bytes``; past the bound, ``overflow="pause"`` (the default)
+    stops reading from the sending peer's connection until the queue is half
+    empty, and ``overflow="drop-oldest"`` drops the oldest messages and counts
+    them in ``dropped``. With "pause" the queue can pass its bound by what one
+    received frame carries (a batch is at most 8 MiB). A Topic that nobody
+    reads should be closed, or it will hold its peers' connections.
     """
 
     def __init__(self, owner: Peersockets, name: str) -> None:
@@ -390,7 +426,10 @@ class Topic:
         self._owner = owner
         self._callbacks: list[MessageCallback] = []
         self._inbox: _Inbox[TopicMessage] = _Inbox(
-            owner.max_queue_messages, owner.max_queue_bytes, lambda m: len(m.message) + 64
+            owner.max_queue_messages,
+            owner.max_queue_bytes,
+            owner.overflow,
+            lambda m: len(m.message) + 64,
         )
 
     @property
@@ -429,9 +468,9 @@ class Topic:
     def _end(self) -> None:
         self.close()
 
-    def _put(self, message: TopicMessage) -> None:
+    def _put(self, message: TopicMessage, source: Connection | None = None) -> None:
         if not self._callbacks:
-            self._inbox.put(message)
+            self._inbox.put(message, source)
             return
         for callback in self._callbacks:
             try:
@@ -471,7 +510,7 @@ class PeerEvents:
     def __init__(self, owner: Peersockets) -> None:
         self._owner = owner
         self._inbox: _Inbox[PeerEvent] = _Inbox(
-            owner.max_queue_messages, owner.max_queue_bytes, lambda e: 64
+            owner.max_queue_messages, owner.max_queue_bytes, "drop-oldest", lambda e: 64
         )
 
     @property

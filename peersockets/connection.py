@@ -66,6 +66,7 @@ class Connection(asyncio.Protocol):
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._keepalive_timer: asyncio.TimerHandle | None = None
         self._lost = False
+        self._holders: set[object] = set()
 
     # -- public -------------------------------------------------------------------
 
@@ -132,6 +133,20 @@ class Connection(asyncio.Protocol):
         else:
             transport.writelines([encrypt(frame) for frame in frames])
         self._last_write = self._loop.time()
+
+    def hold_reading(self, holder: object) -> None:
+        """Stop reading from the transport until every holder has released it (backpressure)."""
+        if not self._holders and self.transport is not None and not self._lost:
+            self.transport.pause_reading()
+        self._holders.add(holder)
+
+    def release_reading(self, holder: object) -> None:
+        """Undo hold_reading for ``holder``; reading resumes when no holder is left."""
+        if holder not in self._holders:
+            return
+        self._holders.discard(holder)
+        if not self._holders and self.transport is not None and not self._lost:
+            self.transport.resume_reading()
 
     def send_raw(self, message: bytes) -> None:
         """Encrypt and write one secret-stream message now, after anything queued on the mux."""

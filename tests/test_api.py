@@ -346,3 +346,39 @@ async def test_drive_key_spellings(net: Net) -> None:
         ps = Peersockets(a, spelling)
         assert ps.drive_key == DRIVE
         await ps.close()
+
+
+async def test_full_queue_pauses_the_sender_and_loses_nothing(net: Net) -> None:
+    a, b = await net.mesh(2)
+    ps_a = Peersockets(a, DRIVE)
+    ps_b = Peersockets(b, DRIVE, max_queue_messages=10, max_queue_bytes=64 * 1024)
+    sender, receiver = ps_a.join("flood"), ps_b.join("flood")
+    await joined(ps_a, 1)
+    peer = ps_a.peers[0]
+    payloads = [os.urandom(10_000) for _ in range(600)]
+    task = asyncio.create_task(_send_all(sender, peer, payloads))
+    await asyncio.sleep(0.3)  # nobody reads: the queue stops near its bound (plus one frame)
+    assert len(receiver._inbox) < 150
+    got = [(await next_of(receiver)).message for _ in payloads]
+    await asyncio.wait_for(task, 10)
+    assert got == payloads and receiver.dropped == 0
+
+
+async def test_full_queue_drop_oldest_counts_what_it_drops(net: Net) -> None:
+    a, b = await net.mesh(2)
+    ps_a = Peersockets(a, DRIVE)
+    ps_b = Peersockets(b, DRIVE, max_queue_messages=10, overflow="drop-oldest")
+    sender, receiver = ps_a.join("flood"), ps_b.join("flood")
+    await joined(ps_a, 1)
+    await _send_all(sender, ps_a.peers[0], [b"%d" % i for i in range(50)])
+    await wait_until(lambda: receiver.dropped == 40)
+    assert [(await next_of(receiver)).message for _ in range(10)] == [
+        b"%d" % i for i in range(40, 50)
+    ]
+    with pytest.raises(ValueError, match="overflow"):
+        Peersockets(a, DRIVE, overflow="ignore")  # type: ignore[arg-type]
+
+
+async def _send_all(topic, peer: int, payloads: list[bytes]) -> None:  # type: ignore[no-untyped-def]
+    for payload in payloads:
+        await topic.send(peer, payload)

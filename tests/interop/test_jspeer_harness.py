@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-# tests/ has no __init__.py: pytest puts this folder on sys.path ("prepend" import mode)
-from jspeer import JsPeer, pattern
+
+from .jspeer import JsPeer, pattern
 
 
 def test_pattern() -> None:
