@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_KEEPALIVE = 5.0
+DEFAULT_MAX_CHANNELS = 1024
 
 ConnectionHook = Callable[["Connection"], None]
 PairHook = Callable[["Connection", str, bytes | None], None]
@@ -37,6 +38,7 @@ class Connection(asyncio.Protocol):
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         keepalive: float = DEFAULT_KEEPALIVE,
         max_frame_size: int = MAX_FRAME,
+        max_channels: int = DEFAULT_MAX_CHANNELS,
         ephemeral: KeyPair | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
@@ -46,7 +48,10 @@ class Connection(asyncio.Protocol):
             initiator, key_pair, ephemeral=ephemeral, max_frame_size=max_frame_size
         )
         self.mux = Mux(
-            on_remote_open=self._remote_open, on_output=self._schedule_flush, on_full=self.flush
+            on_remote_open=self._remote_open,
+            on_output=self._schedule_flush,
+            on_full=self.flush,
+            max_channels=max_channels,
         )
         self.handshake_timeout = handshake_timeout
         self.keepalive = keepalive

@@ -7,7 +7,12 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from .connection import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_KEEPALIVE, Connection
+from .connection import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_KEEPALIVE,
+    DEFAULT_MAX_CHANNELS,
+    Connection,
+)
 from .errors import PeersocketsError
 from .wire.crypto import KeyPair
 from .wire.secretstream import MAX_FRAME
@@ -42,12 +47,24 @@ class Swarm:
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         keepalive: float = DEFAULT_KEEPALIVE,
         max_frame_size: int = MAX_FRAME,
+        max_channels: int = DEFAULT_MAX_CHANNELS,
         discovery: Discovery | None = None,
     ) -> None:
+        """Options, each a limit against misbehaving peers:
+
+        - handshake_timeout: seconds a new connection has to finish the Noise
+          handshake before it is dropped (default 10; 0 disables).
+        - keepalive: seconds of send silence after which an empty frame is sent (5).
+        - max_frame_size: largest encrypted frame accepted, bytes (the wire's
+          16 MiB - 1); a larger length prefix ends the connection at once.
+        - max_channels: protomux channels a remote may hold open on one
+          connection (1024).
+        """
         self.key_pair = key_pair if key_pair is not None else KeyPair.generate()
         self.handshake_timeout = handshake_timeout
         self.keepalive = keepalive
         self.max_frame_size = max_frame_size
+        self.max_channels = max_channels
         self.discovery: list[Discovery] = [discovery] if discovery is not None else []
         self.topics: set[bytes] = set()
         self._connections: dict[bytes, Connection] = {}
@@ -93,6 +110,7 @@ class Swarm:
             handshake_timeout=self.handshake_timeout,
             keepalive=self.keepalive,
             max_frame_size=self.max_frame_size,
+            max_channels=self.max_channels,
         )
         self._all.add(conn)
         conn.on_established.append(self._on_established)
