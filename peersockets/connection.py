@@ -62,7 +62,7 @@ class Connection(asyncio.Protocol):
         self.on_established: list[ConnectionHook] = []
         self.on_closed: list[ConnectionHook] = []
         self.pair_hooks: list[PairHook] = []
-        self.message_handler: Callable[[bytes], None] | None = None
+        self.message_handler: Callable[[bytearray], None] | None = None
         """When set, decrypted messages go here instead of to the mux (raw secret-stream use)."""
         self._flush_scheduled = False
         self._write_paused = False

@@ -126,8 +126,14 @@ class Mux:
         self._remote: list[_RemoteOpen | None] = []
         self._outgoing: dict[tuple[str, bytes | None], list[int]] = {}
         self._incoming: dict[tuple[str, bytes | None], list[int]] = {}
-        self._outbox: list[tuple[int, int, Buffer]] = []
-        self._outbox_bytes = 0
+        # Outgoing: sealed frames, plus the frame being built. A lone message
+        # stays a plain frame (_first); a second one turns it into a batch.
+        self._frames: list[bytes] = []
+        self._first: tuple[int, Buffer, Buffer] | None = None
+        self._batch: bytearray | None = None
+        self._batch_channel = 0
+        self._batch_bytes = 0
+        self._queued_bytes = 0
         self._destroyed = False
 
     # -- local side ---------------------------------------------------------------
@@ -185,7 +191,8 @@ class Mux:
         if self._destroyed:
             return
         self._destroyed = True
-        self._outbox.clear()
+        self._frames = []
+        self._first = self._batch = None
         for channel in list(self._local):
             if channel is not None:
                 self._close_channel(channel, by_remote=True)
@@ -198,70 +205,76 @@ class Mux:
     # -- outgoing frames ----------------------------------------------------------
 
     def _queue(self, channel_id: int, message_type: int, payload: Buffer) -> None:
+        self.queue(channel_id, _uint(message_type), payload)
+
+    def queue(self, channel_id: int, header: Buffer, payload: Buffer) -> None:
+        """Queue ``header || payload`` (header starts with the message type) on a channel id.
+
+        The fast path for senders that checked sizes themselves: no validation here.
+        """
         if self._destroyed:
             return
-        outbox = self._outbox
-        outbox.append((channel_id, message_type, payload))
-        if len(outbox) == 1:
-            self._outbox_bytes = len(payload)
-            if self.on_output is not None:
+        size = len(header) + len(payload)
+        if self._first is not None and self._batch_bytes + size + 32 > MAX_BATCH:
+            self._seal()
+        first = self._first
+        if first is None:
+            self._first = (channel_id, header, payload)
+            self._batch_bytes = size
+            if not self._frames and self.on_output is not None:
                 self.on_output()
         else:
-            self._outbox_bytes += len(payload)
-        if self._outbox_bytes >= self.flush_threshold and self.on_full is not None:
+            batch = self._batch
+            if batch is None:
+                first_id, first_header, first_payload = first
+                batch = bytearray(b"\x00\x00")
+                batch += _uint(first_id)
+                batch += _uint(len(first_header) + len(first_payload))
+                batch += first_header
+                batch += first_payload
+                self._batch = batch
+                self._batch_channel = first_id
+            if channel_id != self._batch_channel:
+                batch += b"\x00"
+                batch += _uint(channel_id)
+                self._batch_channel = channel_id
+            batch += _uint(size)
+            batch += header
+            batch += payload
+            self._batch_bytes += size
+        self._queued_bytes += size
+        if self._queued_bytes >= self.flush_threshold and self.on_full is not None:
             self.on_full()
+
+    def _seal(self) -> None:
+        first = self._first
+        if first is None:
+            return
+        if self._batch is not None:
+            self._frames.append(bytes(self._batch))
+            self._batch = None
+        else:
+            channel_id, header, payload = first
+            self._frames.append(b"".join((_uint(channel_id), header, payload)))
+        self._first = None
+        self._batch_bytes = 0
 
     @property
     def has_output(self) -> bool:
         """Whether take_frames would return anything."""
-        return bool(self._outbox)
+        return self._first is not None or bool(self._frames)
 
     def take_frames(self) -> list[bytes]:
-        """The queued messages as frames: one plain frame, or batches of up to 8 MiB each."""
-        outbox = self._outbox
-        if not outbox:
-            return []
-        self._outbox = []
-        self._outbox_bytes = 0
-        if len(outbox) == 1:
-            channel_id, message_type, payload = outbox[0]
-            return [b"".join((_uint(channel_id), _uint(message_type), payload))]
-        frames: list[bytes] = []
-        parts: list[Buffer] = []
-        items = 0
-        size = 0
-        current = -1
-        for channel_id, message_type, payload in outbox:
-            type_bytes = _uint(message_type)
-            length = len(type_bytes) + len(payload)
-            if items and size + length + 16 > MAX_BATCH:
-                frames.append(self._finish_batch(parts, items))
-                parts, items, size, current = [], 0, 0, -1
-            if items == 0:
-                parts.append(b"\x00\x00" + _uint(channel_id))
-                current = channel_id
-            elif channel_id != current:
-                parts.append(b"\x00" + _uint(channel_id))
-                current = channel_id
-            parts.append(_uint(length))
-            parts.append(type_bytes)
-            parts.append(payload)
-            items += 1
-            size += length + 12
-        frames.append(self._finish_batch(parts, items))
+        """What is queued, as frames: a lone message as a plain frame, more as batches of <= 8 MiB."""
+        self._seal()
+        frames = self._frames
+        self._frames = []
+        self._queued_bytes = 0
         return frames
-
-    @staticmethod
-    def _finish_batch(parts: list[Buffer], items: int) -> bytes:
-        if items == 1:
-            # header 00 00 uint(id), then uint(len): send the lone item as a plain frame
-            header = parts[0]
-            return b"".join((header[2:], parts[2], parts[3]))
-        return b"".join(parts)
 
     # -- incoming frames ----------------------------------------------------------
 
-    def receive_frame(self, frame: bytes) -> None:
+    def receive_frame(self, frame: bytes | bytearray) -> None:
         """Handle one decrypted message. Raises ProtocolError on invalid control messages."""
         if not frame or self._destroyed:
             return
@@ -295,13 +308,26 @@ class Mux:
 
     def _on_batch(self, view: memoryview, pos: int, end: int) -> None:
         channel_id, pos = decode_uint(view, pos, end)
+        remote = self._remote
         while pos < end:
-            length, pos = decode_uint(view, pos, end)
+            length = view[pos]
+            if length <= 0xFC:
+                pos += 1
+            else:
+                length, pos = decode_uint(view, pos, end)
             if length == 0:
                 channel_id, pos = decode_uint(view, pos, end)
                 continue
-            item_end = min(pos + length, end)
-            self._dispatch(channel_id, view, pos, item_end, in_batch=True)
+            item_end = pos + length
+            if item_end > end:
+                item_end = end
+            slot = remote[channel_id - 1] if 0 < channel_id <= len(remote) else None
+            channel = slot.channel if slot is not None else None
+            message_type = view[pos]
+            if channel is not None and message_type <= 0xFC:
+                channel.handler.channel_message(channel, message_type, view[pos + 1 : item_end])
+            elif channel_id == 0 or channel is not None:
+                self._dispatch(channel_id, view, pos, item_end, in_batch=True)
             pos = item_end
             if self._destroyed:
                 return

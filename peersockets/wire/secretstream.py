@@ -11,7 +11,7 @@ import hmac
 from enum import Enum
 
 import nacl.bindings as sodium
-import nacl.exceptions
+from nacl._sodium import ffi, lib
 
 from ..errors import DecryptionError, FrameTooLarge, HandshakeError, MessageTooLarge
 from .crypto import KeyPair, stream_id
@@ -63,6 +63,9 @@ class SecretStream:
         self._incoming = bytearray()
         self._push_state = sodium.crypto_secretstream_xchacha20poly1305_state()
         self._pull_state = sodium.crypto_secretstream_xchacha20poly1305_state()
+        self._push = self._push_state.statebuf
+        self._pull = self._pull_state.statebuf
+        self._tag = ffi.new("unsigned char *")
         self._rx = b""
         if initiator:
             self._outgoing += frame(self._noise_state().write_message())
@@ -73,18 +76,26 @@ class SecretStream:
         self._outgoing.clear()
         return out
 
-    def encrypt(self, plaintext: bytes) -> bytes:
-        """One framed, encrypted message; an empty plaintext is a keepalive."""
+    def encrypt(self, plaintext: bytes | bytearray | memoryview) -> bytearray:
+        """One framed, encrypted message (``u24 length || ciphertext``); empty is a keepalive."""
         if not self.established:
             raise HandshakeError("cannot send before the handshake is complete")
-        if len(plaintext) > MAX_MESSAGE:
+        size = len(plaintext)
+        if size > MAX_MESSAGE:
             raise MessageTooLarge(
-                f"message of {len(plaintext)} bytes exceeds the frame limit of {MAX_MESSAGE}"
+                f"message of {size} bytes exceeds the frame limit of {MAX_MESSAGE}"
             )
-        ciphertext = sodium.crypto_secretstream_xchacha20poly1305_push(self._push_state, plaintext)
-        return len(ciphertext).to_bytes(3, "little") + ciphertext
+        out = bytearray(size + 3 + ABYTES)
+        out[0:3] = (size + ABYTES).to_bytes(3, "little")
+        source = plaintext if type(plaintext) is bytes else ffi.from_buffer(plaintext)
+        rc = lib.crypto_secretstream_xchacha20poly1305_push(
+            self._push, ffi.from_buffer(out) + 3, ffi.NULL, source, size, ffi.NULL, 0, 0
+        )
+        if rc != 0:  # pragma: no cover - libsodium only fails on impossible lengths
+            raise MessageTooLarge(f"libsodium refused to encrypt {size} bytes")
+        return out
 
-    def receive_data(self, data: bytes) -> list[bytes]:
+    def receive_data(self, data: bytes) -> list[bytearray]:
         """Consume raw bytes; return the decrypted messages they complete.
 
         Empty messages are returned too: they are keepalives to protomux, which
@@ -99,7 +110,7 @@ class SecretStream:
             source: bytes | bytearray = buffer
         else:
             source = data
-        messages: list[bytes] = []
+        messages: list[bytearray] = []
         pos = 0
         size = len(source)
         limit = self.max_frame_size
@@ -113,12 +124,12 @@ class SecretStream:
                 end = pos + 3 + length
                 if end > size:
                     break
-                body = bytes(view[pos + 3 : end])
-                pos = end
+                pos += 3
                 if self.phase is Phase.TRANSPORT:
-                    messages.append(self._decrypt(body))
+                    messages.append(self._decrypt(view[pos:end]))
                 else:
-                    self._setup_frame(body)
+                    self._setup_frame(bytes(view[pos:end]))
+                pos = end
             rest = bytes(view[pos:]) if pos < size else b""
         if source is buffer:
             buffer.clear()
@@ -126,17 +137,25 @@ class SecretStream:
             buffer += rest
         return messages
 
-    def _decrypt(self, body: bytes) -> bytes:
-        if len(body) < ABYTES:
+    def _decrypt(self, body: memoryview) -> bytearray:
+        size = len(body) - ABYTES
+        if size < 0:
             raise DecryptionError(f"encrypted frame of {len(body)} bytes is shorter than {ABYTES}")
-        try:
-            plaintext, _tag = sodium.crypto_secretstream_xchacha20poly1305_pull(
-                self._pull_state, body
-            )
-        except nacl.exceptions.CryptoError as exc:
+        plaintext = bytearray(size)
+        rc = lib.crypto_secretstream_xchacha20poly1305_pull(
+            self._pull,
+            ffi.from_buffer(plaintext),
+            ffi.NULL,
+            self._tag,
+            ffi.from_buffer(body),
+            len(body),
+            ffi.NULL,
+            0,
+        )
+        if rc != 0:
             raise DecryptionError(
                 f"frame of {len(body)} bytes failed authentication (tampered, replayed or reordered)"
-            ) from exc
+            )
         return plaintext
 
     def _noise_state(self) -> NoiseXX:

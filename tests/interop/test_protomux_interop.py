@@ -111,12 +111,14 @@ async def test_javascript_opens_channel_python_accepts(js: StartPeer, python_rol
         opened[0].close()
         closed = await peer.expect("close", protocol="test/from-js")
         assert closed["remote"] is True and closed["opened"] is True
-        # the id is free again: a new channel reuses local id 1 and still works
-        again = conn.mux.open("test/from-js", b"\x01" * 32, b"", rec)
-        assert again.local_id == opened[0].local_id
+        assert await rec.next() == ("close", False, False)
+        # the id is free again: the next channel reuses local id 1 and still works
+        first_id = opened[0].local_id
         await peer.send({"cmd": "open", "protocol": "test/from-js", "id": "01" * 32, "handshake": ""})
-        assert (await rec.next())[0] == "close"  # the close of the first channel, recorded earlier
         assert await rec.next() == ("open", "test/from-js", b"")
+        assert opened[1].local_id == first_id
+        opened[1].send(1, encode_string("on the reused id"))
+        assert (await peer.expect("message", id="01" * 32))["text"] == "on the reused id"
 
 
 @pytest.mark.parametrize("python_role", ["initiator", "responder"])
