@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from ..errors import ChannelError, MessageTooLarge
+from ..errors import ChannelError, DecodeError, MessageTooLarge
 from .encoding import (
     Buffer,
     decode_optional_buffer,
@@ -320,6 +320,8 @@ class Mux:
                 continue
             item_end = pos + length
             if item_end > end:
+                if pos >= end:
+                    raise DecodeError(f"batch item of {length} bytes is truncated at offset {pos}")
                 item_end = end
             slot = remote[channel_id - 1] if 0 < channel_id <= len(remote) else None
             channel = slot.channel if slot is not None else None
