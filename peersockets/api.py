@@ -8,8 +8,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Generic, Literal, NamedTuple, TypeVar
 
 from .connection import Connection
 from .errors import ConnectionClosed, MessageTooLarge, PeerNotFound, PeersocketsError, TopicClosed
@@ -33,8 +32,7 @@ class InvalidTopic(PeersocketsError, ValueError):
     """A topic name that is empty, not a str, or too long."""
 
 
-@dataclass(frozen=True, slots=True)
-class TopicMessage:
+class TopicMessage(NamedTuple):
     """A message received on a topic, from ``peer_id`` (whose key is ``public_key``)."""
 
     peer_id: int
@@ -42,8 +40,7 @@ class TopicMessage:
     public_key: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class PeerEvent:
+class PeerEvent(NamedTuple):
     """A peer joined or left the drive."""
 
     type: Literal["join", "leave"]
@@ -80,15 +77,32 @@ class _Inbox(Generic[T]):
         self.closed = False
         self.dropped = 0
 
+    @property
+    def room(self) -> int:
+        """How many more items fit under the item bound (bytes are checked by append)."""
+        return self._max_items - len(self._items)
+
+    def append(self, item: T, size: int, source: Connection) -> None:
+        """Queue an item known to fit the item bound; falls back to put() past the byte bound."""
+        if self._bytes + size > self._max_bytes:
+            self.put(item, source)
+            return
+        self._items.append(item)
+        self._bytes += size
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def _over(self, items: int, size: int) -> bool:
         return len(self._items) > items or (self._bytes > size and len(self._items) > 1)
 
     def put(self, item: T, source: Connection | None = None) -> None:
         if self.closed:
             return
-        self._items.append(item)
+        items = self._items
+        items.append(item)
         self._bytes += self._size_of(item)
-        if self._over(self._max_items, self._max_bytes):
+        if len(items) > self._max_items or (self._bytes > self._max_bytes and len(items) > 1):
             if self._overflow == "pause" and source is not None:
                 if source not in self._holding and not source.is_closed:
                     self._holding.add(source)
@@ -99,7 +113,9 @@ class _Inbox(Generic[T]):
                     self._bytes -= self._size_of(old)
                     self.dropped += 1
                 log.warning("queue full: %d items dropped so far (oldest first)", self.dropped)
-        self._wake()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def close(self) -> None:
         self.closed = True
@@ -152,6 +168,9 @@ class _DriveLink:
     def __init__(self, owner: Peersockets, conn: Connection) -> None:
         self.owner = owner
         self.conn = conn
+        self.peer: _Peer | None = None
+        self._last_name: str | None = None
+        self._last_topic: str | None = None
         self.channel = HypercoreChannel(
             conn.mux, owner.drive_key, conn.handshake_hash, conn.initiator, self
         )
@@ -160,8 +179,28 @@ class _DriveLink:
         self.owner._link_opened(self)
 
     def peer_extension(self, channel: HypercoreChannel, name: str, message: bytes) -> None:
-        if name.startswith(EXTENSION_PREFIX):
-            self.owner._deliver(self, name[len(EXTENSION_PREFIX) :], message)
+        if name is not self._last_name:  # names repeat: hypercore sends them compressed
+            self._last_name = name
+            prefixed = name.startswith(EXTENSION_PREFIX)
+            self._last_topic = name[len(EXTENSION_PREFIX) :] if prefixed else None
+        topic = self._last_topic
+        peer = self.peer
+        if topic is None or peer is None:
+            return
+        instances = self.owner._topics.get(topic)
+        if not instances:
+            return  # nobody joined this topic here: discarded, as Beaker did
+        event = TopicMessage(peer.peer_id, message, peer.public_key)
+        if len(instances) == 1:
+            instance = instances[0]
+            inbox = instance._inbox
+            if not instance._callbacks and inbox.room > 0 and not inbox.closed:
+                inbox.append(event, len(message) + 64, self.conn)  # the common case
+            else:
+                instance._put(event, self.conn)
+        else:
+            for instance in list(instances):
+                instance._put(event, self.conn)
 
     def peer_closed(self, channel: HypercoreChannel, by_remote: bool) -> None:
         self.owner._link_closed(self)
@@ -265,35 +304,6 @@ class Peersockets:
 
     # -- sending ------------------------------------------------------------------------
 
-    async def _send(
-        self, topic: str, peer_id: int, message: bytes | bytearray | memoryview
-    ) -> None:
-        if not isinstance(message, (bytes, bytearray, memoryview)):
-            raise TypeError(
-                f"message must be bytes, bytearray or memoryview, got {type(message).__name__}"
-            )
-        if type(peer_id) is not int:
-            raise TypeError(f"peer_id must be an int, got {type(peer_id).__name__}")
-        peer = self._by_id.get(peer_id)
-        if peer is None or not peer.channels:
-            raise PeerNotFound(
-                f"no live peer with id {peer_id} on drive {self.drive_key.hex()[:16]}"
-            )
-        name = EXTENSION_PREFIX + topic
-        payload = message if isinstance(message, bytes) else bytes(message)
-        overhead = 2 * 9 + uint_length(len(name)) + len(name.encode("utf-8"))
-        if len(payload) + overhead > MAX_MESSAGE:
-            raise MessageTooLarge(
-                f"message of {len(payload)} bytes exceeds the limit of"
-                f" {MAX_MESSAGE - overhead} bytes for topic {topic!r}"
-            )
-        link = peer.channels[-1]
-        link.channel.send_extension(name, payload)
-        try:
-            await link.conn.drain()
-        except ConnectionClosed as exc:
-            raise PeerNotFound(f"peer {peer_id} left before the message could be sent") from exc
-
     # -- swarm events -------------------------------------------------------------------
 
     def _on_connection(self, conn: Connection) -> None:
@@ -317,9 +327,11 @@ class Peersockets:
             self._peers[key] = peer
             self._by_id[peer.peer_id] = peer
             peer.channels.append(link)
+            link.peer = peer
             self._emit(PeerEvent("join", peer.peer_id, key))
         else:
             peer.channels.append(link)
+            link.peer = peer
 
     def _link_closed(self, link: _DriveLink) -> None:
         if self._links.get(link.conn) is link:
@@ -359,17 +371,6 @@ class Peersockets:
         for watcher in list(self._watchers):
             watcher._put(event)
 
-    def _deliver(self, link: _DriveLink, topic: str, message: bytes) -> None:
-        instances = self._topics.get(topic)
-        if not instances:
-            return  # nobody joined this topic here: discarded, as Beaker did
-        peer = self._peers.get(link.conn.remote_public_key)
-        if peer is None:
-            return
-        event = TopicMessage(peer.peer_id, message, peer.public_key)
-        for instance in list(instances):
-            instance._put(event, link.conn)
-
     def _forget_topic(self, topic: Topic) -> None:
         instances = self._topics.get(topic.name)
         if instances and topic in instances:
@@ -407,6 +408,10 @@ def _check_topic(topic: object) -> str:
     return topic
 
 
+def _message_size(message: TopicMessage) -> int:
+    return len(message[1]) + 64
+
+
 class Topic:
     """One joined instance of a topic: send to a peer id, receive by callback or ``async for``.
 
@@ -424,12 +429,14 @@ class Topic:
     def __init__(self, owner: Peersockets, name: str) -> None:
         self.name = name
         self._owner = owner
+        self._extension = EXTENSION_PREFIX + name
+        extension_bytes = len(self._extension.encode("utf-8"))
+        # frame = uint(channel) uint(type) string(name) message, as one secret-stream message
+        self.max_message_size = MAX_MESSAGE - 9 - 1 - uint_length(extension_bytes) - extension_bytes
+        """The largest message this topic can send in one frame."""
         self._callbacks: list[MessageCallback] = []
         self._inbox: _Inbox[TopicMessage] = _Inbox(
-            owner.max_queue_messages,
-            owner.max_queue_bytes,
-            owner.overflow,
-            lambda m: len(m.message) + 64,
+            owner.max_queue_messages, owner.max_queue_bytes, owner.overflow, _message_size
         )
 
     @property
@@ -450,7 +457,30 @@ class Topic:
         """
         if self._inbox.closed:
             raise TopicClosed(f"topic {self.name!r} is closed")
-        await self._owner._send(self.name, peer_id, message)
+        if type(message) is not bytes:
+            if not isinstance(message, (bytearray, memoryview)):
+                raise TypeError(
+                    f"message must be bytes, bytearray or memoryview, got {type(message).__name__}"
+                )
+            message = bytes(message)  # the caller may reuse its buffer once send returns
+        if len(message) > self.max_message_size:
+            raise MessageTooLarge(
+                f"message of {len(message)} bytes exceeds the limit of"
+                f" {self.max_message_size} bytes for topic {self.name!r}"
+            )
+        peer = self._owner._by_id.get(peer_id)
+        if peer is None or not peer.channels:
+            if type(peer_id) is not int:
+                raise TypeError(f"peer_id must be an int, got {type(peer_id).__name__}")
+            raise PeerNotFound(f"no live peer with id {peer_id} on {self._owner!r}")
+        link = peer.channels[-1]
+        link.channel.send_extension(self._extension, message)
+        conn = link.conn
+        if conn._write_paused or conn.is_closed:
+            try:
+                await conn.drain()
+            except ConnectionClosed as exc:
+                raise PeerNotFound(f"peer {peer_id} left before the message could be sent") from exc
 
     def on_message(self, callback: MessageCallback) -> None:
         """Call ``callback(TopicMessage)`` for each message; it may be sync or async."""
@@ -485,7 +515,12 @@ class Topic:
         return self
 
     async def __anext__(self) -> TopicMessage:
-        return await self._inbox.get()
+        inbox = self._inbox
+        if inbox._items and not inbox._holding:
+            message = inbox._items.popleft()
+            inbox._bytes -= len(message[1]) + 64
+            return message
+        return await inbox.get()
 
     def __enter__(self) -> Topic:
         return self

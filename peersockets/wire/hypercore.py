@@ -19,6 +19,8 @@ from .encoding import Buffer, decode_fixed32, decode_string, decode_uint, encode
 from .protomux import Channel, Mux
 
 PROTOCOL = "hypercore/alpha"
+_EXTENSION_TYPE = b"\x09"
+_REPEATED_NAME = b"\x09\x00"  # type 9, then the empty name: "the same as before"
 
 
 class MessageType(IntEnum):
@@ -159,6 +161,7 @@ class HypercoreChannel:
         self._expected_capability = capability(not initiator, key, handshake_hash)
         self._last_sent = ""
         self._last_received = ""
+        self._headers: dict[str, bytes] = {}
         handshake = encode_handshake(capability(initiator, key, handshake_hash))
         self.channel: Channel = mux.open(PROTOCOL, self.discovery_key, handshake, self)
 
@@ -169,12 +172,18 @@ class HypercoreChannel:
 
     def send_extension(self, name: str, message: Buffer) -> None:
         """Send an extension message, compressing a repeated name to ""."""
-        wire_name = "" if name == self._last_sent else name
-        self._last_sent = name
+        if name == self._last_sent:
+            header = _REPEATED_NAME
+        else:
+            cached = self._headers.get(name)
+            if cached is None:
+                cached = _EXTENSION_TYPE + encode_string(name)
+                if len(self._headers) < 64:
+                    self._headers[name] = cached
+            header = cached
+            self._last_sent = name
         channel = self.channel
-        channel.mux.send(
-            channel, MessageType.EXTENSION, b"".join(encode_extension(wire_name, message))
-        )
+        channel.mux.queue(channel.local_id, header, message)
 
     def close(self) -> None:
         """Close the channel (the remote sees peer-remove)."""
@@ -196,7 +205,10 @@ class HypercoreChannel:
         self.listener.peer_opened(self)
 
     def channel_message(self, channel: Channel, message_type: int, payload: memoryview) -> None:
-        if message_type == MessageType.EXTENSION:
+        if message_type == 9:  # MessageType.EXTENSION, the hot path
+            if payload and payload[0] == 0:
+                self.listener.peer_extension(self, self._last_received, bytes(payload[1:]))
+                return
             name, message = decode_extension(payload, self._last_received)
             self._last_received = name
             self.listener.peer_extension(self, name, message)
