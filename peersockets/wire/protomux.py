@@ -128,7 +128,7 @@ class Mux:
         self._incoming: dict[tuple[str, bytes | None], list[int]] = {}
         # Outgoing: sealed frames, plus the frame being built. A lone message
         # stays a plain frame (_first); a second one turns it into a batch.
-        self._frames: list[bytes] = []
+        self._frames: list[bytes | bytearray] = []
         self._first: tuple[int, Buffer, Buffer] | None = None
         self._batch: bytearray | None = None
         self._batch_channel = 0
@@ -251,7 +251,7 @@ class Mux:
         if first is None:
             return
         if self._batch is not None:
-            self._frames.append(bytes(self._batch))
+            self._frames.append(self._batch)  # handed over: the next batch is a new bytearray
             self._batch = None
         else:
             channel_id, header, payload = first
@@ -264,7 +264,7 @@ class Mux:
         """Whether take_frames would return anything."""
         return self._first is not None or bool(self._frames)
 
-    def take_frames(self) -> list[bytes]:
+    def take_frames(self) -> list[bytes | bytearray]:
         """What is queued, as frames: a lone message as a plain frame, more as batches of <= 8 MiB."""
         self._seal()
         frames = self._frames

@@ -130,11 +130,12 @@ class SecretStream:
                 else:
                     self._setup_frame(bytes(view[pos:end]))
                 pos = end
-            rest = bytes(view[pos:]) if pos < size else b""
         if source is buffer:
-            buffer.clear()
-        if rest:
-            buffer += rest
+            if pos:
+                del buffer[:pos]
+        elif pos < size:
+            with memoryview(data) as tail:
+                buffer += tail[pos:]
         return messages
 
     def _decrypt(self, body: memoryview) -> bytearray:
