@@ -6,8 +6,8 @@ import asyncio
 import os
 
 import pytest
-
 from conftest import Net, next_of, wait_until
+
 from peersockets import (
     InvalidTopic,
     MessageTooLarge,
@@ -185,7 +185,7 @@ async def test_simultaneous_connections_give_one_peer(net: Net) -> None:
     while True:
         try:
             seen.append(await next_of(events_a, timeout=0.2))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             break
     assert [e.type for e in seen] == ["join"]
     # Messages still flow on the connection both sides kept.

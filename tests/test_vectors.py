@@ -416,7 +416,9 @@ def test_hypercore_channel_frames() -> None:
     assert [f.hex() for f in mux.take_frames()] == [open_case["hex"]]
     frames = vec["channel_message_frames"]
     ext = frames["extension"]
-    channel.send(hc.MessageType.EXTENSION, b"".join(hc.encode_extension(ext["name"], H(ext["message"]))))
+    channel.send(
+        hc.MessageType.EXTENSION, b"".join(hc.encode_extension(ext["name"], H(ext["message"])))
+    )
     assert [f.hex() for f in mux.take_frames()] == [ext["hex"]]
 
 

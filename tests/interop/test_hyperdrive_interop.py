@@ -27,7 +27,9 @@ SIZES = [int(MiB * (i / (COUNT - 1)) ** 3) for i in range(COUNT)]
 
 @asynccontextmanager
 async def js_owner(js: StartPeer, tmp_path: Path, *args: str) -> AsyncIterator[tuple[JsPeer, dict]]:  # type: ignore[type-arg]
-    peer = await js("hyperdrive_peer.mjs", "--storage", str(tmp_path / "js-drive"), "--listen", *args)
+    peer = await js(
+        "hyperdrive_peer.mjs", "--storage", str(tmp_path / "js-drive"), "--listen", *args
+    )
     ready = await peer.expect("ready", timeout=20)
     listening = await peer.expect("listening")
     yield peer, {**ready, "port": listening["port"]}
@@ -38,7 +40,9 @@ async def next_of(iterator: object, timeout: float = 10.0) -> object:
 
 
 @pytest.mark.parametrize("python_role", ["initiator", "responder"])
-async def test_chat_with_javascript_hyperdrive(js: StartPeer, tmp_path: Path, python_role: str) -> None:
+async def test_chat_with_javascript_hyperdrive(
+    js: StartPeer, tmp_path: Path, python_role: str
+) -> None:
     async with js_owner(js, tmp_path) as (peer, info), Swarm() as swarm:
         if python_role == "initiator":
             await swarm.connect("127.0.0.1", info["port"])
@@ -59,7 +63,7 @@ async def test_chat_with_javascript_hyperdrive(js: StartPeer, tmp_path: Path, py
         await peer.send({"cmd": "send_text", "topic": "chat", "text": "hello from javascript"})
         msg = await next_of(chat)
         assert msg.message == b"hello from javascript" and msg.peer_id == join.peer_id  # type: ignore[attr-defined]
-        await chat.send(join.peer_id, "hello from python".encode())
+        await chat.send(join.peer_id, b"hello from python")
         got = await peer.expect("ext", topic="chat")
         assert got["length"] == len(b"hello from python")
         assert got["from"] == swarm.public_key.hex()

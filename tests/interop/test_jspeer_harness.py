@@ -6,7 +6,6 @@ import hashlib
 
 import pytest
 
-
 from .jspeer import JsPeer, pattern
 
 

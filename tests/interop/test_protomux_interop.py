@@ -78,7 +78,9 @@ async def test_python_opens_channel_and_messages_flow(js: StartPeer, python_role
         assert (await peer.expect("message"))["text"] == "héllo"
         # a batch from JavaScript: several messages in one frame
         items = [{"type": 1, "text": f"item {i}"} for i in range(5)] + [{"type": 0, "data": "ff"}]
-        await peer.send({"cmd": "batch", "protocol": "test/echo", "id": CHANNEL_ID.hex(), "items": items})
+        await peer.send(
+            {"cmd": "batch", "protocol": "test/echo", "id": CHANNEL_ID.hex(), "items": items}
+        )
         got = [await rec.next() for _ in items]
         assert got == [("message", 1, f"item {i}") for i in range(5)] + [("message", 0, b"\xff")]
         # JavaScript closes its side: our channel closes, by the remote
@@ -98,7 +100,9 @@ async def test_javascript_opens_channel_python_accepts(js: StartPeer, python_rol
                 opened.append(c.mux.open(protocol, id, b"\x07", rec))
 
         conn.pair_hooks.append(pair)
-        await peer.send({"cmd": "open", "protocol": "test/from-js", "id": None, "handshake": "0a0b"})
+        await peer.send(
+            {"cmd": "open", "protocol": "test/from-js", "id": None, "handshake": "0a0b"}
+        )
         assert await rec.next() == ("open", "test/from-js", b"\x0a\x0b")
         js_open = await peer.expect("open", protocol="test/from-js")
         assert js_open["handshake"] == "07"
@@ -114,7 +118,9 @@ async def test_javascript_opens_channel_python_accepts(js: StartPeer, python_rol
         assert await rec.next() == ("close", False, False)
         # the id is free again: the next channel reuses local id 1 and still works
         first_id = opened[0].local_id
-        await peer.send({"cmd": "open", "protocol": "test/from-js", "id": "01" * 32, "handshake": ""})
+        await peer.send(
+            {"cmd": "open", "protocol": "test/from-js", "id": "01" * 32, "handshake": ""}
+        )
         assert await rec.next() == ("open", "test/from-js", b"")
         assert opened[1].local_id == first_id
         opened[1].send(1, encode_string("on the reused id"))

@@ -1,0 +1,65 @@
+"""The benchmark harness works end to end: ``python -m benchmarks --quick``.
+
+It runs every workload, small, for every pair (JavaScript and Python workers
+over loopback TCP) and checks that the JSON report holds a positive figure for
+each. It never asserts on speed: timings belong to the benchmark's report.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 240
+
+EXPECTED = {
+    "throughput_64b": ["msgs_per_s", "first_to_last_msgs_per_s", "mb_per_s"],
+    "throughput_64k": ["mb_per_s", "first_to_last_mb_per_s", "msgs_per_s"],
+    "round_trip": ["p50_us", "p99_us", "mean_us"],
+    "fan_out": ["msgs_per_s"],
+    "scale": ["client_kib_per_peer", "server_kib_per_peer", "connect_s", "all_joined_s"],
+}
+PAIRS = ["js->js", "py->py", "py->js", "js->py"]
+
+
+def test_quick_benchmark_run(tmp_path: Path) -> None:
+    out = tmp_path / "latest.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert "targets (py->py)" in proc.stdout  # the table was printed
+    report = json.loads(out.read_text())
+
+    assert report["errors"] == []
+    machine = report["machine"]
+    assert machine["cpu_count"] >= 1
+    assert machine["python"] and machine["node"].startswith("v")
+    assert isinstance(machine["uvloop"], bool)
+
+    for workload, metrics in EXPECTED.items():
+        pairs = report["workloads"][workload]["pairs"]
+        assert sorted(pairs) == sorted(PAIRS), workload
+        for pair in PAIRS:
+            figures = pairs[pair]["figures"]
+            for metric in metrics:
+                value = figures[metric]
+                assert isinstance(value, int | float), (workload, pair, metric)
+                assert value > 0, (workload, pair, metric, value)
+            if pair != "js->js":
+                ratios = pairs[pair]["ratio_vs_js"]
+                for metric in metrics:
+                    assert ratios[metric] > 0, (workload, pair, metric)
+
+    targets = {t["target"]: t for t in report["targets"]}
+    assert len(targets) == 4
+    for target in targets.values():
+        assert isinstance(target["met"], bool), target

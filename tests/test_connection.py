@@ -1,0 +1,142 @@
+"""The asyncio connection: handshake, keepalive, timeouts and errors, over in-memory pipes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from peersockets.connection import Connection
+from peersockets.errors import (
+    ConnectionClosed,
+    DecryptionError,
+    FrameTooLarge,
+    HandshakeError,
+    HandshakeTimeout,
+    ProtocolError,
+)
+from peersockets.pipe import PipeTransport, create_pipe
+from peersockets.wire.crypto import KeyPair
+
+
+def pair(**options: float) -> tuple[Connection, Connection, PipeTransport, PipeTransport]:
+    a = Connection(KeyPair.generate(), True, **options)  # type: ignore[arg-type]
+    b = Connection(KeyPair.generate(), False, **options)  # type: ignore[arg-type]
+    ta, tb = create_pipe(a, b)
+    return a, b, ta, tb
+
+
+async def established(*conns: Connection) -> None:
+    for conn in conns:
+        await asyncio.wait_for(conn.wait_established(), 5)
+
+
+async def test_handshake_over_a_pipe_authenticates_both_keys() -> None:
+    a, b, _, _ = pair()
+    await established(a, b)
+    assert a.remote_public_key == b.key_pair.public_key
+    assert b.remote_public_key == a.key_pair.public_key
+    assert a.handshake_hash == b.handshake_hash and len(a.handshake_hash) == 64
+    a.close()
+    assert await asyncio.wait_for(b.wait_closed(), 5) is None
+
+
+async def test_keepalive_is_sent_after_idle_and_ignored_on_receipt() -> None:
+    a, b, _, _ = pair(keepalive=0.05)
+    await established(a, b)
+    received: list[bytes] = []
+    b.message_handler = lambda m: received.append(bytes(m))
+    await asyncio.sleep(0.3)
+    assert received and all(m == b"" for m in received)  # empty frames: keepalives
+    count = len(received)
+    a.message_handler = lambda m: None
+    a.send_raw(b"data")  # writing resets the idle timer
+    await asyncio.sleep(0.02)
+    assert received[count:] == [b"data"]
+    a.close()
+
+
+async def test_empty_messages_reach_protomux_harmlessly() -> None:
+    a, b, _, _ = pair(keepalive=0)
+    await established(a, b)
+    for _ in range(3):
+        a.send_raw(b"")
+    await asyncio.sleep(0.02)
+    assert not b.is_closed
+    a.close()
+
+
+async def test_handshake_timeout_drops_a_silent_peer() -> None:
+    silent = Connection(KeyPair.generate(), False, handshake_timeout=0.1)
+
+    class Mute(asyncio.Protocol):
+        def data_received(self, data: bytes) -> None:
+            pass
+
+    create_pipe(Mute(), silent)
+    error = await asyncio.wait_for(silent.wait_closed(), 5)
+    assert isinstance(error, HandshakeTimeout) and "0.1 s" in str(error)
+    with pytest.raises(HandshakeTimeout):
+        await silent.wait_established()
+
+
+async def test_tampered_frame_ends_only_that_connection() -> None:
+    a, b, ta, _ = pair()
+    c, d, _, _ = pair()
+    await established(a, b, c, d)
+    frame = bytearray(a.stream.encrypt(b"hello"))
+    frame[-1] ^= 1
+    ta.write(bytes(frame))
+    error = await asyncio.wait_for(b.wait_closed(), 5)
+    assert isinstance(error, DecryptionError) and isinstance(error, ProtocolError)
+    await asyncio.wait_for(a.wait_closed(), 5)
+    got: list[bytes] = []
+    d.message_handler = lambda m: got.append(bytes(m))
+    c.send_raw(b"still fine")
+    await asyncio.sleep(0.02)
+    assert got == [b"still fine"] and not c.is_closed
+    c.close()
+
+
+async def test_replayed_frame_is_refused() -> None:
+    a, b, ta, _ = pair(keepalive=0)
+    await established(a, b)
+    frame = bytes(a.stream.encrypt(b"once"))
+    b.message_handler = lambda m: None
+    ta.write(frame)
+    ta.write(frame)
+    assert isinstance(await asyncio.wait_for(b.wait_closed(), 5), DecryptionError)
+
+
+async def test_oversized_length_prefix_ends_connection_at_once() -> None:
+    a = Connection(KeyPair.generate(), True)
+    b = Connection(KeyPair.generate(), False, max_frame_size=1024)
+    ta, _ = create_pipe(a, b)
+    await established(a, b)
+    ta.write(b"\xff\xff\xff")
+    error = await asyncio.wait_for(b.wait_closed(), 5)
+    assert isinstance(error, FrameTooLarge) and "16777215" in str(error)
+
+
+async def test_garbage_instead_of_a_handshake() -> None:
+    b = Connection(KeyPair.generate(), False)
+
+    class Garbage(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.Transport)
+            transport.write(b"\x05\x00\x00hello")
+
+    create_pipe(Garbage(), b)
+    error = await asyncio.wait_for(b.wait_closed(), 5)
+    assert isinstance(error, HandshakeError)
+
+
+async def test_drain_after_close_raises_connection_closed() -> None:
+    a, b, _, _ = pair()
+    await established(a, b)
+    a.abort()
+    await asyncio.wait_for(a.wait_closed(), 5)
+    with pytest.raises(ConnectionClosed):
+        await a.drain()
+    with pytest.raises(ConnectionClosed):
+        a.send_raw(b"x")
