@@ -7,8 +7,8 @@ import inspect
 import itertools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Generic, Literal, NamedTuple, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 from .connection import Connection
 from .errors import ConnectionClosed, MessageTooLarge, PeerNotFound, PeersocketsError, TopicClosed
@@ -38,6 +38,9 @@ class TopicMessage(NamedTuple):
     peer_id: int
     message: bytes
     public_key: bytes
+
+
+_new_message = tuple.__new__  # builds a TopicMessage without NamedTuple's Python-level __new__
 
 
 class PeerEvent(NamedTuple):
@@ -141,6 +144,10 @@ class _Inbox(Generic[T]):
                 await self._waiter
             finally:
                 self._waiter = None
+        return self.pop()
+
+    def pop(self) -> T:
+        """Take the oldest item (there must be one); releases held connections when half empty."""
         item = self._items.popleft()
         self._bytes -= self._size_of(item)
         if self._holding and not self._over(self._max_items // 2, self._max_bytes // 2):
@@ -190,7 +197,7 @@ class _DriveLink:
         instances = self.owner._topics.get(topic)
         if not instances:
             return  # nobody joined this topic here: discarded, as Beaker did
-        event = TopicMessage(peer.peer_id, message, peer.public_key)
+        event = _new_message(TopicMessage, (peer.peer_id, message, peer.public_key))
         if len(instances) == 1:
             instance = instances[0]
             inbox = instance._inbox
@@ -221,6 +228,10 @@ class Peersockets:
         max_queue_bytes: int = DEFAULT_QUEUE_BYTES,
         overflow: Overflow = "pause",
     ) -> None:
+        if max_queue_messages < 1:
+            raise ValueError(f"max_queue_messages must be >= 1, got {max_queue_messages}")
+        if max_queue_bytes < 1:
+            raise ValueError(f"max_queue_bytes must be >= 1, got {max_queue_bytes}")
         if overflow not in ("pause", "drop-oldest"):
             raise ValueError(f"overflow must be 'pause' or 'drop-oldest', got {overflow!r}")
         self.swarm = swarm
@@ -382,16 +393,11 @@ class Peersockets:
         if watcher in self._watchers:
             self._watchers.remove(watcher)
 
-    def _spawn(self, awaitable: Awaitable[None]) -> None:
-        async def run() -> None:
-            try:
-                await awaitable
-            except Exception:
-                log.exception("on_message callback failed")
-
-        task = asyncio.get_running_loop().create_task(run())
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _check_open(self) -> None:
         if self._closed:
@@ -435,6 +441,7 @@ class Topic:
         self.max_message_size = MAX_MESSAGE - 9 - 1 - uint_length(extension_bytes) - extension_bytes
         """The largest message this topic can send in one frame."""
         self._callbacks: list[MessageCallback] = []
+        self._dispatcher: asyncio.Task[None] | None = None
         self._inbox: _Inbox[TopicMessage] = _Inbox(
             owner.max_queue_messages, owner.max_queue_bytes, owner.overflow, _message_size
         )
@@ -476,14 +483,19 @@ class Topic:
         link = peer.channels[-1]
         link.channel.send_extension(self._extension, message)
         conn = link.conn
-        if conn._write_paused or conn.is_closed:
+        if conn._write_paused or conn._lost:
             try:
                 await conn.drain()
             except ConnectionClosed as exc:
                 raise PeerNotFound(f"peer {peer_id} left before the message could be sent") from exc
 
     def on_message(self, callback: MessageCallback) -> None:
-        """Call ``callback(TopicMessage)`` for each message; it may be sync or async."""
+        """Call ``callback(TopicMessage)`` for each message, in order; it may be sync or async.
+
+        Callbacks run in one task per Topic, which awaits an async callback
+        before the next message; once a callback is set, messages go to the
+        callbacks and no longer to ``async for``.
+        """
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
         self._callbacks.append(callback)
@@ -499,17 +511,29 @@ class Topic:
         self.close()
 
     def _put(self, message: TopicMessage, source: Connection | None = None) -> None:
-        if not self._callbacks:
-            self._inbox.put(message, source)
-            return
-        for callback in self._callbacks:
-            try:
-                result = callback(message)
-            except Exception:
-                log.exception("on_message callback for topic %r failed", self.name)
-                continue
-            if inspect.isawaitable(result):
-                self._owner._spawn(result)
+        self._inbox.put(message, source)
+        if self._callbacks and self._dispatcher is None and not self._inbox.closed:
+            self._dispatcher = self._owner._spawn(self._run_callbacks())
+
+    async def _run_callbacks(self) -> None:
+        """Hand queued messages to the callbacks in order, awaiting async ones.
+
+        One task per Topic, alive while messages wait: the queue's bound and
+        overflow policy hold for callbacks too.
+        """
+        inbox = self._inbox
+        try:
+            while len(inbox) and not inbox.closed:
+                message = inbox.pop()
+                for callback in list(self._callbacks):
+                    try:
+                        result = callback(message)
+                        if inspect.isawaitable(result):
+                            await result
+                    except Exception:
+                        log.exception("on_message callback for topic %r failed", self.name)
+        finally:
+            self._dispatcher = None
 
     def __aiter__(self) -> Topic:
         return self

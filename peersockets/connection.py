@@ -237,6 +237,7 @@ class Connection(asyncio.Protocol):
         self.established.set_result(None)
         for hook in self.on_established:
             self._run_hook(hook)
+        self.flush()  # anything queued before the handshake finished
 
     def _run_hook(self, hook: ConnectionHook) -> None:
         try:
@@ -251,9 +252,14 @@ class Connection(asyncio.Protocol):
             hook(self, protocol, id)
 
     def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._scheduled_flush)
+        """Something was queued: the first message of a loop iteration goes out at once
+        (low latency); what follows in the same iteration is batched by the flush
+        scheduled for the iteration's end (fewer frames, one encryption)."""
+        if self._flush_scheduled:
+            return
+        self._flush_scheduled = True
+        self._loop.call_soon(self._scheduled_flush)
+        self.flush()
 
     def _scheduled_flush(self) -> None:
         self._flush_scheduled = False

@@ -35,7 +35,7 @@ class CapabilityError(ProtocolError):
     """The remote's replication capability does not prove knowledge of the drive key."""
 
 
-class HandshakeTimeout(ProtocolError):
+class HandshakeTimeout(ProtocolError, TimeoutError):
     """The remote did not complete the handshake in time."""
 
 

@@ -13,7 +13,7 @@ from .connection import (
     DEFAULT_MAX_CHANNELS,
     Connection,
 )
-from .errors import PeersocketsError
+from .errors import HandshakeTimeout, PeersocketsError
 from .wire.crypto import KeyPair
 from .wire.secretstream import MAX_FRAME
 
@@ -60,6 +60,14 @@ class Swarm:
         - max_channels: protomux channels a remote may hold open on one
           connection (1024).
         """
+        if not 0 < max_frame_size <= MAX_FRAME:
+            raise ValueError(f"max_frame_size must be in 1..{MAX_FRAME}, got {max_frame_size}")
+        if handshake_timeout < 0:
+            raise ValueError(f"handshake_timeout must be >= 0, got {handshake_timeout}")
+        if keepalive < 0:
+            raise ValueError(f"keepalive must be >= 0, got {keepalive}")
+        if max_channels < 1:
+            raise ValueError(f"max_channels must be >= 1, got {max_channels}")
         self.key_pair = key_pair if key_pair is not None else KeyPair.generate()
         self.handshake_timeout = handshake_timeout
         self.keepalive = keepalive
@@ -131,16 +139,28 @@ class Swarm:
         """Dial ``host:port`` over TCP; returns once the secure stream is up.
 
         Raises OSError when the address cannot be reached, and a ProtocolError
-        when the handshake fails.
+        when the handshake fails: HandshakeTimeout (also a TimeoutError) when
+        it does not finish within ``timeout`` (default: handshake_timeout).
         """
         self._check_open()
         loop = asyncio.get_running_loop()
         limit = self.handshake_timeout if timeout is None else timeout
-        async with asyncio.timeout(limit if limit > 0 else None):
-            _transport, conn = await loop.create_connection(
-                lambda: self.make_connection(True), host, port
+        conn: Connection | None = None
+        try:
+            async with asyncio.timeout(limit if limit > 0 else None):
+                _transport, conn = await loop.create_connection(
+                    lambda: self.make_connection(True), host, port
+                )
+                await conn.wait_established()
+        except TimeoutError as exc:
+            if isinstance(exc, HandshakeTimeout):
+                raise
+            error = HandshakeTimeout(
+                f"{host}:{port} did not complete the handshake within {limit:g} s"
             )
-            await conn.wait_established()
+            if conn is not None:
+                conn.abort(error)
+            raise error from exc
         return conn
 
     # -- discovery ----------------------------------------------------------------------

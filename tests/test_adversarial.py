@@ -122,7 +122,7 @@ async def test_garbage_right_after_connect(
     conn = await cluster.log.of(attacker)
     error = await ended_by(conn, timeout + SLACK)
     assert loop.time() - start <= timeout + SLACK
-    assert isinstance(error, (HandshakeError, HandshakeTimeout)), error
+    assert isinstance(error, (HandshakeError, HandshakeTimeout, FrameTooLarge)), error
     if kind in ("short-frame", "small-order-key", "bad-message-3"):
         assert isinstance(error, HandshakeError), error  # refused at once, not timed out
     await attacker.wait_dropped(SLACK)
@@ -273,6 +273,8 @@ CAPABILITIES: dict[str, Callable[[bytes], bytes]] = {
     # reflect the server's own open handshake back at it: right key, wrong role
     "reflected": lambda server_handshake: server_handshake,
     "truncated": lambda server_handshake: b"\x01" + os.urandom(10),
+    # first reject the server's open, so that the server pairs ours from its pair hook
+    "random-after-reject": lambda server_handshake: encode_handshake(os.urandom(32)),
 }
 
 
@@ -291,6 +293,10 @@ async def test_bad_capability_ends_the_connection_without_a_join(
     prefix = open_frame(1, PROTOCOL, dkey)
     await attacker.read_until(lambda: any(m.startswith(prefix) for m in attacker.received), SLACK)
     (server_open,) = [m for m in attacker.received if m.startswith(prefix)]
+    if kind.endswith("after-reject"):
+        attacker.send(attacker.encrypt(reject_frame(1)))
+        await asyncio.sleep(0.1)
+        assert not conn.is_closed  # a valid reject: the server's drive channel closes, no more
     attacker.send(
         attacker.encrypt(
             open_frame(1, PROTOCOL, dkey, CAPABILITIES[kind](server_open[len(prefix) :]))

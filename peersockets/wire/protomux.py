@@ -211,6 +211,7 @@ class Mux:
         """Queue ``header || payload`` (header starts with the message type) on a channel id.
 
         The fast path for senders that checked sizes themselves: no validation here.
+        on_output is called when the mux goes from nothing to send to something.
         """
         if self._destroyed:
             return
@@ -221,8 +222,10 @@ class Mux:
         if first is None:
             self._first = (channel_id, header, payload)
             self._batch_bytes = size
-            if not self._frames and self.on_output is not None:
+            self._queued_bytes += size
+            if len(self._frames) == 0 and self.on_output is not None:
                 self.on_output()
+                return
         else:
             batch = self._batch
             if batch is None:
@@ -238,11 +241,14 @@ class Mux:
                 batch += b"\x00"
                 batch += _uint(channel_id)
                 self._batch_channel = channel_id
-            batch += _uint(size)
+            if size <= 0xFC:
+                batch.append(size)
+            else:
+                batch += encode_uint(size)
             batch += header
             batch += payload
             self._batch_bytes += size
-        self._queued_bytes += size
+            self._queued_bytes += size
         if self._queued_bytes >= self.flush_threshold and self.on_full is not None:
             self.on_full()
 
@@ -343,9 +349,12 @@ class Mux:
             return  # protomux never pairs the control channel
         remote = self._remote
         index = remote_id - 1
+        if remote_id > self.max_channels:
+            # Well-behaved peers reuse freed ids, so their ids never pass their peak of open channels.
+            raise ChannelError(
+                f"remote channel id {remote_id} exceeds the limit of {self.max_channels} channels"
+            )
         if index == len(remote):
-            if sum(1 for s in remote if s is not None) >= self.max_channels:
-                raise ChannelError(f"remote opened more than {self.max_channels} channels")
             remote.append(None)
         if index >= len(remote) or remote[index] is not None:
             raise ChannelError(

@@ -23,6 +23,7 @@ ID_HEADER_BYTES = 32 + HEADERBYTES
 MAX_FRAME = 2**24 - 1
 MAX_MESSAGE = MAX_FRAME - ABYTES  # 16,777,198 bytes of plaintext
 KEEPALIVE_FRAME_SIZE = 3 + ABYTES
+MAX_HANDSHAKE_FRAME = 65535  # the largest Noise message: nothing bigger is sent before keys exist
 
 
 class Phase(Enum):
@@ -113,13 +114,18 @@ class SecretStream:
         messages: list[bytearray] = []
         pos = 0
         size = len(source)
-        limit = self.max_frame_size
         with memoryview(source) as view:
             while size - pos >= 3:
                 length = view[pos] | (view[pos + 1] << 8) | (view[pos + 2] << 16)
+                limit = (
+                    self.max_frame_size
+                    if self.phase is Phase.TRANSPORT
+                    else min(self.max_frame_size, MAX_HANDSHAKE_FRAME)
+                )
                 if length > limit:
                     raise FrameTooLarge(
                         f"frame length prefix {length} exceeds the limit of {limit} bytes"
+                        + ("" if self.phase is Phase.TRANSPORT else " before the handshake is done")
                     )
                 end = pos + 3 + length
                 if end > size:

@@ -1,0 +1,1 @@
+"""Benchmarks: peersockets side by side with the JavaScript hyperdrive stack (see README.md)."""

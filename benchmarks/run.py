@@ -1,0 +1,1043 @@
+"""peersockets benchmarks, side by side with the JavaScript stack, in one run.
+
+    python -m benchmarks [--quick] [--only NAME[,NAME]] [--pairs PAIR[,PAIR]]
+                         [--json PATH] [--uvloop] [--repeat N]
+                         [--js-transport direct|pipe] [--cprofile DIR] [--py-spy DIR]
+
+Every workload runs for four pairs of worker processes, written ``A->B``:
+``js->js`` (two Node hyperdrive peers), ``py->py`` (two Python peersockets
+peers), ``py->js`` and ``js->py``. A is the side that sends (throughput,
+fan-out), pings (round trip) or dials in as the many idle peers (scale); B
+receives, echoes, or is the one server. Ratios compare py->py (and the mixed
+pairs) with js->js. See benchmarks/README.md for what each figure measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+JS_WORKER = HERE / "js" / "worker.mjs"
+PY_WORKER = HERE / "py_worker.py"
+JS_PACKAGES = ROOT / "tests" / "interop" / "js"
+DEFAULT_JSON = HERE / "results" / "latest.json"
+
+PAIRS = ["js->js", "py->py", "py->js", "js->py"]
+BASELINE = "js->js"
+STACK_NAMES = {"js": "JavaScript", "py": "Python"}
+
+WORKLOADS = ["throughput_64b", "throughput_64k", "round_trip", "fan_out", "scale"]
+
+Event = dict[str, Any]
+Figures = dict[str, float]
+
+
+# -- workload sizes ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each workload is (full run or --quick)."""
+
+    small_count: int
+    small_warmup: int
+    large_count: int
+    large_warmup: int
+    rtt_rounds: int
+    rtt_warmup: int
+    fan_receivers: int
+    fan_count: int
+    fan_warmup: int
+    scale_peers: int
+    scale_settle: float
+    connect_concurrency: int
+    timeout: float
+
+
+FULL = Sizes(
+    small_count=200_000,
+    small_warmup=10_000,
+    large_count=4_000,
+    large_warmup=200,
+    rtt_rounds=5_000,
+    rtt_warmup=500,
+    fan_receivers=32,
+    fan_count=5_000,
+    fan_warmup=200,
+    scale_peers=1_000,
+    scale_settle=1.0,
+    connect_concurrency=64,
+    timeout=300.0,
+)
+
+QUICK = Sizes(
+    small_count=2_000,
+    small_warmup=200,
+    large_count=40,
+    large_warmup=10,
+    rtt_rounds=200,
+    rtt_warmup=20,
+    fan_receivers=8,
+    fan_count=100,
+    fan_warmup=10,
+    scale_peers=50,
+    scale_settle=0.2,
+    connect_concurrency=16,
+    timeout=60.0,
+)
+
+SMALL = 64
+LARGE = 64 * 1024
+TOPIC = "bench"
+
+# (workload, metric, unit, higher_is_better, label)
+METRICS: list[tuple[str, str, str, bool, str]] = [
+    ("throughput_64b", "msgs_per_s", "msg/s", True, "64 B messages/s"),
+    ("throughput_64b", "first_to_last_msgs_per_s", "msg/s", True, "  (first->last msg)"),
+    ("throughput_64k", "mb_per_s", "MB/s", True, "64 KiB MB/s"),
+    ("throughput_64k", "first_to_last_mb_per_s", "MB/s", True, "  (first->last msg)"),
+    ("round_trip", "p50_us", "us", False, "round trip p50"),
+    ("round_trip", "p99_us", "us", False, "round trip p99"),
+    ("round_trip", "mean_us", "us", False, "round trip mean"),
+    ("fan_out", "msgs_per_s", "msg/s", True, "fan-out messages/s"),
+    ("scale", "client_kib_per_peer", "KiB", False, "memory / idle peer"),
+    ("scale", "server_kib_per_peer", "KiB", False, "server memory / peer"),
+    ("scale", "connect_s", "s", False, "connect all"),
+    ("scale", "all_joined_s", "s", False, "server saw all joins"),
+]
+
+# (label, workload, metric, pair, op, bound): a ratio to js->js, or an absolute figure
+TARGETS: list[tuple[str, str, str, str, str, float]] = [
+    ("64 B throughput >= 1.0x JS", "throughput_64b", "msgs_per_s", "ratio", ">=", 1.0),
+    ("64 KiB throughput >= 0.9x JS", "throughput_64k", "mb_per_s", "ratio", ">=", 0.9),
+    ("round-trip p50 <= 1.2x JS", "round_trip", "p50_us", "ratio", "<=", 1.2),
+    ("memory per idle Python peer <= 64 KiB", "scale", "client_kib_per_peer", "py->py", "<=", 64.0),
+]
+
+
+# -- worker processes -------------------------------------------------------------------
+
+
+class WorkerError(RuntimeError):
+    """A worker failed, timed out or said something unexpected."""
+
+
+class Worker:
+    """One worker process (JavaScript or Python) and its JSON-lines conversation."""
+
+    def __init__(self, stack: str, name: str, log_path: Path) -> None:
+        self.stack = stack
+        self.name = name
+        self.log_path = log_path
+        self.proc: asyncio.subprocess.Process | None = None
+        self.events: asyncio.Queue[Event | None] = asyncio.Queue()
+        self.started: Event = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._log: Any = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    async def start(self, argv: list[str], timeout: float) -> Event:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in close())
+        before = time.monotonic_ns()
+        self.proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=self._log,
+            cwd=str(ROOT),
+            limit=64 * 1024 * 1024,
+            start_new_session=True,
+        )
+        self._reader = asyncio.ensure_future(self._read())
+        self.started = await self.expect("started", timeout)
+        after = time.monotonic_ns()
+        clock = int(self.started.get("clock_ns", 0))
+        self.started["clock_shared"] = before <= clock <= after
+        return self.started
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        while True:
+            line = await self.proc.stdout.readline()
+            if not line:
+                break
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            await self.events.put(event)
+        await self.events.put(None)
+
+    async def expect(self, name: str, timeout: float) -> Event:
+        """The next event, which must be ``name``."""
+        try:
+            async with asyncio.timeout(timeout):
+                event = await self.events.get()
+        except TimeoutError:
+            raise WorkerError(f"{self.name}: no {name!r} event within {timeout:g} s") from None
+        if event is None:
+            raise WorkerError(f"{self.name}: exited while waiting for {name!r}{self._tail()}")
+        if event.get("event") == "error":
+            raise WorkerError(f"{self.name}: {event.get('message')}{self._tail()}")
+        if event.get("event") != name:
+            raise WorkerError(f"{self.name}: expected {name!r}, got {event!r}")
+        return event
+
+    def send(self, cmd: Event) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+
+    async def call(self, cmd: Event, reply: str, timeout: float) -> Event:
+        """Send a command and wait for its reply event."""
+        self.send(cmd)
+        return await self.expect(reply, timeout)
+
+    async def close(self, timeout: float = 15.0) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.returncode is None:
+            with contextlib.suppress(Exception):
+                self.send({"cmd": "exit"})
+                assert proc.stdin is not None
+                proc.stdin.close()
+            try:
+                async with asyncio.timeout(timeout):
+                    await proc.wait()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def _tail(self) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        if not text:
+            return ""
+        return "\n    " + "\n    ".join(text[-15:])
+
+
+@dataclass
+class Options:
+    """The command line, parsed."""
+
+    sizes: Sizes
+    quick: bool
+    uvloop: bool
+    js_transport: str
+    log_dir: Path
+    cprofile_dir: Path | None
+    py_spy_dir: Path | None
+    node: str
+    pin: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def pinning_available() -> bool:
+    """Whether workers can be pinned to cores: Linux taskset and at least 2 usable cores."""
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    return shutil.which("taskset") is not None and len(cpus) >= 2
+
+
+def pin_cpus() -> tuple[int, int]:
+    """The cores for worker A and worker B: the first two this process may use."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return cpus[0], cpus[1]
+
+
+def worker_argv(
+    stack: str, opts: Options, profile_name: str | None, side: str | None = None
+) -> list[str]:
+    prefix: list[str] = []
+    if opts.pin and side is not None:
+        cpu_a, cpu_b = pin_cpus()
+        taskset = shutil.which("taskset") or "taskset"
+        prefix = [taskset, "-c", str(cpu_a if side == "A" else cpu_b)]
+    return prefix + _worker_command(stack, opts, profile_name)
+
+
+def _worker_command(stack: str, opts: Options, profile_name: str | None) -> list[str]:
+    if stack == "js":
+        return [
+            opts.node,
+            "--expose-gc",
+            str(JS_WORKER),
+            "--transport",
+            opts.js_transport,
+            "--pace",
+            str(opts.extra.get("pace", 0)),
+        ]
+    argv = [sys.executable, str(PY_WORKER)]
+    if opts.uvloop:
+        argv.append("--uvloop")
+    if opts.cprofile_dir is not None and profile_name is not None:
+        opts.cprofile_dir.mkdir(parents=True, exist_ok=True)
+        argv += ["--cprofile", str(opts.cprofile_dir / f"{profile_name}.pstats")]
+    return argv
+
+
+class PySpy:
+    """py-spy attached to a Python worker for the timed phase only."""
+
+    def __init__(self, worker: Worker, out: Path) -> None:
+        self.worker = worker
+        self.out = out
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if self.worker.stack != "py":
+            return
+        exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                exe,
+                "record",
+                "--pid",
+                str(self.worker.pid),
+                "--rate",
+                "1000",
+                "--format",
+                "raw",
+                "--output",
+                str(self.out),
+                "--idle",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.out.with_suffix(".log"), "wb"),  # noqa: SIM115
+        )
+        time.sleep(0.5)  # let it attach before the timed phase
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# -- running one workload for one pair ------------------------------------------------
+
+
+@dataclass
+class Setup:
+    """The two workers of a run, which one listens, and how many peers dial in."""
+
+    a: Worker  # sender / pinger / idle clients
+    b: Worker  # receiver / ponger / server
+    listener: Worker
+    dialer: Worker
+    dialers: int  # connections the dialer makes (its local peers)
+    topic: str | None
+    connected: Event = field(default_factory=dict)
+    clock_shared: bool = True
+
+
+async def start_pair(
+    workload: str,
+    pair: str,
+    opts: Options,
+    listener_is_a: bool,
+    dialers: int,
+    topic: str | None,
+) -> Setup:
+    sa, sb = pair.split("->")
+    timeout = opts.sizes.timeout
+    tag = f"{workload}-{sa}-{sb}"
+    a = Worker(sa, f"{STACK_NAMES[sa]} worker A ({pair})", opts.log_dir / f"{tag}-A-{sa}.log")
+    b = Worker(sb, f"{STACK_NAMES[sb]} worker B ({pair})", opts.log_dir / f"{tag}-B-{sb}.log")
+    listener, dialer = (a, b) if listener_is_a else (b, a)
+    setup = Setup(a, b, listener, dialer, dialers, topic)
+    try:
+        await asyncio.gather(
+            a.start(worker_argv(sa, opts, f"{tag}-A-{sa}", "A"), timeout),
+            b.start(worker_argv(sb, opts, f"{tag}-B-{sb}", "B"), timeout),
+        )
+    except BaseException:
+        await asyncio.gather(a.close(), b.close())
+        raise
+    setup.clock_shared = bool(a.started["clock_shared"] and b.started["clock_shared"])
+    # the drive's owner: a JavaScript worker if there is one (it creates the drive);
+    # Python needs no storage and takes the key it is given
+    order = sorted([listener, dialer], key=lambda w: (w.stack != "js", w is not listener))
+    owner, other = order
+    init = await owner.call({"cmd": "init", "key": None, "topic": topic}, "init", timeout)
+    await other.call({"cmd": "init", "key": init["key"], "topic": topic}, "init", timeout)
+    return setup
+
+
+async def connect_pair(setup: Setup, opts: Options) -> None:
+    timeout = opts.sizes.timeout
+    listening = await setup.listener.call({"cmd": "listen"}, "listening", timeout)
+    setup.connected = await setup.dialer.call(
+        {
+            "cmd": "connect",
+            "port": listening["port"],
+            "peers": setup.dialers,
+            "concurrency": opts.sizes.connect_concurrency,
+        },
+        "connected",
+        timeout,
+    )
+    await wait_peers(setup, opts)
+
+
+async def wait_peers(setup: Setup, opts: Options) -> tuple[Event, Event]:
+    timeout = opts.sizes.timeout
+    cmd = {"cmd": "wait_peers", "count": setup.dialers}
+    listener_peers, dialer_peers = await asyncio.gather(
+        setup.listener.call(cmd, "peers", timeout), setup.dialer.call(cmd, "peers", timeout)
+    )
+    return listener_peers, dialer_peers
+
+
+async def stream_phase(
+    sender: Worker,
+    receiver: Worker,
+    per_peer: int,
+    peers: int,
+    size: int,
+    timeout: float,
+    spy: list[PySpy] | None = None,
+) -> tuple[Event, Event]:
+    """Arm the receiver for per_peer * peers messages, then send per_peer to every peer."""
+    await receiver.call({"cmd": "recv", "count": per_peer * peers}, "armed", timeout)
+    for s in spy or []:
+        s.start()
+    try:
+        sent = await sender.call({"cmd": "send", "count": per_peer, "size": size}, "sent", timeout)
+        received = await receiver.expect("received", timeout)
+    finally:
+        for s in spy or []:
+            s.stop()
+    if received["count"] != per_peer * peers:
+        raise WorkerError(f"received {received['count']} of {per_peer * peers} messages")
+    return sent, received
+
+
+def stream_figures(sent: Event, received: Event, clock_shared: bool) -> Figures:
+    count = int(received["count"])
+    size_total = int(received["bytes"])
+    first = int(received["first_ns"])
+    last = int(received["last_ns"])
+    start = int(sent["start_ns"])
+    first_to_last = max(last - first, 1) / 1e9
+    elapsed = (max(last - start, 1) / 1e9) if clock_shared else first_to_last
+    figures: Figures = {
+        "messages": count,
+        "bytes": size_total,
+        "seconds": elapsed,
+        "msgs_per_s": count / elapsed,
+        "mb_per_s": size_total / elapsed / 1e6,
+        "first_to_last_seconds": first_to_last,
+        "first_to_last_msgs_per_s": (count - 1) / first_to_last,
+        "first_to_last_mb_per_s": size_total * (count - 1) / count / first_to_last / 1e6,
+        "sender_seconds": (int(sent["end_ns"]) - start) / 1e9,
+    }
+    if "drain_waits" in sent:
+        figures["sender_drain_waits"] = int(sent["drain_waits"])
+    return figures
+
+
+async def run_throughput(
+    workload: str, pair: str, opts: Options, size: int, count: int, warmup: int
+) -> Figures:
+    setup = await start_pair(workload, pair, opts, listener_is_a=False, dialers=1, topic=TOPIC)
+    try:
+        await connect_pair(setup, opts)
+        timeout = opts.sizes.timeout
+        if warmup:
+            await stream_phase(setup.a, setup.b, warmup, 1, size, timeout)
+        spies = profilers(opts, workload, pair, setup)
+        sent, received = await stream_phase(setup.a, setup.b, count, 1, size, timeout, spies)
+        figures = stream_figures(sent, received, setup.clock_shared)
+        figures["message_size"] = size
+        figures["warmup_messages"] = warmup
+        return figures
+    finally:
+        await asyncio.gather(setup.a.close(), setup.b.close())
+
+
+def profilers(opts: Options, workload: str, pair: str, setup: Setup) -> list[PySpy]:
+    if opts.py_spy_dir is None:
+        return []
+    tag = f"{workload}-{pair.replace('->', '-')}"
+    return [
+        PySpy(setup.a, opts.py_spy_dir / f"{tag}-sender.txt"),
+        PySpy(setup.b, opts.py_spy_dir / f"{tag}-receiver.txt"),
+    ]
+
+
+async def run_round_trip(workload: str, pair: str, opts: Options) -> Figures:
+    setup = await start_pair(workload, pair, opts, listener_is_a=False, dialers=1, topic=TOPIC)
+    try:
+        await connect_pair(setup, opts)
+        timeout = opts.sizes.timeout
+        await setup.b.call({"cmd": "echo"}, "echoing", timeout)
+        pinged = await setup.a.call(
+            {
+                "cmd": "ping",
+                "rounds": opts.sizes.rtt_rounds,
+                "warmup": opts.sizes.rtt_warmup,
+                "size": 1,
+            },
+            "pinged",
+            timeout,
+        )
+        rtts = sorted(int(x) for x in pinged["rtt_ns"])
+        if not rtts:
+            raise WorkerError("no round trips measured")
+        return {
+            "rounds": len(rtts),
+            "warmup_rounds": opts.sizes.rtt_warmup,
+            "p50_us": percentile(rtts, 50) / 1e3,
+            "p90_us": percentile(rtts, 90) / 1e3,
+            "p99_us": percentile(rtts, 99) / 1e3,
+            "min_us": rtts[0] / 1e3,
+            "max_us": rtts[-1] / 1e3,
+            "mean_us": sum(rtts) / len(rtts) / 1e3,
+        }
+    finally:
+        await asyncio.gather(setup.a.close(), setup.b.close())
+
+
+def percentile(sorted_values: list[int], p: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    rank = max(1, -(-len(sorted_values) * p // 100))
+    return float(sorted_values[int(rank) - 1])
+
+
+async def run_fan_out(workload: str, pair: str, opts: Options) -> Figures:
+    receivers = opts.sizes.fan_receivers
+    setup = await start_pair(
+        workload, pair, opts, listener_is_a=True, dialers=receivers, topic=TOPIC
+    )
+    try:
+        await connect_pair(setup, opts)
+        timeout = opts.sizes.timeout
+        if opts.sizes.fan_warmup:
+            await stream_phase(setup.a, setup.b, opts.sizes.fan_warmup, receivers, SMALL, timeout)
+        sent, received = await stream_phase(
+            setup.a, setup.b, opts.sizes.fan_count, receivers, SMALL, timeout
+        )
+        figures = stream_figures(sent, received, setup.clock_shared)
+        figures["receivers"] = receivers
+        figures["per_receiver"] = opts.sizes.fan_count
+        figures["message_size"] = SMALL
+        return figures
+    finally:
+        await asyncio.gather(setup.a.close(), setup.b.close())
+
+
+async def run_scale(workload: str, pair: str, opts: Options) -> Figures:
+    peers = opts.sizes.scale_peers
+    setup = await start_pair(workload, pair, opts, listener_is_a=False, dialers=peers, topic=None)
+    try:
+        timeout = opts.sizes.timeout
+        listening = await setup.listener.call({"cmd": "listen"}, "listening", timeout)
+        client_before, server_before = await asyncio.gather(
+            setup.a.call({"cmd": "memory"}, "memory", timeout),
+            setup.b.call({"cmd": "memory"}, "memory", timeout),
+        )
+        connected = await setup.a.call(
+            {
+                "cmd": "connect",
+                "port": listening["port"],
+                "peers": peers,
+                "concurrency": opts.sizes.connect_concurrency,
+            },
+            "connected",
+            timeout,
+        )
+        setup.connected = connected
+        server_peers, client_peers = await wait_peers(setup, opts)
+        await asyncio.sleep(opts.sizes.scale_settle)
+        client_after, server_after = await asyncio.gather(
+            setup.a.call({"cmd": "memory"}, "memory", timeout),
+            setup.b.call({"cmd": "memory"}, "memory", timeout),
+        )
+        start = int(connected["start_ns"])
+        joined = (int(server_peers["t_ns"]) - start) / 1e9 if setup.clock_shared else float("nan")
+        return {
+            "peers": peers,
+            "concurrency": opts.sizes.connect_concurrency,
+            "client_kib_per_peer": (client_after["rss"] - client_before["rss"]) / peers / 1024,
+            "server_kib_per_peer": (server_after["rss"] - server_before["rss"]) / peers / 1024,
+            "client_rss_mib": client_after["rss"] / 2**20,
+            "server_rss_mib": server_after["rss"] / 2**20,
+            "connect_s": (int(connected["end_ns"]) - start) / 1e9,
+            "all_joined_s": joined,
+            "client_all_joined_s": (int(client_peers["t_ns"]) - start) / 1e9,
+        }
+    finally:
+        await asyncio.gather(setup.a.close(), setup.b.close())
+
+
+def runner_for(workload: str, opts: Options) -> Callable[[str], Awaitable[Figures]]:
+    s = opts.sizes
+    table: dict[str, Callable[[str], Awaitable[Figures]]] = {
+        "throughput_64b": lambda p: run_throughput(
+            "throughput_64b", p, opts, SMALL, s.small_count, s.small_warmup
+        ),
+        "throughput_64k": lambda p: run_throughput(
+            "throughput_64k", p, opts, LARGE, s.large_count, s.large_warmup
+        ),
+        "round_trip": lambda p: run_round_trip("round_trip", p, opts),
+        "fan_out": lambda p: run_fan_out("fan_out", p, opts),
+        "scale": lambda p: run_scale("scale", p, opts),
+    }
+    return table[workload]
+
+
+def headline(workload: str, figures: Figures) -> str:
+    if workload == "throughput_64b" or workload == "fan_out":
+        return f"{figures['msgs_per_s']:,.0f} msg/s"
+    if workload == "throughput_64k":
+        return f"{figures['mb_per_s']:,.1f} MB/s"
+    if workload == "round_trip":
+        return f"p50 {figures['p50_us']:,.0f} us, p99 {figures['p99_us']:,.0f} us"
+    return (
+        f"{figures['client_kib_per_peer']:,.1f} KiB/peer, connect {figures['connect_s']:.2f} s,"
+        f" joined {figures['all_joined_s']:.2f} s"
+    )
+
+
+# -- results ----------------------------------------------------------------------------
+
+
+def add_ratios(results: dict[str, Any]) -> None:
+    """Each pair's figures divided by js->js's, per workload (``ratio_vs_js``)."""
+    for workload in results.values():
+        pairs = workload["pairs"]
+        base = pairs.get(BASELINE, {}).get("figures")
+        for pair, entry in pairs.items():
+            figures = entry.get("figures")
+            if not figures or not base or pair == BASELINE:
+                continue
+            entry["ratio_vs_js"] = {
+                k: v / base[k]
+                for k, v in figures.items()
+                if isinstance(v, int | float) and isinstance(base.get(k), int | float) and base[k]
+            }
+
+
+def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for label, workload, metric, what, op, bound in TARGETS:
+        pairs = results.get(workload, {}).get("pairs", {})
+        value: float | None = None
+        if what == "ratio":
+            value = pairs.get("py->py", {}).get("ratio_vs_js", {}).get(metric)
+        else:
+            value = pairs.get(what, {}).get("figures", {}).get(metric)
+        met: bool | None = None
+        if value is not None and value == value:
+            met = value >= bound if op == ">=" else value <= bound
+        out.append(
+            {
+                "target": label,
+                "workload": workload,
+                "metric": metric,
+                "of": "py->py / js->js" if what == "ratio" else what,
+                "bound": f"{op} {bound:g}",
+                "value": value,
+                "met": met,
+            }
+        )
+    return out
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None or value != value:
+        return "-"
+    if unit in ("msg/s",):
+        return f"{value:,.0f}"
+    if unit == "us":
+        return f"{value:,.0f}"
+    if unit in ("MB/s", "KiB"):
+        return f"{value:,.1f}"
+    return f"{value:,.2f}"
+
+
+def render_table(results: dict[str, Any], targets: list[dict[str, Any]], pairs: list[str]) -> str:
+    header = ["metric", "unit", *pairs, *[f"{p}/js" for p in pairs if p != BASELINE]]
+    rows = [header]
+    for workload, metric, unit, higher, label in METRICS:
+        entry = results.get(workload)
+        if entry is None:
+            continue
+        row = [label, unit + (" ^" if higher else " v")]
+        for pair in pairs:
+            figs = entry["pairs"].get(pair, {}).get("figures")
+            row.append(fmt(figs.get(metric) if figs else None, unit))
+        for pair in pairs:
+            if pair == BASELINE:
+                continue
+            ratio = entry["pairs"].get(pair, {}).get("ratio_vs_js", {}).get(metric)
+            row.append("-" if ratio is None or ratio != ratio else f"{ratio:.2f}x")
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
+        cells += [c.rjust(w) for c, w in zip(row[2:], widths[2:], strict=True)]
+        lines.append("  ".join(cells))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    lines.append("")
+    lines.append("^ higher is better, v lower is better; A->B: A sends / pings / dials in.")
+    lines.append("ratios: the pair's figure / js->js's figure (same unit).")
+    if targets:
+        lines.append("")
+        lines.append("targets (py->py):")
+        for t in targets:
+            state = {True: "MET", False: "NOT MET", None: "n/a"}[t["met"]]
+            value = t["value"]
+            shown = "-" if value is None or value != value else f"{value:.2f}"
+            unit = "x" if t["of"].endswith("js->js") else " KiB"
+            lines.append(f"  [{state:>7}] {t['target']}: {shown}{unit}")
+    return "\n".join(lines)
+
+
+def machine_info(opts: Options, started: dict[str, Event]) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "node": node_version(opts.node),
+        "uvloop_requested": opts.uvloop,
+        "uvloop": opts.uvloop,
+        "js_transport": opts.js_transport,
+        "js_pace": opts.extra.get("pace", 0),
+        "pinned_cpus": dict(zip(("A", "B"), pin_cpus(), strict=True)) if opts.pin else None,
+        "load_average_1m_at_start": opts.extra.get("load_start"),
+        "load_average_1m_at_end": os.getloadavg()[0],
+        "quick": opts.quick,
+        "peersockets_commit": git_commit(),
+        "js_packages": js_package_versions(),
+        "python_packages": python_package_versions(),
+    }
+    py = started.get("py")
+    if py is not None:
+        info["python_worker_loop"] = py.get("loop")
+        info["uvloop"] = py.get("loop", "").startswith("uvloop")
+    info["clocks_shared"] = all(e.get("clock_shared", False) for e in started.values())
+    return info
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def node_version(node: str) -> str:
+    try:
+        return subprocess.run(
+            [node, "--version"], capture_output=True, text=True, timeout=20, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def git_commit() -> str:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=20
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "peersockets"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def js_package_versions() -> dict[str, str]:
+    out = {}
+    for name in ("hyperdrive", "hypercore", "corestore", "protomux", "@hyperswarm/secret-stream"):
+        try:
+            meta = json.loads((JS_PACKAGES / "node_modules" / name / "package.json").read_text())
+            out[name] = str(meta.get("version"))
+        except (OSError, ValueError):
+            out[name] = "missing"
+    return out
+
+
+def python_package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("peersockets", "pynacl", "cryptography", "uvloop"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+# -- main -------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="peersockets vs the JavaScript hyperdrive stack, same machine, same run.",
+    )
+    parser.add_argument("--quick", action="store_true", help="every workload, small (seconds)")
+    parser.add_argument(
+        "--only", metavar="NAME[,NAME]", help=f"run only these workloads: {', '.join(WORKLOADS)}"
+    )
+    parser.add_argument(
+        "--pairs", metavar="PAIR[,PAIR]", help=f"run only these pairs: {', '.join(PAIRS)}"
+    )
+    parser.add_argument("--json", metavar="PATH", type=Path, default=DEFAULT_JSON)
+    parser.add_argument("--uvloop", action="store_true", help="Python workers on uvloop")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        metavar="N",
+        help="run each workload/pair N times and keep the best (default 3; 1 with --quick)",
+    )
+    parser.add_argument(
+        "--js-transport",
+        choices=["direct", "pipe"],
+        default="direct",
+        help="JS: NoiseSecretStream on the socket (hyperswarm's way) or replicate().pipe(socket)",
+    )
+    parser.add_argument(
+        "--js-pace",
+        type=int,
+        default=0,
+        metavar="N",
+        help="JS senders also yield to the event loop every N messages (default 0: only on drain)",
+    )
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin worker A to one core and worker B to another (taskset)",
+    )
+    parser.add_argument(
+        "--count-scale",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="multiply the timed message counts and rounds by X (e.g. for a longer profile)",
+    )
+    parser.add_argument("--cprofile", metavar="DIR", type=Path, help="cProfile Python send/recv")
+    parser.add_argument(
+        "--py-spy", metavar="DIR", type=Path, help="py-spy Python workers' timed throughput phase"
+    )
+    return parser.parse_args(argv)
+
+
+def pick(values: str | None, allowed: list[str], what: str) -> list[str]:
+    if not values:
+        return list(allowed)
+    chosen = [v.strip() for v in values.split(",") if v.strip()]
+    for v in chosen:
+        if v not in allowed:
+            raise SystemExit(f"unknown {what} {v!r}; choose from {', '.join(allowed)}")
+    return [v for v in allowed if v in chosen]
+
+
+def median_figures(runs: list[Figures]) -> Figures:
+    """The median of every figure over the runs of one cell."""
+    out: Figures = {}
+    for key in runs[0]:
+        values = sorted(r[key] for r in runs if key in r)
+        mid = len(values) // 2
+        out[key] = values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+    return out
+
+
+def better(workload: str, new: Figures, old: Figures) -> bool:
+    key, higher = {
+        "throughput_64b": ("msgs_per_s", True),
+        "throughput_64k": ("mb_per_s", True),
+        "round_trip": ("p50_us", False),
+        "fan_out": ("msgs_per_s", True),
+        "scale": ("client_kib_per_peer", False),
+    }[workload]
+    return new[key] > old[key] if higher else new[key] < old[key]
+
+
+async def amain(args: argparse.Namespace) -> int:
+    node = shutil.which("node")
+    if node is None:
+        print("node not found on PATH: the JavaScript workers need Node.js", file=sys.stderr)
+        return 2
+    if not (JS_PACKAGES / "node_modules" / "hyperdrive").is_dir():
+        print(f"JavaScript packages missing: run `npm ci` in {JS_PACKAGES}", file=sys.stderr)
+        return 2
+    uvloop = args.uvloop
+    if uvloop:
+        try:
+            import uvloop as _uvloop  # noqa: F401
+        except ImportError:
+            print("--uvloop: uvloop is not installed; using asyncio's loop", file=sys.stderr)
+            uvloop = False
+    workloads = pick(args.only, WORKLOADS, "workload")
+    pairs = pick(args.pairs, PAIRS, "pair")
+    results_dir = args.json.parent
+    sizes = QUICK if args.quick else FULL
+    if args.count_scale != 1.0:
+        x = max(args.count_scale, 0.001)
+        sizes = dataclasses.replace(
+            sizes,
+            small_count=max(1, round(sizes.small_count * x)),
+            large_count=max(1, round(sizes.large_count * x)),
+            rtt_rounds=max(1, round(sizes.rtt_rounds * x)),
+            fan_count=max(1, round(sizes.fan_count * x)),
+        )
+    opts = Options(
+        sizes=sizes,
+        quick=args.quick,
+        uvloop=uvloop,
+        js_transport=args.js_transport,
+        log_dir=results_dir / "logs",
+        cprofile_dir=args.cprofile,
+        py_spy_dir=args.py_spy,
+        node=node,
+        pin=not args.no_pin and pinning_available(),
+        extra={"pace": max(0, args.js_pace)},
+    )
+    repeat = max(1, args.repeat if args.repeat is not None else (1 if args.quick else 3))
+    load = os.getloadavg()[0]
+    opts.extra["load_start"] = load
+    if load > 0.5:
+        print(
+            f"warning: load average {load:.2f} before starting: other work on this machine"
+            " will make the figures noisy",
+            flush=True,
+        )
+    total = len(workloads) * len(pairs)
+    print(
+        f"peersockets benchmarks ({'quick' if args.quick else 'full'}): {len(workloads)} workloads"
+        f" x {len(pairs)} pairs{f' x {repeat}' if repeat > 1 else ''}; cpus={os.cpu_count()},"
+        f" python {platform.python_version()}{' + uvloop' if uvloop else ''},"
+        f" node {node_version(node)}"
+        + (", workers pinned A->cpu{} B->cpu{}".format(*pin_cpus()) if opts.pin else ""),
+        flush=True,
+    )
+    results: dict[str, Any] = {}
+    errors: list[dict[str, str]] = []
+    started_info: dict[str, Event] = {}
+    began = time.monotonic()
+    n = 0
+    for workload in workloads:
+        results[workload] = {"pairs": {}}
+        run = runner_for(workload, opts)
+        for pair in pairs:
+            n += 1
+            prefix = f"[{n:>2}/{total}] {workload:<15} {pair:<7}"
+            print(f"{prefix} ...", end="", flush=True)
+            t0 = time.monotonic()
+            best: Figures | None = None
+            runs: list[Figures] = []
+            try:
+                for _ in range(repeat):
+                    figures = await run(pair)
+                    runs.append(figures)
+                    if best is None or better(workload, figures, best):
+                        best = figures
+            except Exception as exc:
+                message = f"{type(exc).__name__}: {exc}"
+                print(f" FAILED ({time.monotonic() - t0:.1f} s)\n    {message}", flush=True)
+                errors.append({"workload": workload, "pair": pair, "error": message})
+                results[workload]["pairs"][pair] = {"error": message}
+                continue
+            assert best is not None
+            entry: dict[str, Any] = {"figures": best}
+            if repeat > 1:
+                entry["runs"] = runs
+                entry["median"] = median_figures(runs)
+            results[workload]["pairs"][pair] = entry
+            print(f" {headline(workload, best)} ({time.monotonic() - t0:.1f} s)", flush=True)
+    # versions as the workers reported them
+    for stack in ("py", "js"):
+        with contextlib.suppress(Exception):
+            w = Worker(stack, f"{stack} probe", opts.log_dir / f"probe-{stack}.log")
+            await w.start(worker_argv(stack, opts, None), opts.sizes.timeout)
+            started_info[stack] = w.started
+            await w.close()
+    add_ratios(results)
+    targets = evaluate_targets(results)
+    report = {
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "elapsed_s": time.monotonic() - began,
+        "machine": machine_info(opts, started_info),
+        "sizes": dataclasses.asdict(opts.sizes),
+        "repeat": repeat,
+        "pick": "best of the repeats (highest throughput, lowest p50, lowest memory)",
+        "baseline": BASELINE,
+        "pairs": pairs,
+        "workloads": results,
+        "targets": targets,
+        "errors": errors,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+    print()
+    if args.quick:
+        print("quick run: these figures only show that the harness works; they mean nothing.\n")
+    print(render_table(results, targets, pairs))
+    print()
+    print(f"wrote {args.json} ({time.monotonic() - began:.0f} s)")
+    if errors:
+        print(f"{len(errors)} run(s) failed; worker logs in {opts.log_dir}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return asyncio.run(amain(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
