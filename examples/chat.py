@@ -1,0 +1,90 @@
+"""A terminal chat on a hyperdrive's topic with peersockets, against JavaScript or Python peers.
+
+Run it together with the JavaScript example, from the repository root, in two terminals:
+
+    node examples/js/chat.mjs --listen 127.0.0.1:4000          # creates a drive, prints its key
+    python examples/chat.py KEY --connect 127.0.0.1:4000       # KEY: the drive key printed above
+
+or the other way round (the JavaScript side opens the drive by its key):
+
+    python examples/chat.py KEY --listen 127.0.0.1:4000        # KEY: e.g. from `peersockets keygen`
+    node examples/js/chat.mjs --key KEY --connect 127.0.0.1:4000
+
+Each line typed is sent to every peer of the drive; Ctrl-D or Ctrl-C quits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+import threading
+
+from peersockets import PeerNotFound, Peersockets, Swarm
+
+
+def address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def read_stdin(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[bytes | None]) -> None:
+    """Runs in a thread, so that waiting for input never blocks the event loop.
+
+    os.read rather than sys.stdin: it holds no lock that would upset the exit on Ctrl-C.
+    """
+    rest = b""
+    while chunk := os.read(0, 65536):  # b"" at end of input
+        *complete, rest = (rest + chunk).split(b"\n")
+        for line in complete:
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+    if rest:
+        loop.call_soon_threadsafe(lines.put_nowait, rest)
+    loop.call_soon_threadsafe(lines.put_nowait, None)
+
+
+async def chat(args: argparse.Namespace) -> None:
+    async with Swarm() as swarm:
+        print(f"public key: {swarm.public_key.hex()}", flush=True)
+        if args.listen:
+            host, port = await swarm.listen(*args.listen)
+            print(f"listening:  {host}:{port}", flush=True)
+        async with Peersockets(swarm, args.drive_key) as ps:
+            events, topic = ps.watch(), ps.join(args.topic)  # before connecting: nothing is missed
+            for host, port in args.connect:
+                await swarm.connect(host, port)
+                print(f"connected:  {host}:{port}", flush=True)
+
+            async def show_events() -> None:
+                async for ev in events:  # "join" or "leave"
+                    print(f"* peer {ev.peer_id} {ev.public_key.hex()[:8]} {ev.type}", flush=True)
+
+            async def show_messages() -> None:
+                async for msg in topic:
+                    text = msg.message.decode("utf-8", "replace")
+                    print(f"[peer {msg.peer_id} {msg.public_key.hex()[:8]}] {text}", flush=True)
+
+            shown = [asyncio.create_task(show_events()), asyncio.create_task(show_messages())]
+            lines: asyncio.Queue[bytes | None] = asyncio.Queue()
+            loop = asyncio.get_running_loop()
+            threading.Thread(target=read_stdin, args=(loop, lines), daemon=True).start()
+            while (line := await lines.get()) is not None:  # None at end of input (Ctrl-D)
+                line = line.rstrip(b"\r")
+                if line and not ps.peers:
+                    print("(nobody has joined the drive yet: not sent)", file=sys.stderr)
+                for peer_id in ps.peers if line else []:
+                    with contextlib.suppress(PeerNotFound):  # it left meanwhile
+                        await topic.send(peer_id, line)
+        await asyncio.gather(*shown)  # closing the Peersockets ended both loops
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Chat with the peers of a hyperdrive.")
+    parser.add_argument("drive_key", help="64 hex, 52 z-base-32 characters or hyper://KEY/")
+    parser.add_argument("--listen", type=address, metavar="HOST:PORT")
+    parser.add_argument("--connect", type=address, action="append", default=[], metavar="HOST:PORT")
+    parser.add_argument("--topic", default="chat")
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C
+        asyncio.run(chat(parser.parse_args()))

@@ -1,0 +1,146 @@
+// A terminal chat on a hyperdrive's peersockets topic, from a JavaScript hyperdrive 13 app.
+// It talks to examples/chat.py and to `peersockets chat` (Python), and to itself.
+//
+// Run the two examples together, from the repository root, in two terminals:
+//
+//   node examples/js/chat.mjs --listen 127.0.0.1:4000          # creates a drive, prints its key
+//   python examples/chat.py KEY --connect 127.0.0.1:4000       # KEY: the drive key printed above
+//
+// or the other way round (the JavaScript side opens the drive by its key):
+//
+//   python examples/chat.py KEY --listen 127.0.0.1:4000        # KEY: e.g. from `peersockets keygen`
+//   node examples/js/chat.mjs --key KEY --connect 127.0.0.1:4000
+//
+// Each line typed is sent to every peer of the drive; Ctrl-D or Ctrl-C quits.
+// Options: --key KEY (hex, z-base-32 or hyper://KEY/; default: create a new drive),
+// --listen HOST:PORT (port 0: any free port), --connect HOST:PORT (repeatable),
+// --topic NAME (default chat), --storage DIR (default: a temporary folder, removed at exit).
+//
+// The npm packages are the pinned ones of the interop tests; install them once with
+//   npm ci --prefix tests/interop/js
+
+import { createRequire } from 'node:module'
+import { parseArgs } from 'node:util'
+import fs from 'node:fs'
+import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+import readline from 'node:readline'
+
+const require = createRequire(new URL('../../tests/interop/js/package.json', import.meta.url))
+const Corestore = require('corestore')
+const Hyperdrive = require('hyperdrive')
+const crypto = require('hypercore-crypto')
+const idEncoding = require('hypercore-id-encoding')
+
+function die(message) {
+  console.error(`chat.mjs: error: ${message}`)
+  process.exit(1)
+}
+
+function hostPort(text, option) {
+  const match = /^(?:(.*):)?([0-9]{1,5})$/.exec(text)
+  if (!match || Number(match[2]) > 65535) die(`${option}: not a HOST:PORT address: ${JSON.stringify(text)}`)
+  return { host: match[1] || '127.0.0.1', port: Number(match[2]) }
+}
+
+function driveKey(text) {
+  const bare = text.replace(/^hyper:\/\//i, '').split(/[/?#]/)[0]
+  try {
+    return idEncoding.decode(bare)
+  } catch {
+    die(`--key: not a drive key: ${JSON.stringify(text)} (64 hex or 52 z-base-32 characters)`)
+  }
+}
+
+let args
+try {
+  args = parseArgs({
+    options: {
+      key: { type: 'string' },
+      listen: { type: 'string' },
+      connect: { type: 'string', multiple: true, default: [] },
+      topic: { type: 'string', default: 'chat' },
+      storage: { type: 'string' }
+    }
+  }).values
+} catch (err) {
+  die(err.message)
+}
+
+const short = (key) => key.toString('hex').slice(0, 8)
+const temporary = !args.storage
+const storage = args.storage || fs.mkdtempSync(path.join(os.tmpdir(), 'peersockets-chat-'))
+const keyPair = crypto.keyPair() // this process's identity on every connection
+const store = new Corestore(storage)
+const drive = args.key ? new Hyperdrive(store, driveKey(args.key)) : new Hyperdrive(store)
+await drive.ready()
+
+// A peersockets topic is a hypercore extension named 'peersockets/<topic>' on the drive's core.
+const ext = drive.core.registerExtension('peersockets/' + args.topic, {
+  encoding: 'binary',
+  onmessage(buf, peer) {
+    console.log(`[${short(peer.remotePublicKey)}] ${buf.toString('utf-8')}`)
+  }
+})
+drive.core.on('peer-add', (peer) => console.log(`* peer ${short(peer.remotePublicKey)} joined`))
+drive.core.on('peer-remove', (peer) => console.log(`* peer ${short(peer.remotePublicKey)} left`))
+
+console.log(`drive key:  ${drive.key.toString('hex')}  (z32 ${idEncoding.encode(drive.key)})`)
+console.log(`public key: ${keyPair.publicKey.toString('hex')}`)
+
+const sockets = new Set()
+function replicate(socket, isInitiator) {
+  sockets.add(socket)
+  socket.on('error', () => {}) // a reset connection only ends that peer (peer-remove)
+  socket.on('close', () => sockets.delete(socket))
+  // Replication over a plain TCP socket: the stream does the Noise handshake itself.
+  const stream = store.replicate(isInitiator, { keyPair })
+  stream.pipe(socket).pipe(stream)
+  stream.on('error', (err) => console.error(`(connection error: ${err.message})`))
+}
+
+let server = null
+if (args.listen) {
+  const { host, port } = hostPort(args.listen, '--listen')
+  server = net.createServer((socket) => replicate(socket, false))
+  server.on('error', (err) => die(`cannot listen on ${host}:${port}: ${err.message}`))
+  await new Promise((resolve) => server.listen(port, host, resolve))
+  console.log(`listening:  ${host}:${server.address().port}`)
+}
+for (const address of args.connect) {
+  const { host, port } = hostPort(address, '--connect')
+  const socket = net.connect({ host, port })
+  let connected = false
+  socket.on('error', (err) => {
+    if (!connected) die(`cannot connect to ${host}:${port}: ${err.message}`)
+  })
+  socket.once('connect', () => {
+    connected = true
+    console.log(`connected:  ${host}:${port}`)
+  })
+  replicate(socket, true)
+}
+
+let closing = false
+async function shutdown() {
+  if (closing) return
+  closing = true
+  setTimeout(() => process.exit(0), 3000).unref() // never hang on the way out
+  if (server) server.close()
+  await drive.close()
+  await store.close()
+  for (const socket of sockets) socket.destroy()
+  if (temporary) fs.rmSync(storage, { recursive: true, force: true })
+  process.exit(0)
+}
+
+const lines = readline.createInterface({ input: process.stdin, crlfDelay: Infinity })
+lines.on('line', (line) => {
+  if (!line.trim()) return
+  if (drive.core.peers.length === 0) console.error('(nobody has joined the drive yet: not sent)')
+  else ext.broadcast(Buffer.from(line, 'utf-8'))
+})
+lines.on('close', shutdown) // end of input (Ctrl-D)
+process.on('SIGINT', shutdown)
+process.on('SIGTERM', shutdown)

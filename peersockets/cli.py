@@ -1,0 +1,728 @@
+"""The ``peersockets`` command: a local demo, a terminal chat, and key generation.
+
+    peersockets demo                      # three peers in this process chat, then one leaves
+    peersockets keygen                    # a key pair and a new drive key
+    peersockets chat KEY --listen 127.0.0.1:4000
+    peersockets chat KEY --connect 127.0.0.1:4000
+
+Bad arguments and unreachable addresses give one line on stderr and a non-zero
+exit status (2 for bad arguments, 1 for everything else), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import re
+import select
+import socket
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+from . import __version__
+from .api import PeerEvents, Peersockets, Topic
+from .errors import (
+    ConnectionClosed,
+    MessageTooLarge,
+    PeerNotFound,
+    PeersocketsError,
+    ProtocolError,
+)
+from .keys import InvalidKey, parse_drive_key, z32_encode
+from .swarm import Swarm
+from .wire.crypto import KeyPair
+
+__all__ = ["main"]
+
+PROG = "peersockets"
+DEFAULT_TOPIC = "chat"
+DEFAULT_HOST = "127.0.0.1"
+CONNECT_TIMEOUT = 10.0
+DEMO_TIMEOUT = 20.0
+DEMO_NAMES = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy")
+SHORT_KEY = 8  # hex characters of a public key shown next to a peer id
+
+_PORT = re.compile(r"^[0-9]{1,5}$")
+_HEX = re.compile(r"^[0-9a-fA-F]*$")
+
+
+class CliError(Exception):
+    """A failure to report as one line on stderr, with exit status 1."""
+
+
+# -- output ------------------------------------------------------------------------------
+
+
+def _out(line: str) -> None:
+    """One line on stdout, flushed at once (stdout is often a pipe)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _note(line: str) -> None:
+    """One line of commentary on stderr."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _printable(data: bytes) -> str:
+    """A received message as one terminal-safe line: control characters are escaped."""
+    text = data.decode("utf-8", "replace")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def _short(public_key: bytes) -> str:
+    return public_key.hex()[:SHORT_KEY]
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _os_reason(exc: OSError) -> str:
+    """Why a socket call failed, in a few words."""
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host ({exc.strerror})"
+    reasons = {
+        errno.EADDRINUSE: "address already in use (choose another port, or 0 for any free one)",
+        errno.ECONNREFUSED: "connection refused (nothing is listening there)",
+        errno.EADDRNOTAVAIL: "address not available on this machine",
+        errno.EACCES: "permission denied (ports below 1024 need privileges)",
+        errno.EHOSTUNREACH: "host unreachable",
+        errno.ENETUNREACH: "network unreachable",
+        errno.ECONNRESET: "connection reset by the remote",
+    }
+    if exc.errno in reasons:
+        return reasons[exc.errno]
+    if exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+# -- argument types ----------------------------------------------------------------------
+
+
+def _drive_key(text: str) -> bytes:
+    try:
+        return parse_drive_key(text)
+    except InvalidKey as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _host_port(text: str, *, lowest_port: int) -> tuple[str, int]:
+    value = text.strip()
+    if _PORT.match(value):  # a bare port means 127.0.0.1:PORT
+        host, port_text = DEFAULT_HOST, value
+    else:
+        host, sep, port_text = value.rpartition(":")
+        if not sep or not _PORT.match(port_text):
+            raise argparse.ArgumentTypeError(
+                f"not a HOST:PORT address: {text!r} (for example 127.0.0.1:4000)"
+            )
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        elif ":" in host:
+            raise argparse.ArgumentTypeError(
+                f"not a HOST:PORT address: {text!r} (write IPv6 hosts in brackets: [::1]:4000)"
+            )
+        host = host or DEFAULT_HOST
+        if any(c.isspace() for c in host) or "[" in host or "]" in host:
+            raise argparse.ArgumentTypeError(
+                f"not a HOST:PORT address: {text!r} (for example 127.0.0.1:4000)"
+            )
+    port = int(port_text)
+    if not lowest_port <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"port {port} out of range in {text!r} (use {lowest_port} to 65535)"
+        )
+    return host, port
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    return _host_port(text, lowest_port=0)
+
+
+def _connect_address(text: str) -> tuple[str, int]:
+    return _host_port(text, lowest_port=1)
+
+
+def _key_seed(text: str) -> KeyPair:
+    value = text.strip()
+    if not _HEX.match(value) or len(value) not in (64, 128):
+        raise argparse.ArgumentTypeError(
+            f"not a key seed: {text!r} (expected 64 hex characters, or the 128 of a"
+            " secret key from 'peersockets keygen')"
+        )
+    raw = bytes.fromhex(value)
+    key_pair = KeyPair.from_seed(raw[:32])
+    if len(raw) == 64 and raw[32:] != key_pair.public_key:
+        raise argparse.ArgumentTypeError(
+            f"not a secret key: {text!r} (its second half is not the public key of its first)"
+        )
+    return key_pair
+
+
+def _peer_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 2 <= count <= len(DEMO_NAMES):
+        raise argparse.ArgumentTypeError(f"{count}: use 2 to {len(DEMO_NAMES)} peers")
+    return count
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"the timeout must be positive, got {text!r}")
+    return value
+
+
+def _topic(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("the topic must not be empty")
+    if len(text.encode("utf-8")) > 1024:
+        raise argparse.ArgumentTypeError("the topic is longer than 1024 bytes")
+    return text
+
+
+# -- stdin -------------------------------------------------------------------------------
+
+
+class _StdinLines:
+    """The lines of stdin, read by a daemon thread so the event loop never blocks.
+
+    Works the same for a terminal, a pipe and a file. The thread reads the file
+    descriptor with os.read (no Python-level lock held while it waits), so a
+    program that exits while the thread is still waiting exits cleanly.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._thread = threading.Thread(target=self._run, name="peersockets-stdin", daemon=True)
+        self._thread.start()
+
+    async def get(self) -> bytes | None:
+        """The next line without its line ending, or None at end of input."""
+        return await self._queue.get()
+
+    def _post(self, item: bytes | None) -> bool:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: the program is exiting
+            return False
+        return True
+
+    def _run(self) -> None:
+        try:
+            fd = sys.stdin.fileno()
+        except (AttributeError, OSError, ValueError):  # no stdin at all
+            self._post(None)
+            return
+        pending = b""
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:  # another program left the descriptor non-blocking
+                with contextlib.suppress(OSError, ValueError):
+                    select.select([fd], [], [])
+                continue
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                if not self._post(line.rstrip(b"\r")):
+                    return
+        if pending:
+            self._post(pending.rstrip(b"\r"))
+        self._post(None)
+
+
+# -- keygen ------------------------------------------------------------------------------
+
+
+def _keygen() -> int:
+    key_pair = KeyPair.generate()
+    drive_key = KeyPair.generate().public_key  # a drive's key is its core's Ed25519 key
+    _out(f"public key:    {key_pair.public_key.hex()}")
+    _out(f"secret key:    {key_pair.secret_key.hex()}")
+    _out(f"key seed:      {key_pair.secret_key[:32].hex()}")
+    _out(f"drive key:     {drive_key.hex()}")
+    _out(f"drive z32:     {z32_encode(drive_key)}")
+    _out(f"drive url:     hyper://{drive_key.hex()}/")
+    _note(
+        "Keep the secret key and the seed private. Chat with this identity on this drive:\n"
+        f"  {PROG} chat {drive_key.hex()} --key-seed {key_pair.secret_key[:32].hex()}"
+        " --listen 127.0.0.1:4000"
+    )
+    return 0
+
+
+# -- chat --------------------------------------------------------------------------------
+
+
+class _Chat:
+    """Prints the drive's joins, leaves and messages; sends each line of stdin to every peer."""
+
+    def __init__(self, ps: Peersockets, topic: Topic, events: PeerEvents) -> None:
+        self.ps = ps
+        self.topic = topic
+        self.events = events
+        self.closing = False
+
+    async def run(self, lines: _StdinLines) -> None:
+        printers = [
+            asyncio.create_task(self._show_events(), name="peersockets chat: events"),
+            asyncio.create_task(self._show_messages(), name="peersockets chat: messages"),
+        ]
+        try:
+            while (line := await lines.get()) is not None:
+                if line.strip():
+                    await self._send(line)
+        finally:
+            self.closing = True  # our own close makes leaves that are not worth printing
+            await self.ps.close()
+            _done, pending = await asyncio.wait(printers, timeout=2.0)
+            for task in pending:
+                task.cancel()
+
+    async def _send(self, line: bytes) -> None:
+        peers = self.ps.peers
+        if not peers:
+            _note("(nobody has joined the drive yet: the message was not sent)")
+            return
+        for peer_id in peers:
+            try:
+                await self.topic.send(peer_id, line)
+            except PeerNotFound:
+                continue  # the peer left meanwhile; its leave is printed
+            except MessageTooLarge as exc:
+                _note(f"(not sent: {exc})")
+                return
+
+    async def _show_events(self) -> None:
+        async for event in self.events:
+            if self.closing:
+                continue
+            verb = "joined" if event.type == "join" else "left"
+            count = len(self.ps.peers)
+            peers = f"{count} peer{'' if count == 1 else 's'} connected"
+            _out(f"* peer {event.peer_id} {_short(event.public_key)} {verb} ({peers})")
+
+    async def _show_messages(self) -> None:
+        async for message in self.topic:
+            _out(
+                f"[peer {message.peer_id} {_short(message.public_key)}] "
+                f"{_printable(message.message)}"
+            )
+
+
+async def _listen(swarm: Swarm, host: str, port: int) -> tuple[str, int]:
+    try:
+        return await swarm.listen(host, port)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {_address(host, port)}: {_os_reason(exc)}") from None
+
+
+async def _connect(swarm: Swarm, host: str, port: int) -> bytes:
+    where = _address(host, port)
+    try:
+        conn = await swarm.connect(host, port, timeout=CONNECT_TIMEOUT)
+    except TimeoutError:
+        raise CliError(
+            f"cannot connect to {where}: no handshake within {CONNECT_TIMEOUT:g} s"
+        ) from None
+    except OSError as exc:
+        raise CliError(f"cannot connect to {where}: {_os_reason(exc)}") from None
+    except ConnectionClosed:
+        raise CliError(
+            f"cannot connect to {where}: the remote closed the connection during the handshake"
+        ) from None
+    except ProtocolError as exc:
+        raise CliError(
+            f"cannot connect to {where}: the handshake failed ({exc}); is it a peer?"
+        ) from None
+    except PeersocketsError as exc:
+        raise CliError(f"cannot connect to {where}: {exc}") from None
+    return conn.remote_public_key
+
+
+async def _chat(args: argparse.Namespace) -> int:
+    drive_key: bytes = args.drive_key
+    connects: list[tuple[str, int]] = args.connect
+    listen: tuple[str, int] | None = args.listen
+    if listen is None and not connects:
+        listen = (DEFAULT_HOST, 0)  # nothing to dial: wait for peers to dial us
+    key_pair: KeyPair = args.key_seed if args.key_seed is not None else KeyPair.generate()
+    async with Swarm(key_pair) as swarm:
+        _out(f"drive key:  {drive_key.hex()}  (topic {args.topic!r})")
+        _out(f"public key: {swarm.public_key.hex()}")
+        if listen is not None:
+            host, port = await _listen(swarm, *listen)
+            _out(f"listening:  {_address(host, port)}")
+        ps = Peersockets(swarm, drive_key)
+        try:
+            events = ps.watch()  # before connecting, so that no join is missed
+            topic = ps.join(args.topic)
+            for host, port in connects:
+                remote = await _connect(swarm, host, port)
+                _out(f"connected:  {_address(host, port)} (public key {_short(remote)})")
+            if sys.stdin is not None and sys.stdin.isatty():
+                _note(
+                    "Type a line and press Enter to send it to every peer; Ctrl-D or Ctrl-C quits."
+                )
+            await _Chat(ps, topic, events).run(_StdinLines(asyncio.get_running_loop()))
+        finally:
+            await ps.close()
+    return 0
+
+
+# -- demo --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Count:
+    expected: int
+    seen: int = 0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self) -> None:
+        self.seen += 1
+        if self.seen >= self.expected:
+            self.done.set()
+
+
+@dataclass
+class _DemoPeer:
+    name: str
+    swarm: Swarm
+    address: tuple[str, int]
+    ps: Peersockets
+    events: PeerEvents
+    topic: Topic
+    left: bool = False
+
+
+class _Demo:
+    """N peers in one process, each with its own Swarm on loopback TCP, chat on one drive."""
+
+    def __init__(self, count: int, topic: str) -> None:
+        self.count = count
+        self.topic_name = topic
+        self.names = list(DEMO_NAMES[:count])
+        self.peers: list[_DemoPeer] = []
+        self.swarms: list[Swarm] = []
+        self.by_key: dict[bytes, str] = {}
+        pairs = count * (count - 1)
+        self.joins = _Count(pairs)
+        self.greetings = _Count(pairs)
+        self.replies = _Count(pairs)
+        self.leaves = _Count(count - 1)
+        self.stage = "starting the peers"
+        self.waiting: _Count | None = None
+        self.finished = False
+        self.width = max(len(f"{a} -> {b}") for a in self.names for b in self.names if a != b)
+        self.start = time.monotonic()
+
+    def say(self, who: str, what: str) -> None:
+        _out(f"+{time.monotonic() - self.start:.3f}s  {who:<{self.width}}  {what}")
+
+    def progress(self) -> str:
+        if self.waiting is None:
+            return self.stage
+        return f"{self.stage} ({self.waiting.seen} of {self.waiting.expected})"
+
+    async def run(self) -> None:
+        drive_key = KeyPair.generate().public_key
+        _out(
+            f"peersockets demo: {self.count} peers in this process, each with its own Swarm"
+            f" on 127.0.0.1,\nchat on topic {self.topic_name!r} of a new drive"
+            f" hyper://{drive_key.hex()}/\n"
+        )
+        self.start = time.monotonic()
+        for name in self.names:
+            swarm = Swarm()
+            self.swarms.append(swarm)
+            address = await swarm.listen(DEFAULT_HOST, 0)
+            self.by_key[swarm.public_key] = name
+            ps = Peersockets(swarm, drive_key)
+            peer = _DemoPeer(name, swarm, address, ps, ps.watch(), ps.join(self.topic_name))
+            self.peers.append(peer)
+            self.say(
+                name,
+                f"listening on {_address(*address)}, public key {_short(swarm.public_key)}",
+            )
+        try:
+            async with asyncio.TaskGroup() as group:
+                for peer in self.peers:
+                    group.create_task(self._watch(peer))
+                    group.create_task(self._read(peer))
+                await self._script()
+                for peer in self.peers:
+                    await peer.ps.close()  # ends the watch and read tasks
+        except ExceptionGroup as failure:
+            first = failure.exceptions[0]
+            reason = str(first) or type(first).__name__
+            raise CliError(f"failed while {self.progress()}: {reason}") from None
+
+    async def _wait(self, count: _Count, stage: str) -> None:
+        self.stage, self.waiting = stage, count
+        await count.done.wait()
+        self.waiting = None
+
+    async def _script(self) -> None:
+        self.stage = "connecting the peers"
+        for i, peer in enumerate(self.peers):
+            for other in self.peers[:i]:
+                await peer.swarm.connect(*other.address, timeout=CONNECT_TIMEOUT)
+                self.say(peer.name, f"connected to {other.name} at {_address(*other.address)}")
+        await self._wait(self.joins, "waiting for every peer to see the others join the drive")
+
+        self.stage = "greeting"
+        for peer in self.peers:
+            for peer_id in peer.ps.peers:
+                name = self.by_key[peer.ps.peer_public_key(peer_id)]
+                await peer.topic.send(peer_id, f"hello {name}, I am {peer.name}".encode())
+        await self._wait(self.greetings, "waiting for the greetings")
+        await self._wait(self.replies, "waiting for the replies")
+
+        leaver = self.peers[-1]
+        self.stage = f"closing {leaver.name}"
+        self.say(leaver.name, "leaves: closes its Peersockets and its Swarm")
+        leaver.left = True
+        await leaver.ps.close()
+        await leaver.swarm.close()
+        await self._wait(self.leaves, f"waiting for the others to see {leaver.name} leave")
+        self.finished = True
+        elapsed = time.monotonic() - self.start
+        messages = self.greetings.seen + self.replies.seen
+        _out(
+            f"\nDone in {elapsed:.2f} s: {self.count} peers joined, {messages} messages,"
+            f" {self.leaves.seen} leave{'' if self.leaves.seen == 1 else 's'} seen.\n"
+            "Now try it between two terminals (use one drive key from 'peersockets keygen'):\n"
+            f"  {PROG} chat KEY --listen 127.0.0.1:4000\n"
+            f"  {PROG} chat KEY --connect 127.0.0.1:4000"
+        )
+
+    async def _watch(self, peer: _DemoPeer) -> None:
+        async for event in peer.events:
+            if peer.left or self.finished:
+                continue
+            other = self.by_key.get(event.public_key, _short(event.public_key))
+            if event.type == "join":
+                self.say(peer.name, f"sees {other} join the drive as peer {event.peer_id}")
+                self.joins.add()
+            else:
+                self.say(peer.name, f"sees {other} (peer {event.peer_id}) leave the drive")
+                self.leaves.add()
+
+    async def _read(self, peer: _DemoPeer) -> None:
+        async for message in peer.topic:
+            if self.finished:
+                continue
+            sender = self.by_key.get(message.public_key, _short(message.public_key))
+            text = _printable(message.message)
+            self.say(f"{sender} -> {peer.name}", f'"{text}"')
+            if text.startswith("hello "):
+                self.greetings.add()
+                await peer.topic.send(message.peer_id, f"hi {sender}, {peer.name} here".encode())
+            else:
+                self.replies.add()
+
+    async def close(self) -> None:
+        for peer in self.peers:
+            await peer.ps.close()
+        for swarm in self.swarms:
+            await swarm.close()
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    demo = _Demo(args.peers, args.topic)
+    try:
+        async with asyncio.timeout(args.timeout):
+            await demo.run()
+    except TimeoutError:
+        raise CliError(f"timed out after {args.timeout:g} s while {demo.progress()}") from None
+    finally:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                await demo.close()
+    return 0
+
+
+# -- argument parsing --------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr, without the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+_FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``peersockets`` command."""
+    parser = _Parser(
+        prog=PROG,
+        formatter_class=_FORMATTER,
+        description=(
+            "Exchange topic messages with the peers of a hyperdrive, over the real Hypercore\n"
+            "wire (JavaScript hyperdrive 13 apps are peers too)."
+        ),
+        epilog=(
+            "examples:\n"
+            f"  {PROG} demo                          see three local peers chat, then one leave\n"
+            f"  {PROG} keygen                        make a drive key to meet on\n"
+            f"  {PROG} chat KEY --listen 127.0.0.1:4000\n"
+            f"  {PROG} chat KEY --connect 127.0.0.1:4000\n\n"
+            f"'{PROG} COMMAND --help' tells more about each command."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo",
+        help="run a few local peers that chat on a new drive, then one leaves",
+        formatter_class=_FORMATTER,
+        description=(
+            "Start N peers in this process, each with its own Swarm listening on\n"
+            "127.0.0.1 (a free port), all on one new random drive. They connect, watch()\n"
+            "each other join, greet each other on a topic and reply; then one peer leaves\n"
+            "and the others see it go. Prints a timeline and exits 0, or exits 1 with a\n"
+            "one-line reason if a step does not happen within --timeout seconds."
+        ),
+        epilog=f"example:\n  {PROG} demo --peers 4 --topic lobby",
+    )
+    demo.add_argument(
+        "--peers", type=_peer_count, default=3, metavar="N", help="how many peers (default 3)"
+    )
+    demo.add_argument(
+        "--topic",
+        type=_topic,
+        default=DEFAULT_TOPIC,
+        metavar="NAME",
+        help=f"the topic to chat on (default {DEFAULT_TOPIC})",
+    )
+    demo.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEMO_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up after this long (default {DEMO_TIMEOUT:g})",
+    )
+    demo.add_argument("-v", "--verbose", action="store_true", help="log connections to stderr")
+
+    chat = commands.add_parser(
+        "chat",
+        help="chat on a drive's topic from the terminal",
+        formatter_class=_FORMATTER,
+        description=(
+            "Chat with the peers of a drive: every line you type is sent to every peer\n"
+            "of the drive on the topic; messages, joins and leaves are printed as they\n"
+            "come. Listens on --listen (with neither --listen nor --connect: on\n"
+            "127.0.0.1 and a free port) and dials each --connect. Prints its address\n"
+            "and public key first. Ctrl-D (end of input) or Ctrl-C quits.\n\n"
+            "DRIVE_KEY is 64 hex characters, 52 z-base-32 characters, or hyper://KEY/\n"
+            "(a JavaScript hyperdrive's drive.key, or one from 'peersockets keygen')."
+        ),
+        epilog=(
+            "example, in two terminals:\n"
+            f"  {PROG} chat KEY --listen 127.0.0.1:4000\n"
+            f"  {PROG} chat KEY --connect 127.0.0.1:4000\n\n"
+            "HOST:PORT may be just PORT (on 127.0.0.1); port 0 listens on any free port."
+        ),
+    )
+    chat.add_argument("drive_key", type=_drive_key, metavar="DRIVE_KEY", help="the drive's key")
+    chat.add_argument(
+        "--listen",
+        type=_listen_address,
+        metavar="HOST:PORT",
+        help="accept peers on this address (port 0: any free port)",
+    )
+    chat.add_argument(
+        "--connect",
+        type=_connect_address,
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="dial a peer at this address (repeat for more)",
+    )
+    chat.add_argument(
+        "--topic",
+        type=_topic,
+        default=DEFAULT_TOPIC,
+        metavar="NAME",
+        help=f"the topic to chat on (default {DEFAULT_TOPIC})",
+    )
+    chat.add_argument(
+        "--key-seed",
+        type=_key_seed,
+        metavar="HEX",
+        help="a 32-byte seed (64 hex) for a stable identity; default: a new key pair",
+    )
+    chat.add_argument("-v", "--verbose", action="store_true", help="log connections to stderr")
+
+    commands.add_parser(
+        "keygen",
+        help="print a new key pair and a new drive key",
+        formatter_class=_FORMATTER,
+        description=(
+            "Print a new Ed25519 key pair (public key, secret key, and the seed to pass to\n"
+            "'chat --key-seed'), and a new random drive key in hex, in z-base-32 and as a\n"
+            "hyper:// URL."
+        ),
+        epilog=f"example:\n  {PROG} keygen",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``peersockets`` command; returns its exit status."""
+    with contextlib.suppress(AttributeError, ValueError):
+        sys.stdout.reconfigure(errors="replace")  # type: ignore[union-attr]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.error("choose a command: demo, chat or keygen")
+    if getattr(args, "verbose", False):
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    try:
+        if args.command == "keygen":
+            return _keygen()
+        runner = _demo if args.command == "demo" else _chat
+        return asyncio.run(runner(args))
+    except CliError as exc:
+        _note(f"{PROG} {args.command}: error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 0  # Ctrl-C: the chat and the demo close their connections on the way out
+    except BrokenPipeError:
+        # stdout went away (e.g. piped into head): exit quietly, without a second error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,355 @@
+"""The ``peersockets`` command, run as a user runs it: demo, keygen, chat, and bad arguments."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from lineproc import Processes
+
+from peersockets import KeyPair, __version__, parse_drive_key
+from peersockets.keys import z32_encode
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMAND = (sys.executable, "-m", "peersockets")
+KEY = "ab" * 32
+RUN_TIMEOUT = 60.0
+TIMELINE = re.compile(r"^\+(\d+\.\d{3})s  (\S+(?: -> \S+)?)\s+ (.+)$")
+
+
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*COMMAND, *args],
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        cwd=ROOT,
+    )
+
+
+def timeline(stdout: str) -> list[tuple[float, str, str]]:
+    return [
+        (float(m[1]), m[2], m[3]) for line in stdout.splitlines() if (m := TIMELINE.match(line))
+    ]
+
+
+@pytest_asyncio.fixture
+async def procs() -> AsyncIterator[Processes]:
+    group = Processes()
+    try:
+        yield group
+    finally:
+        await group.close()
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that a listening socket holds."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A port on 127.0.0.1 where nothing listens (it was free a moment ago)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# -- demo ----------------------------------------------------------------------------------
+
+
+def test_demo_prints_the_timeline_and_exits_0() -> None:
+    result = run("demo")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    events = timeline(result.stdout)
+    times = [t for t, _, _ in events]
+    assert times == sorted(times)
+    names = ["alice", "bob", "carol"]
+    said = {(who, what) for _, who, what in events}
+    for name in names:
+        assert any(w == name and s.startswith("listening on 127.0.0.1:") for w, s in said)
+    assert ("bob", f"connected to alice at 127.0.0.1:{_port_of(events, 'alice')}") in said
+    joins = [(w, s) for w, s in said if " join the drive as peer " in s]
+    assert len(joins) == 6
+    for observer in names:
+        seen = {re.match(r"sees (\w+) join", s)[1] for w, s in joins if w == observer}  # type: ignore[index]
+        assert seen == set(names) - {observer}
+    for sender in names:
+        for receiver in set(names) - {sender}:
+            assert (f"{sender} -> {receiver}", f'"hello {receiver}, I am {sender}"') in said
+            assert (f"{receiver} -> {sender}", f'"hi {sender}, {receiver} here"') in said
+    assert ("carol", "leaves: closes its Peersockets and its Swarm") in said
+    leaves = sorted(
+        w for w, s in said if re.fullmatch(r"sees carol \(peer \d+\) leave the drive", s)
+    )
+    assert leaves == ["alice", "bob"]
+    # the leave comes after every message, and nothing is printed about carol after it
+    order = [s for _, _, s in events]
+    assert order.index("leaves: closes its Peersockets and its Swarm") == len(order) - 3
+    assert "Done in" in result.stdout
+    assert "3 peers joined, 12 messages, 2 leaves seen" in result.stdout
+
+
+def _port_of(events: list[tuple[float, str, str]], name: str) -> int:
+    for _, who, what in events:
+        if who == name and (m := re.match(r"listening on 127\.0\.0\.1:(\d+)", what)):
+            return int(m[1])
+    raise AssertionError(f"no listening line for {name}")
+
+
+def test_demo_with_more_peers_and_a_topic() -> None:
+    result = run("demo", "--peers", "4", "--topic", "lobby")
+    assert result.returncode == 0, result.stderr
+    assert "chat on topic 'lobby'" in result.stdout
+    events = timeline(result.stdout)
+    assert sum(" join the drive as peer " in s for _, _, s in events) == 12
+    assert sum(" -> " in w for _, w, _ in events) == 24
+    assert sum(s.startswith("sees dave (peer ") for _, _, s in events) == 3
+    assert "4 peers joined, 24 messages, 3 leaves seen" in result.stdout
+
+
+def test_demo_gives_up_with_one_line_when_a_step_does_not_happen() -> None:
+    result = run("demo", "--timeout", "0.001")
+    assert result.returncode == 1
+    assert _one_line(result.stderr).startswith("peersockets demo: error: timed out after 0.001 s")
+
+
+# -- keygen, --version, --help -------------------------------------------------------------
+
+
+def test_keygen_prints_a_key_pair_and_a_drive_key() -> None:
+    result = run("keygen")
+    assert result.returncode == 0, result.stderr
+    fields: dict[str, str] = {}
+    for line in result.stdout.splitlines():
+        match = re.fullmatch(r"([a-z0-9 ]+):\s+(\S+)", line)
+        assert match, f"not a 'name: value' line: {line!r}"
+        fields[match[1]] = match[2]
+    public, secret, seed = fields["public key"], fields["secret key"], fields["key seed"]
+    assert re.fullmatch(r"[0-9a-f]{64}", public) and re.fullmatch(r"[0-9a-f]{128}", secret)
+    assert secret == seed + public
+    assert KeyPair.from_seed(bytes.fromhex(seed)).public_key.hex() == public
+    drive = bytes.fromhex(fields["drive key"])
+    assert len(drive) == 32
+    assert fields["drive z32"] == z32_encode(drive)
+    assert fields["drive url"] == f"hyper://{drive.hex()}/"
+    for spelling in (fields["drive key"], fields["drive z32"], fields["drive url"]):
+        assert parse_drive_key(spelling) == drive
+    assert "--key-seed" in result.stderr  # a hint how to use it
+    again = run("keygen").stdout
+    assert fields["drive key"] not in again and public not in again
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"peersockets {__version__}"
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["chat"], ["keygen"]])
+def test_help_has_an_example(command: list[str]) -> None:
+    result = run(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "usage: peersockets" in result.stdout
+    assert "example" in result.stdout
+
+
+# -- bad arguments -------------------------------------------------------------------------
+
+
+def _one_line(stderr: str) -> str:
+    lines = stderr.splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{stderr}"
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["chat", "xyz"], "argument DRIVE_KEY: not a drive key: 'xyz'"),
+        (["chat", "ab" * 31], f"not a drive key: '{'ab' * 31}'"),
+        (["chat", "0" * 52], "0" * 52),  # 52 characters, but not z-base-32
+        (["chat", "hyper://nope/"], "not a drive key: 'hyper://nope/'"),
+        (
+            ["chat", KEY, "--connect", "nohost"],
+            "argument --connect: not a HOST:PORT address: 'nohost'",
+        ),
+        (["chat", KEY, "--connect", "127.0.0.1:http"], "not a HOST:PORT address: '127.0.0.1:http'"),
+        (["chat", KEY, "--connect", "127.0.0.1:0"], "port 0 out of range in '127.0.0.1:0'"),
+        (["chat", KEY, "--listen", "127.0.0.1:70000"], "port 70000 out of range"),
+        (["chat", KEY, "--listen", "::1:4000"], "write IPv6 hosts in brackets"),
+        (["chat", KEY, "--key-seed", "zz"], "argument --key-seed: not a key seed: 'zz'"),
+        (["chat"], "the following arguments are required: DRIVE_KEY"),
+        (["demo", "--peers", "1"], "argument --peers: 1: use 2 to 10 peers"),
+        (["demo", "--timeout", "-1"], "the timeout must be positive"),
+        (["demo", "--topic", ""], "the topic must not be empty"),
+        (["bogus"], "invalid choice: 'bogus'"),
+        ([], "choose a command: demo, chat or keygen"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(args: list[str], expected: str) -> None:
+    result = run(*args)
+    assert result.returncode == 2
+    line = _one_line(result.stderr)
+    assert line.startswith("peersockets")
+    assert expected in line
+    assert result.stdout == ""
+
+
+def test_connection_refused_gives_one_line(closed_port: int) -> None:
+    result = run("chat", KEY, "--connect", f"127.0.0.1:{closed_port}")
+    assert result.returncode == 1
+    line = _one_line(result.stderr)
+    assert line == (
+        f"peersockets chat: error: cannot connect to 127.0.0.1:{closed_port}:"
+        " connection refused (nothing is listening there)"
+    )
+
+
+def test_port_in_use_gives_one_line(busy_port: int) -> None:
+    result = run("chat", KEY, "--listen", f"127.0.0.1:{busy_port}")
+    assert result.returncode == 1
+    line = _one_line(result.stderr)
+    assert line.startswith(
+        f"peersockets chat: error: cannot listen on 127.0.0.1:{busy_port}: address already in use"
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (b"\x05\x00\x00hello", "the handshake failed (handshake message 2 is 5 bytes"),
+        (b"", "the remote closed the connection during the handshake"),
+    ],
+)
+def test_connecting_to_something_that_is_not_a_peer_gives_one_line(
+    answer: bytes, expected: str
+) -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        process = subprocess.Popen(
+            [*COMMAND, "chat", KEY, "--connect", f"127.0.0.1:{port}"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            server.settimeout(RUN_TIMEOUT)
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(answer)  # then close: not a hypercore peer
+            _out, err = process.communicate(timeout=RUN_TIMEOUT)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 1
+    line = _one_line(err)
+    assert line.startswith(f"peersockets chat: error: cannot connect to 127.0.0.1:{port}: ")
+    assert expected in line
+
+
+# -- chat ----------------------------------------------------------------------------------
+
+
+async def test_two_chats_talk_both_ways_and_exit_0_at_end_of_input(procs: Processes) -> None:
+    a = await procs.start("chat a", *COMMAND, "chat", KEY, "--listen", "127.0.0.1:0", cwd=ROOT)
+    port = int((await a.expect(r"^listening:\s+127\.0\.0\.1:(\d+)$"))[1])
+    a_key = (await a.expect(r"^public key: ([0-9a-f]{64})$"))[1]
+    # b spells the same drive key in z-base-32, and picks its identity from a seed
+    seed = "11" * 32
+    b_key = KeyPair.from_seed(bytes.fromhex(seed)).public_key.hex()
+    z32 = z32_encode(bytes.fromhex(KEY))
+    b = await procs.start(
+        "chat b",
+        *COMMAND,
+        "chat",
+        z32,
+        "--connect",
+        f"127.0.0.1:{port}",
+        "--key-seed",
+        seed,
+        cwd=ROOT,
+    )
+    assert (await b.expect(r"^drive key:\s+([0-9a-f]{64})"))[1] == KEY
+    assert (await b.expect(r"^public key: ([0-9a-f]{64})$"))[1] == b_key
+    await b.expect(rf"^connected:\s+127\.0\.0\.1:{port} \(public key {a_key[:8]}\)$")
+    await a.expect(rf"^\* peer 1 {b_key[:8]} joined \(1 peer connected\)$")
+    await b.expect(rf"^\* peer 1 {a_key[:8]} joined \(1 peer connected\)$")
+
+    await a.send_line("hello from a")
+    await b.expect(rf"^\[peer 1 {a_key[:8]}\] hello from a$")
+    await b.send_line("grüße from b ✓")
+    await a.expect(rf"^\[peer 1 {b_key[:8]}\] grüße from b ✓$")
+    await b.send_line("\x1b[31mred\x1b[0m")  # escape sequences from peers are shown, not obeyed
+    await a.expect(rf"^\[peer 1 {b_key[:8]}\] \\x1b\[31mred\\x1b\[0m$")
+
+    await a.end_input()
+    assert await a.wait() == 0
+    await b.expect(rf"^\* peer 1 {a_key[:8]} left \(0 peers connected\)$")
+    await b.send_line("anyone?")
+    await b.end_input()
+    assert await b.wait() == 0
+    assert "nobody has joined the drive yet" in b.stderr_text
+    assert "Traceback" not in a.stderr_text + b.stderr_text
+    assert not any("left" in line for line in a.lines)  # its own close is not news
+
+
+async def test_chat_listens_on_a_free_port_by_default_and_exits_0_on_ctrl_c(
+    procs: Processes,
+) -> None:
+    chat = await procs.start("chat", *COMMAND, "chat", KEY, cwd=ROOT)
+    await chat.expect(r"^listening:\s+127\.0\.0\.1:\d+$")
+    chat.interrupt()
+    assert await chat.wait() == 0
+    assert "Traceback" not in chat.stderr_text
+
+
+async def test_chat_exits_0_at_once_when_input_is_empty(procs: Processes) -> None:
+    chat = await procs.start("chat", *COMMAND, "chat", f"hyper://{KEY}/", cwd=ROOT)
+    await chat.end_input()
+    assert await chat.wait() == 0
+    assert chat.stderr_text == ""
+
+
+async def test_three_chats_on_another_topic(procs: Processes) -> None:
+    hub = await procs.start("hub", *COMMAND, "chat", KEY, "--topic", "lobby", cwd=ROOT)
+    port = int((await hub.expect(r"^listening:\s+127\.0\.0\.1:(\d+)$"))[1])
+    others = [
+        await procs.start(
+            name, *COMMAND, "chat", KEY, "--topic", "lobby", "--connect", str(port), cwd=ROOT
+        )
+        for name in ("one", "two")
+    ]
+    # a chat on another topic of the same drive hears nothing of the lobby
+    stranger = await procs.start(
+        "stranger", *COMMAND, "chat", KEY, "--connect", f"127.0.0.1:{port}", cwd=ROOT
+    )
+    for chat in [*others, stranger]:
+        await chat.expect(r"^\* peer 1 [0-9a-f]{8} joined")
+    await hub.expect(r"^\* peer \d [0-9a-f]{8} joined \(3 peers connected\)$")
+    await hub.send_line("welcome")
+    for chat in others:
+        await chat.expect(r"^\[peer 1 [0-9a-f]{8}\] welcome$")
+    for chat in [hub, *others, stranger]:
+        await chat.end_input()
+        assert await chat.wait() == 0
+    assert not any("welcome" in line for line in stranger.lines)
