@@ -76,7 +76,7 @@ class _Inbox(Generic[T]):
         self._overflow = overflow
         self._size_of = size_of
         self._holding: set[Connection] = set()
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []  # readers blocked in get()
         self.closed = False
         self.dropped = 0
 
@@ -92,9 +92,8 @@ class _Inbox(Generic[T]):
             return
         self._items.append(item)
         self._bytes += size
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self._waiters:
+            self._wake()
 
     def _over(self, items: int, size: int) -> bool:
         return len(self._items) > items or (self._bytes > size and len(self._items) > 1)
@@ -116,9 +115,8 @@ class _Inbox(Generic[T]):
                     self._bytes -= self._size_of(old)
                     self.dropped += 1
                 log.warning("queue full: %d items dropped so far (oldest first)", self.dropped)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self._waiters:
+            self._wake()
 
     def close(self) -> None:
         self.closed = True
@@ -131,19 +129,23 @@ class _Inbox(Generic[T]):
             conn.release_reading(self)
 
     def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        """Wake every blocked reader; each re-checks the queue (several may share one)."""
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def get(self) -> T:
         while not self._items:
             if self.closed:
                 raise StopAsyncIteration
-            self._waiter = asyncio.get_running_loop().create_future()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
             try:
-                await self._waiter
+                await waiter
             finally:
-                self._waiter = None
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
         return self.pop()
 
     def pop(self) -> T:

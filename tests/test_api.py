@@ -382,3 +382,22 @@ async def test_full_queue_drop_oldest_counts_what_it_drops(net: Net) -> None:
 async def _send_all(topic, peer: int, payloads: list[bytes]) -> None:  # type: ignore[no-untyped-def]
     for payload in payloads:
         await topic.send(peer, payload)
+
+
+async def test_two_readers_of_one_topic_share_messages_and_both_end_on_close(net: Net) -> None:
+    a, b = await net.mesh(2)
+    ps_a, ps_b = Peersockets(a, DRIVE), Peersockets(b, DRIVE)
+    topic = ps_b.join("shared")
+    readers = [asyncio.create_task(anext(topic)) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    await joined(ps_a, 1)
+    sender = ps_a.join("shared")
+    await sender.send(ps_a.peers[0], b"one")
+    await sender.send(ps_a.peers[0], b"two")
+    got = await asyncio.wait_for(asyncio.gather(*readers), 5)
+    assert sorted(m.message for m in got) == [b"one", b"two"]
+    waiting = [asyncio.create_task(anext(topic)) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    topic.close()
+    results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5)
+    assert all(isinstance(r, StopAsyncIteration) for r in results)
