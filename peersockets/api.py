@@ -485,7 +485,7 @@ class Topic:
         link = peer.channels[-1]
         link.channel.send_extension(self._extension, message)
         conn = link.conn
-        if conn._write_paused or conn._lost:
+        if conn._write_paused or conn._lost or conn._drain_waiters:
             try:
                 await conn.drain()
             except ConnectionClosed as exc:

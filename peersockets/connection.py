@@ -115,14 +115,24 @@ class Connection(asyncio.Protocol):
             self.transport.abort()
 
     async def drain(self) -> None:
-        """Wait while the transport's write buffer is over its high-water mark."""
+        """Wait while the transport's write buffer is over its high-water mark.
+
+        Waiters form a line: while several tasks send on one connection, each
+        gets a turn of one message, so no sender starves the others.
+        """
         if self._lost:
             raise ConnectionClosed(f"connection to {self._peer_name()} is closed")
-        if not self._write_paused:
+        if not self._write_paused and not self._drain_waiters:
             return
         waiter: asyncio.Future[None] = self._loop.create_future()
         self._drain_waiters.append(waiter)
-        await waiter
+        if not self._write_paused:
+            self._wake_next_drainer()
+        try:
+            await waiter
+        finally:
+            if waiter in self._drain_waiters:
+                self._drain_waiters.remove(waiter)
 
     def flush(self) -> None:
         """Encrypt and write everything queued on the mux now."""
@@ -201,7 +211,7 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        self._wake_drainers(None)
+        self._wake_next_drainer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._lost:
@@ -290,6 +300,14 @@ class Connection(asyncio.Protocol):
                     f" {self.handshake_timeout:g} s"
                 )
             )
+
+    def _wake_next_drainer(self) -> None:
+        waiters = self._drain_waiters
+        while waiters:
+            waiter = waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     def _wake_drainers(self, exc: BaseException | None) -> None:
         waiters, self._drain_waiters = self._drain_waiters, []

@@ -401,3 +401,34 @@ async def test_two_readers_of_one_topic_share_messages_and_both_end_on_close(net
     topic.close()
     results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5)
     assert all(isinstance(r, StopAsyncIteration) for r in results)
+
+
+async def test_concurrent_senders_on_one_connection_take_turns(net: Net) -> None:
+    a, b = await net.mesh(2)
+    ps_a, ps_b = Peersockets(a, DRIVE), Peersockets(b, DRIVE)
+    one, two = ps_a.join("one"), ps_a.join("two")
+    r_one, r_two = ps_b.join("one"), ps_b.join("two")
+    await joined(ps_a, 1)
+    peer = ps_a.peers[0]
+    sent = {"one": 0, "two": 0}
+    payload = bytes(4096)
+
+    async def flood(topic, name: str) -> None:  # type: ignore[no-untyped-def]
+        while True:
+            await topic.send(peer, payload)
+            sent[name] += 1
+
+    async def drain(topic) -> None:  # type: ignore[no-untyped-def]
+        async for _ in topic:
+            pass
+
+    tasks = [
+        asyncio.create_task(c)
+        for c in (flood(one, "one"), flood(two, "two"), drain(r_one), drain(r_two))
+    ]
+    await asyncio.sleep(0.5)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert min(sent.values()) > 0
+    assert max(sent.values()) / min(sent.values()) < 4, sent
