@@ -12,7 +12,13 @@ import logging
 from collections.abc import Callable
 from typing import cast
 
-from .errors import ConnectionClosed, HandshakeTimeout, PeersocketsError, ProtocolError
+from .errors import (
+    ConnectionClosed,
+    HandshakeTimeout,
+    PeerNotReading,
+    PeersocketsError,
+    ProtocolError,
+)
 from .wire.crypto import KeyPair
 from .wire.protomux import Mux
 from .wire.secretstream import MAX_FRAME, SecretStream
@@ -22,6 +28,7 @@ log = logging.getLogger(__name__)
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_KEEPALIVE = 5.0
 DEFAULT_MAX_CHANNELS = 1024
+DEFAULT_MAX_WRITE_BUFFER = 64 * 1024 * 1024
 
 ConnectionHook = Callable[["Connection"], None]
 PairHook = Callable[["Connection", str, bytes | None], None]
@@ -39,6 +46,7 @@ class Connection(asyncio.Protocol):
         keepalive: float = DEFAULT_KEEPALIVE,
         max_frame_size: int = MAX_FRAME,
         max_channels: int = DEFAULT_MAX_CHANNELS,
+        max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER,
         ephemeral: KeyPair | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
@@ -55,6 +63,9 @@ class Connection(asyncio.Protocol):
         )
         self.handshake_timeout = handshake_timeout
         self.keepalive = keepalive
+        self.max_write_buffer = max_write_buffer
+        self.refusal: ProtocolError | None = None
+        """When set before the transport connects, the connection is ended at once with it."""
         self.error: BaseException | None = None
         self.transport: asyncio.Transport | None = None
         self.established: asyncio.Future[None] = self._loop.create_future()
@@ -148,6 +159,19 @@ class Connection(asyncio.Protocol):
         else:
             transport.writelines([encrypt(frame) for frame in frames])
         self._last_write = self._loop.time()
+        if transport.get_write_buffer_size() > self.max_write_buffer:
+            self._peer_not_reading(transport.get_write_buffer_size())
+
+    def _peer_not_reading(self, unsent: int) -> None:
+        # Senders wait for drain; only replies the protocol owes (rejects,
+        # noData) and one flush can pass the high-water mark. A peer that
+        # makes us owe this much without reading is flooding us.
+        self.abort(
+            PeerNotReading(
+                f"{self._peer_name()} is not reading: {unsent} bytes unsent"
+                f" (max_write_buffer is {self.max_write_buffer})"
+            )
+        )
 
     def hold_reading(self, holder: object) -> None:
         """Stop reading from the transport until every holder has released it (backpressure)."""
@@ -170,11 +194,16 @@ class Connection(asyncio.Protocol):
         self.flush()
         self.transport.write(self.stream.encrypt(message))
         self._last_write = self._loop.time()
+        if self.transport.get_write_buffer_size() > self.max_write_buffer:
+            self._peer_not_reading(self.transport.get_write_buffer_size())
 
     # -- asyncio.Protocol -----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        if self.refusal is not None:
+            self.abort(self.refusal)
+            return
         if self.handshake_timeout > 0:
             self._handshake_timer = self._loop.call_later(
                 self.handshake_timeout, self._handshake_timed_out

@@ -39,6 +39,14 @@ class HandshakeTimeout(ProtocolError, TimeoutError):
     """The remote did not complete the handshake in time."""
 
 
+class PeerNotReading(ProtocolError):
+    """The remote stopped reading while our unsent bytes passed max_write_buffer."""
+
+
+class TooManyConnections(ProtocolError):
+    """The Swarm already holds max_connections connections; a new one was refused."""
+
+
 class ConnectionClosed(PeersocketsError):
     """The connection is closed; nothing more can be sent on it."""
 

@@ -11,13 +11,16 @@ from .connection import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_KEEPALIVE,
     DEFAULT_MAX_CHANNELS,
+    DEFAULT_MAX_WRITE_BUFFER,
     Connection,
 )
-from .errors import HandshakeTimeout, PeersocketsError
+from .errors import HandshakeTimeout, PeersocketsError, TooManyConnections
 from .wire.crypto import KeyPair
 from .wire.secretstream import MAX_FRAME
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MAX_CONNECTIONS = 4096
 
 ConnectionListener = Callable[[Connection], None]
 RemoteOpenListener = Callable[[Connection, str, bytes | None], None]
@@ -48,6 +51,8 @@ class Swarm:
         keepalive: float = DEFAULT_KEEPALIVE,
         max_frame_size: int = MAX_FRAME,
         max_channels: int = DEFAULT_MAX_CHANNELS,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER,
         discovery: Discovery | None = None,
     ) -> None:
         """Options, each a limit against misbehaving peers:
@@ -59,6 +64,10 @@ class Swarm:
           16 MiB - 1); a larger length prefix ends the connection at once.
         - max_channels: protomux channels a remote may hold open on one
           connection (1024).
+        - max_connections: connections (incoming and outgoing, handshaking or
+          not) this swarm holds at once; further incoming ones are refused (4096).
+        - max_write_buffer: unsent bytes a connection may pile up because the
+          remote does not read before it is ended with PeerNotReading (64 MiB).
         """
         if not 0 < max_frame_size <= MAX_FRAME:
             raise ValueError(f"max_frame_size must be in 1..{MAX_FRAME}, got {max_frame_size}")
@@ -68,11 +77,17 @@ class Swarm:
             raise ValueError(f"keepalive must be >= 0, got {keepalive}")
         if max_channels < 1:
             raise ValueError(f"max_channels must be >= 1, got {max_channels}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections}")
+        if max_write_buffer < 1:
+            raise ValueError(f"max_write_buffer must be >= 1, got {max_write_buffer}")
         self.key_pair = key_pair if key_pair is not None else KeyPair.generate()
         self.handshake_timeout = handshake_timeout
         self.keepalive = keepalive
         self.max_frame_size = max_frame_size
         self.max_channels = max_channels
+        self.max_connections = max_connections
+        self.max_write_buffer = max_write_buffer
         self.discovery: list[Discovery] = [discovery] if discovery is not None else []
         self.topics: set[bytes] = set()
         self._connections: dict[bytes, Connection] = {}
@@ -119,7 +134,12 @@ class Swarm:
             keepalive=self.keepalive,
             max_frame_size=self.max_frame_size,
             max_channels=self.max_channels,
+            max_write_buffer=self.max_write_buffer,
         )
+        if not initiator and len(self._all) >= self.max_connections:
+            conn.refusal = TooManyConnections(
+                f"refused a connection: already {len(self._all)} (max_connections)"
+            )
         self._all.add(conn)
         conn.on_established.append(self._on_established)
         conn.on_closed.append(self._on_closed)

@@ -147,7 +147,7 @@ async def test_peer_ids_agree_between_watch_and_topics(net: Net) -> None:
         ev = await next_of(events)
         ids[ev.public_key] = ev.peer_id
     assert sorted(ids.values()) == [1, 2]
-    for key, ps in remote.items():
+    for ps in remote.values():
         await joined(ps, 2)
         (a_id,) = [i for i in ps.peers if ps.peer_public_key(i) == a.public_key]
         await ps.join("chat").send(a_id, b"chat")

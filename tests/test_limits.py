@@ -34,6 +34,8 @@ LIMITS: list[tuple[str, str, Any, str]] = [
     ("keepalive", "Swarm", 5.0, "5 s"),
     ("max_frame_size", "Swarm", MAX_FRAME, "16,777,215"),
     ("max_channels", "Swarm", 1024, "1024"),
+    ("max_connections", "Swarm", 4096, "4096"),
+    ("max_write_buffer", "Swarm", 64 * MiB, "64 MiB"),
     ("max_queue_messages", "Peersockets", 100_000, "100,000"),
     ("max_queue_bytes", "Peersockets", 64 * MiB, "64 MiB"),
     ("overflow", "Peersockets", "pause", '"pause"'),
@@ -427,3 +429,41 @@ async def test_the_longest_topic_name_works_end_to_end(net: Net) -> None:
     for i in range(3):  # the name travels once, then compressed to "" by hypercore
         await sender.send(ps_a.peers[0], b"%d" % i)
     assert [(await next_of(receiver)).message for _ in range(3)] == [b"0", b"1", b"2"]
+
+
+# -- max_write_buffer and max_connections ----------------------------------------------------
+
+
+async def test_a_peer_that_does_not_read_is_ended() -> None:
+    from peersockets.connection import Connection
+    from peersockets.errors import PeerNotReading
+    from peersockets.pipe import create_pipe
+    from peersockets.wire.crypto import KeyPair
+
+    a = Connection(KeyPair.generate(), True, max_write_buffer=MiB)
+    b = Connection(KeyPair.generate(), False)
+    _, tb = create_pipe(a, b)
+    await asyncio.wait_for(a.wait_established(), 5)
+    await asyncio.wait_for(b.wait_established(), 5)
+    tb.pause_reading()  # b stops reading: everything a writes stays unsent
+    b.message_handler = lambda m: None
+    for _ in range(40):
+        if a.is_closed:
+            break
+        a.send_raw(bytes(64 * 1024))
+    error = await asyncio.wait_for(a.wait_closed(), 5)
+    assert isinstance(error, PeerNotReading) and str(MiB) in str(error)
+
+
+async def test_max_connections_refuses_new_incoming() -> None:
+    from peersockets.errors import TooManyConnections
+
+    async with Swarm(max_connections=2) as server, Swarm() as c1, Swarm() as c2, Swarm() as c3:
+        address = await server.listen("127.0.0.1", 0)
+        await c1.connect(*address)
+        await c2.connect(*address)
+        refused = ConnectionLog(server)
+        with pytest.raises((ProtocolError, ConnectionError)):
+            await c3.connect(*address, timeout=5)
+        await wait_until(lambda: any(isinstance(c.error, TooManyConnections) for c in refused.made))
+        assert len(server.connections) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from conftest import next_of
+
 from peersockets import Peersockets, Swarm
 from peersockets.testing import MemoryNetwork
 

@@ -285,6 +285,15 @@ class Mux:
         if not frame or self._destroyed:
             return
         with memoryview(frame) as view:
+            channel_id = frame[0]
+            if 0 < channel_id <= 0xFC and len(frame) > 1 and frame[1] <= 0xFC:
+                # the common case: a one-byte channel id and message type
+                remote = self._remote
+                slot = remote[channel_id - 1] if channel_id <= len(remote) else None
+                channel = slot.channel if slot is not None else None
+                if channel is not None:
+                    channel.handler.channel_message(channel, frame[1], view[2:])
+                return
             channel_id, pos = decode_uint(view, 0)
             self._dispatch(channel_id, view, pos, len(frame), in_batch=False)
 

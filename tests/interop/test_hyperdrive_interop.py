@@ -47,7 +47,7 @@ async def test_chat_with_javascript_hyperdrive(
         if python_role == "initiator":
             await swarm.connect("127.0.0.1", info["port"])
         else:
-            host, port = await swarm.listen("127.0.0.1", 0)
+            _host, port = await swarm.listen("127.0.0.1", 0)
             await peer.send({"cmd": "connect", "port": port})
         ps = Peersockets(swarm, info["key"])
         assert ps.discovery_key.hex() == info["discovery_key"]
