@@ -8,7 +8,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Generic, Literal, NamedTuple, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, Self, TypeVar
 
 from .connection import Connection
 from .errors import ConnectionClosed, MessageTooLarge, PeerNotFound, PeersocketsError, TopicClosed
@@ -291,15 +291,16 @@ class Peersockets:
         self._closed = True
         self.swarm.remove_listener(self._on_connection, self._on_remote_open)
         self.swarm.leave(self.discovery_key)
-        for link in list(self._links.values()):
+        links = list(self._links.values())
+        for link in links:
             link.channel.close()  # leave events are emitted as the channels close
-        for link in list(self._links.values()):
+        for link in links:
             link.conn.flush()
         for instances in list(self._topics.values()):
             for topic in list(instances):
-                topic._end()
+                topic.close()
         for watcher in list(self._watchers):
-            watcher._end()
+            watcher.close()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -314,8 +315,6 @@ class Peersockets:
 
     def __repr__(self) -> str:
         return f"Peersockets({self.drive_key.hex()[:16]}, peers={self.peers})"
-
-    # -- sending ------------------------------------------------------------------------
 
     # -- swarm events -------------------------------------------------------------------
 
@@ -416,11 +415,45 @@ def _check_topic(topic: object) -> str:
     return topic
 
 
+class _Receiver(Generic[T]):
+    """What Topic and PeerEvents share: a bounded queue read by ``async for``, closed once."""
+
+    _inbox: _Inbox[T]
+
+    @property
+    def closed(self) -> bool:
+        """Whether close() was called (or the Peersockets closed)."""
+        return self._inbox.closed
+
+    @property
+    def dropped(self) -> int:
+        """Items dropped because the queue was full (overflow "drop-oldest")."""
+        return self._inbox.dropped
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __aiter__(self) -> Self:
+        return self
+
+
 def _message_size(message: TopicMessage) -> int:
     return len(message[1]) + 64
 
 
-class Topic:
+class Topic(_Receiver[TopicMessage]):
     """One joined instance of a topic: send to a peer id, receive by callback or ``async for``.
 
     Messages are queued from the moment the Topic exists, unless an
@@ -447,16 +480,6 @@ class Topic:
         self._inbox: _Inbox[TopicMessage] = _Inbox(
             owner.max_queue_messages, owner.max_queue_bytes, owner.overflow, _message_size
         )
-
-    @property
-    def closed(self) -> bool:
-        """Whether close() was called (or the Peersockets closed)."""
-        return self._inbox.closed
-
-    @property
-    def dropped(self) -> int:
-        """Messages dropped because the queue was full."""
-        return self._inbox.dropped
 
     async def send(self, peer_id: int, message: bytes | bytearray | memoryview) -> None:
         """Send ``message`` to ``peer_id``; waits only for flow control.
@@ -509,9 +532,6 @@ class Topic:
         self._inbox.close()
         self._owner._forget_topic(self)
 
-    def _end(self) -> None:
-        self.close()
-
     def _put(self, message: TopicMessage, source: Connection | None = None) -> None:
         self._inbox.put(message, source)
         if self._callbacks and self._dispatcher is None and not self._inbox.closed:
@@ -537,9 +557,6 @@ class Topic:
         finally:
             self._dispatcher = None
 
-    def __aiter__(self) -> Topic:
-        return self
-
     async def __anext__(self) -> TopicMessage:
         inbox = self._inbox
         if inbox._items and not inbox._holding:
@@ -548,24 +565,12 @@ class Topic:
             return message
         return await inbox.get()
 
-    def __enter__(self) -> Topic:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Topic:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{len(self._inbox)} queued"
         return f"Topic({self.name!r}, {state})"
 
 
-class PeerEvents:
+class PeerEvents(_Receiver[PeerEvent]):
     """Join and leave events of a drive's peers, by ``async for``; bounded like a Topic."""
 
     def __init__(self, owner: Peersockets) -> None:
@@ -574,16 +579,6 @@ class PeerEvents:
             owner.max_queue_messages, owner.max_queue_bytes, "drop-oldest", lambda e: 64
         )
 
-    @property
-    def closed(self) -> bool:
-        """Whether close() was called (or the Peersockets closed)."""
-        return self._inbox.closed
-
-    @property
-    def dropped(self) -> int:
-        """Events dropped because the queue was full."""
-        return self._inbox.dropped
-
     def close(self) -> None:
         """Stop receiving events (connections are not affected)."""
         if self._inbox.closed:
@@ -591,26 +586,8 @@ class PeerEvents:
         self._inbox.close()
         self._owner._forget_watcher(self)
 
-    def _end(self) -> None:
-        self.close()
-
     def _put(self, event: PeerEvent) -> None:
         self._inbox.put(event)
 
-    def __aiter__(self) -> PeerEvents:
-        return self
-
     async def __anext__(self) -> PeerEvent:
         return await self._inbox.get()
-
-    def __enter__(self) -> PeerEvents:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> PeerEvents:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.close()
