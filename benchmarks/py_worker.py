@@ -27,7 +27,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from peersockets import Peersockets, Swarm
-from peersockets.api import Topic
+from peersockets.api import Topic, TopicMessage
 
 HOST = "127.0.0.1"
 TIMEOUT = 600.0  # no single command may take longer than this
@@ -47,6 +47,15 @@ def rss_bytes() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def _echo_callback(topic: Topic) -> Callable[[TopicMessage], None]:
+    send = topic.send_nowait
+
+    def echo(msg: TopicMessage) -> None:
+        send(msg.peer_id, msg.message)
+
+    return echo
 
 
 class LocalPeer:
@@ -70,7 +79,6 @@ class Worker:
         self.join_times: list[int] = []
         self.join_changed = asyncio.Event()
         self.tasks: set[asyncio.Task[Any]] = set()
-        self.echo_tasks: list[asyncio.Task[None]] = []
         self.listening = False
         self.profiler = cProfile.Profile() if profile_path else None
         self.profile_path = profile_path
@@ -201,9 +209,12 @@ class Worker:
         emit({"event": "sent", "messages": count * len(targets), "start_ns": start, "end_ns": end})
 
     async def echo(self, cmd: dict[str, Any]) -> None:
+        # Like the JavaScript worker's onmessage -> ext.send: a sync callback
+        # that replies in the same loop iteration.
         for peer in self.locals:
-            if peer.topic is not None:
-                self.echo_tasks.append(asyncio.ensure_future(self._echo(peer.topic)))
+            topic = peer.topic
+            if topic is not None:
+                topic.on_message(_echo_callback(topic))
         emit({"event": "echoing"})
 
     async def ping(self, cmd: dict[str, Any]) -> None:
@@ -229,9 +240,9 @@ class Worker:
         emit({"event": "memory", "rss": rss_bytes(), "gc": True})
 
     async def close(self) -> None:
-        for task in [*self.tasks, *self.echo_tasks]:
+        for task in self.tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks, *self.echo_tasks, return_exceptions=True)
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         # close in bounded groups: 1,000 swarms at once would only contend
         for i in range(0, len(self.locals), 100):
             group = self.locals[i : i + 100]
@@ -249,10 +260,6 @@ class Worker:
             if event.type == "join":
                 self.join_times.append(now())
                 self.join_changed.set()
-
-    async def _echo(self, topic: Topic) -> None:
-        async for msg in topic:
-            await topic.send(msg.peer_id, msg.message)
 
     def _profile(self, on: bool) -> None:
         if self.profiler is not None:

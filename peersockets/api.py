@@ -487,6 +487,24 @@ class Topic(_Receiver[TopicMessage]):
         Raises TypeError (message not bytes-like), PeerNotFound, MessageTooLarge
         or TopicClosed.
         """
+        conn = self._queue(peer_id, message)
+        if conn._write_paused or conn._lost or conn._drain_waiters:
+            try:
+                await conn.drain()
+            except ConnectionClosed as exc:
+                raise PeerNotFound(f"peer {peer_id} left before the message could be sent") from exc
+
+    def send_nowait(self, peer_id: int, message: bytes | bytearray | memoryview) -> None:
+        """Queue ``message`` for ``peer_id`` without waiting for flow control.
+
+        For sync ``on_message`` callbacks (a reply in the same loop iteration)
+        and the odd fire-and-forget; a loop of sends should ``await send()``,
+        or unsent bytes pile up until ``max_write_buffer`` ends the connection.
+        Raises what send() raises.
+        """
+        self._queue(peer_id, message)
+
+    def _queue(self, peer_id: int, message: bytes | bytearray | memoryview) -> Connection:
         if self._inbox.closed:
             raise TopicClosed(f"topic {self.name!r} is closed")
         if type(message) is not bytes:
@@ -507,19 +525,16 @@ class Topic(_Receiver[TopicMessage]):
             raise PeerNotFound(f"no live peer with id {peer_id} on {self._owner!r}")
         link = peer.channels[-1]
         link.channel.send_extension(self._extension, message)
-        conn = link.conn
-        if conn._write_paused or conn._lost or conn._drain_waiters:
-            try:
-                await conn.drain()
-            except ConnectionClosed as exc:
-                raise PeerNotFound(f"peer {peer_id} left before the message could be sent") from exc
+        return link.conn
 
     def on_message(self, callback: MessageCallback) -> None:
         """Call ``callback(TopicMessage)`` for each message, in order; it may be sync or async.
 
-        Callbacks run in one task per Topic, which awaits an async callback
-        before the next message; once a callback is set, messages go to the
-        callbacks and no longer to ``async for``.
+        A sync callback runs as the message is received (it may reply with
+        send_nowait); once a callback returns an awaitable, one task per Topic
+        awaits it and takes the following messages from the bounded queue, in
+        order. Once a callback is set, messages go to the callbacks and no
+        longer to ``async for``.
         """
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
@@ -533,29 +548,64 @@ class Topic(_Receiver[TopicMessage]):
         self._owner._forget_topic(self)
 
     def _put(self, message: TopicMessage, source: Connection | None = None) -> None:
-        self._inbox.put(message, source)
-        if self._callbacks and self._dispatcher is None and not self._inbox.closed:
-            self._dispatcher = self._owner._spawn(self._run_callbacks())
+        if not self._callbacks:
+            self._inbox.put(message, source)
+        elif self._dispatcher is None and not len(self._inbox):
+            self._call(message)  # nothing waits: sync callbacks run right now
+        else:
+            self._inbox.put(message, source)
+            if self._dispatcher is None and not self._inbox.closed:
+                self._dispatcher = self._owner._spawn(self._run_callbacks(None))
 
-    async def _run_callbacks(self) -> None:
-        """Hand queued messages to the callbacks in order, awaiting async ones.
+    def _call(self, message: TopicMessage) -> None:
+        """Run the callbacks on ``message`` until one returns an awaitable; the task takes over."""
+        callbacks = list(self._callbacks)
+        for index, callback in enumerate(callbacks):
+            try:
+                result = callback(message)
+            except Exception:
+                log.exception("on_message callback for topic %r failed", self.name)
+                continue
+            if inspect.isawaitable(result):
+                rest = (result, message, callbacks[index + 1 :])
+                self._dispatcher = self._owner._spawn(self._run_callbacks(rest))
+                return
+
+    async def _run_callbacks(
+        self, pending: tuple[Awaitable[object], TopicMessage, list[MessageCallback]] | None
+    ) -> None:
+        """Finish ``pending`` (an awaited callback and the callbacks after it), then hand
+        queued messages to the callbacks in order, awaiting async ones.
 
         One task per Topic, alive while messages wait: the queue's bound and
         overflow policy hold for callbacks too.
         """
         inbox = self._inbox
         try:
+            if pending is not None:
+                awaitable, message, rest = pending
+                await self._guard(awaitable)
+                await self._run_each(message, rest)
             while len(inbox) and not inbox.closed:
-                message = inbox.pop()
-                for callback in list(self._callbacks):
-                    try:
-                        result = callback(message)
-                        if inspect.isawaitable(result):
-                            await result
-                    except Exception:
-                        log.exception("on_message callback for topic %r failed", self.name)
+                await self._run_each(inbox.pop(), list(self._callbacks))
         finally:
             self._dispatcher = None
+
+    async def _run_each(self, message: TopicMessage, callbacks: list[MessageCallback]) -> None:
+        for callback in callbacks:
+            try:
+                result = callback(message)
+            except Exception:
+                log.exception("on_message callback for topic %r failed", self.name)
+                continue
+            if inspect.isawaitable(result):
+                await self._guard(result)
+
+    async def _guard(self, awaitable: Awaitable[object]) -> None:
+        try:
+            await awaitable
+        except Exception:
+            log.exception("on_message callback for topic %r failed", self.name)
 
     async def __anext__(self) -> TopicMessage:
         inbox = self._inbox

@@ -76,6 +76,7 @@ class Connection(asyncio.Protocol):
         self.message_handler: Callable[[bytearray], None] | None = None
         """When set, decrypted messages go here instead of to the mux (raw secret-stream use)."""
         self._flush_scheduled = False
+        self._just_flushed = False  # an immediate flush happened since the loop last came round
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._last_write = self._loop.time()
@@ -213,6 +214,7 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._lost:
             return
+        self._just_flushed = False  # a new loop turn: the next reply may go out at once
         try:
             messages = self.stream.receive_data(data)
             out = self.stream.data_to_send()
@@ -291,17 +293,25 @@ class Connection(asyncio.Protocol):
             hook(self, protocol, id)
 
     def _schedule_flush(self) -> None:
-        """Something was queued: the first message of a loop iteration goes out at once
-        (low latency); what follows in the same iteration is batched by the flush
-        scheduled for the iteration's end (fewer frames, one encryption)."""
+        """Something was queued on an empty mux.
+
+        A message after a quiet spell goes out at once (low latency, no extra
+        loop turn); messages that follow before the loop comes round again are
+        batched by one flush scheduled for the end of the turn (one frame, one
+        encryption for a burst).
+        """
         if self._flush_scheduled:
+            return
+        if not self._just_flushed:
+            self._just_flushed = True
+            self.flush()
             return
         self._flush_scheduled = True
         self._loop.call_soon(self._scheduled_flush)
-        self.flush()
 
     def _scheduled_flush(self) -> None:
         self._flush_scheduled = False
+        self._just_flushed = False
         self.flush()
 
     def _write_raw(self, data: bytes) -> None:

@@ -432,3 +432,42 @@ async def test_concurrent_senders_on_one_connection_take_turns(net: Net) -> None
     await asyncio.gather(*tasks, return_exceptions=True)
     assert min(sent.values()) > 0
     assert max(sent.values()) / min(sent.values()) < 4, sent
+
+
+async def test_sync_callback_replies_with_send_nowait_in_the_same_iteration(net: Net) -> None:
+    a, b = await net.mesh(2)
+    ps_a, ps_b = Peersockets(a, DRIVE), Peersockets(b, DRIVE)
+    echo = ps_b.join("echo")
+    echo.on_message(lambda m: echo.send_nowait(m.peer_id, m.message.upper()))
+    await joined(ps_a, 1)
+    pinger = ps_a.join("echo")
+    for word in (b"ping", b"pong", b""):
+        await pinger.send(ps_a.peers[0], word)
+        assert (await next_of(pinger)).message == word.upper()
+    with pytest.raises(PeerNotFound):
+        pinger.send_nowait(12345, b"x")
+    with pytest.raises(TypeError):
+        pinger.send_nowait(ps_a.peers[0], "str")  # type: ignore[arg-type]
+
+
+async def test_mixed_callbacks_see_messages_in_order(net: Net) -> None:
+    a, b = await net.mesh(2)
+    ps_a, ps_b = Peersockets(a, DRIVE), Peersockets(b, DRIVE)
+    topic = ps_b.join("order")
+    seen: list[tuple[str, bytes]] = []
+
+    async def slow(msg: TopicMessage) -> None:
+        await asyncio.sleep(0.001)
+        seen.append(("async", msg.message))
+
+    topic.on_message(lambda m: seen.append(("sync", m.message)))
+    topic.on_message(slow)
+    await joined(ps_a, 1)
+    sender = ps_a.join("order")
+    for i in range(20):
+        await sender.send(ps_a.peers[0], b"%d" % i)
+    await wait_until(lambda: len(seen) == 40)
+    expected = []
+    for i in range(20):
+        expected += [("sync", b"%d" % i), ("async", b"%d" % i)]
+    assert seen == expected
