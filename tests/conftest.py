@@ -89,3 +89,17 @@ async def net(request: pytest.FixtureRequest) -> AsyncIterator[Net]:
 
 
 Maker = Callable[..., Awaitable[T]]
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def no_task_left_behind() -> AsyncIterator[None]:
+    """Every async test must end every task it started (directly or through peersockets)."""
+    before = set(asyncio.all_tasks())
+    yield
+    current = asyncio.current_task()
+    for _ in range(20):  # let tasks that are finishing finish
+        leftover = [t for t in asyncio.all_tasks() - before if t is not current and not t.done()]
+        if not leftover:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"tasks left running after the test: {leftover}")
