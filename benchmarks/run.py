@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.floor import measure as event_loop_floor
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 JS_WORKER = HERE / "js" / "worker.mjs"
@@ -998,6 +1000,25 @@ async def amain(args: argparse.Namespace) -> int:
                 entry["median"] = median_figures(runs)
             results[workload]["pairs"][pair] = entry
             print(f" {headline(workload, best)} ({time.monotonic() - t0:.1f} s)", flush=True)
+    if "round_trip" in results:
+        print("[floor] bare TCP ping-pong, no peersockets: ...", end="", flush=True)
+        floor: dict[str, Any] = {}
+        try:
+            pin = pin_cpus() if opts.pin else None
+            for stack in ("js", "py"):
+                floor[stack] = await event_loop_floor(
+                    stack, opts.sizes.rtt_rounds, opts.node, pin, opts.uvloop
+                )
+            floor["ratio_p50"] = floor["py"]["p50_us"] / floor["js"]["p50_us"]
+            results["round_trip"]["floor"] = floor
+            print(
+                f" p50 node {floor['js']['p50_us']:.0f} us, python"
+                f"{' + uvloop' if opts.uvloop else ' asyncio'} {floor['py']['p50_us']:.0f} us"
+                f" ({floor['ratio_p50']:.2f}x)",
+                flush=True,
+            )
+        except Exception as exc:
+            print(f" FAILED: {type(exc).__name__}: {exc}", flush=True)
     # versions as the workers reported them
     for stack in ("py", "js"):
         with contextlib.suppress(Exception):
