@@ -199,3 +199,33 @@ export function seedOf(cmd) {
   if (!Number.isInteger(seed) || seed < 0) throw commandError(`bad seed ${JSON.stringify(seed)}`)
   return seed
 }
+
+// One connection, as the initiator (--connect PORT) or the responder (--listen,
+// a second connection refused), then JSON-line commands until exit or stdin end.
+// currentStream() returns the live stream (or null); attach(socket, isInitiator)
+// sets it up. Returns shutdown(), which destroys the stream and exits 0.
+export async function runSingleConnection(args, { attach, handle, currentStream }) {
+  let server = null
+  const shutdown = () => {
+    const stream = currentStream()
+    if (stream) stream.destroy()
+    if (server) server.close()
+    exitNow(0)
+  }
+  if (args.listen) {
+    server = await listen((socket) => {
+      if (currentStream() !== null) {
+        log('refusing a second connection')
+        socket.destroy()
+        return
+      }
+      server.close()
+      attach(socket, false)
+    })
+  } else {
+    attach(connect(args.connect), true)
+  }
+  commands(handle, shutdown)
+  process.on('SIGTERM', shutdown)
+  return shutdown
+}

@@ -32,16 +32,13 @@ import {
   require,
   emit,
   log,
-  exitNow,
   installCrashHandlers,
   hex,
   fromHex,
   parseArgs,
   checkRole,
-  listen,
-  connect,
-  commands,
-  commandError
+  commandError,
+  runSingleConnection
 } from './_common.mjs'
 
 const NoiseSecretStream = require('@hyperswarm/secret-stream')
@@ -62,7 +59,6 @@ checkRole(args)
 const keyPair = NoiseSecretStream.keyPair(args.seed || undefined)
 let stream = null
 let mux = null
-let server = null
 // "protocol##idhex" -> channel (the live one we created)
 const channels = new Map()
 
@@ -206,25 +202,4 @@ async function handle(cmd) {
   }
 }
 
-function shutdown() {
-  if (stream) stream.destroy()
-  if (server) server.close()
-  exitNow(0)
-}
-
-if (args.listen) {
-  server = await listen((socket) => {
-    if (stream !== null) {
-      log('refusing a second connection')
-      socket.destroy()
-      return
-    }
-    server.close()
-    attach(socket, false)
-  })
-} else {
-  attach(connect(args.connect), true)
-}
-
-commands(handle, shutdown)
-process.on('SIGTERM', shutdown)
+const shutdown = await runSingleConnection(args, { attach, handle, currentStream: () => stream })

@@ -23,18 +23,15 @@ import {
   require,
   emit,
   log,
-  exitNow,
   installCrashHandlers,
   pattern,
   sha256,
   hex,
   parseArgs,
   checkRole,
-  listen,
-  connect,
-  commands,
   commandError,
-  seedOf
+  seedOf,
+  runSingleConnection
 } from './_common.mjs'
 
 const NoiseSecretStream = require('@hyperswarm/secret-stream')
@@ -48,7 +45,6 @@ checkRole(args)
 
 const keyPair = NoiseSecretStream.keyPair(args.seed || undefined)
 let stream = null
-let server = null
 let tamperNextLength = -1
 
 function attach(socket, isInitiator) {
@@ -126,25 +122,4 @@ async function handle(cmd) {
   }
 }
 
-function shutdown() {
-  if (stream) stream.destroy()
-  if (server) server.close()
-  exitNow(0)
-}
-
-if (args.listen) {
-  server = await listen((socket) => {
-    if (stream !== null) {
-      log('refusing a second connection')
-      socket.destroy()
-      return
-    }
-    server.close()
-    attach(socket, false)
-  })
-} else {
-  attach(connect(args.connect), true)
-}
-
-commands(handle, shutdown)
-process.on('SIGTERM', shutdown)
+const shutdown = await runSingleConnection(args, { attach, handle, currentStream: () => stream })
