@@ -255,6 +255,8 @@ def test_connecting_to_something_that_is_not_a_peer_gives_one_line(
             server.settimeout(RUN_TIMEOUT)
             conn, _ = server.accept()
             with conn:
+                conn.settimeout(RUN_TIMEOUT)
+                conn.recv(4096)  # read the first handshake message, so closing sends FIN, not RST
                 conn.sendall(answer)  # then close: not a hypercore peer
             _out, err = process.communicate(timeout=RUN_TIMEOUT)
         finally:
