@@ -471,3 +471,19 @@ async def test_mixed_callbacks_see_messages_in_order(net: Net) -> None:
     for i in range(20):
         expected += [("sync", b"%d" % i), ("async", b"%d" % i)]
     assert seen == expected
+
+
+async def test_a_peer_that_opens_the_drive_later_joins_then(net: Net) -> None:
+    a, b = await net.mesh(2)
+    ps_a = Peersockets(a, DRIVE)
+    events = ps_a.watch()
+    Peersockets(b, OTHER_DRIVE)
+    with pytest.raises(asyncio.TimeoutError):
+        await next_of(events, timeout=0.2)  # our open was rejected: b lacks the drive
+    late = Peersockets(b, DRIVE)  # b opens the drive on the same connection
+    join = await next_of(events)
+    assert join.type == "join" and join.public_key == b.public_key
+    await joined(late, 1)
+    chat = ps_a.join("chat")
+    await late.join("chat").send(late.peers[0], b"better late")
+    assert (await next_of(chat)).message == b"better late"
