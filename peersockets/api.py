@@ -80,21 +80,6 @@ class _Inbox(Generic[T]):
         self.closed = False
         self.dropped = 0
 
-    @property
-    def room(self) -> int:
-        """How many more items fit under the item bound (bytes are checked by append)."""
-        return self._max_items - len(self._items)
-
-    def append(self, item: T, size: int, source: Connection) -> None:
-        """Queue an item known to fit the item bound; falls back to put() past the byte bound."""
-        if self._bytes + size > self._max_bytes:
-            self.put(item, source)
-            return
-        self._items.append(item)
-        self._bytes += size
-        if self._waiters:
-            self._wake()
-
     def _over(self, items: int, size: int) -> bool:
         return len(self._items) > items or (self._bytes > size and len(self._items) > 1)
 
@@ -203,8 +188,17 @@ class _DriveLink:
         if len(instances) == 1:
             instance = instances[0]
             inbox = instance._inbox
-            if not instance._callbacks and inbox.room > 0 and not inbox.closed:
-                inbox.append(event, len(message) + 64, self.conn)  # the common case
+            size = len(message) + 64
+            if (
+                not instance._callbacks
+                and len(inbox._items) < inbox._max_items
+                and inbox._bytes + size <= inbox._max_bytes
+                and not inbox.closed
+            ):  # the common case, _Inbox.append inlined
+                inbox._items.append(event)
+                inbox._bytes += size
+                if inbox._waiters:
+                    inbox._wake()
             else:
                 instance._put(event, self.conn)
         else:

@@ -284,18 +284,17 @@ class Mux:
         """Handle one decrypted message. Raises ProtocolError on invalid control messages."""
         if not frame or self._destroyed:
             return
-        with memoryview(frame) as view:
-            channel_id = frame[0]
-            if 0 < channel_id <= 0xFC and len(frame) > 1 and frame[1] <= 0xFC:
-                # the common case: a one-byte channel id and message type
-                remote = self._remote
-                slot = remote[channel_id - 1] if channel_id <= len(remote) else None
-                channel = slot.channel if slot is not None else None
-                if channel is not None:
-                    channel.handler.channel_message(channel, frame[1], view[2:])
-                return
-            channel_id, pos = decode_uint(view, 0)
-            self._dispatch(channel_id, view, pos, len(frame), in_batch=False)
+        channel_id = frame[0]
+        if 0 < channel_id <= 0xFC and len(frame) > 1 and frame[1] <= 0xFC:
+            # the common case: a one-byte channel id and message type
+            remote = self._remote
+            slot = remote[channel_id - 1] if channel_id <= len(remote) else None
+            if slot is not None and (channel := slot.channel) is not None:
+                channel.handler.channel_message(channel, frame[1], memoryview(frame)[2:])
+            return
+        view = memoryview(frame)
+        channel_id, pos = decode_uint(view, 0)
+        self._dispatch(channel_id, view, pos, len(frame), in_batch=False)
 
     def _dispatch(
         self, channel_id: int, view: memoryview, pos: int, end: int, in_batch: bool

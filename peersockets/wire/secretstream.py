@@ -114,27 +114,27 @@ class SecretStream:
         messages: list[bytearray] = []
         pos = 0
         size = len(source)
+        transport = self.phase is Phase.TRANSPORT
+        limit = self.max_frame_size if transport else min(self.max_frame_size, MAX_HANDSHAKE_FRAME)
         with memoryview(source) as view:
             while size - pos >= 3:
                 length = view[pos] | (view[pos + 1] << 8) | (view[pos + 2] << 16)
-                limit = (
-                    self.max_frame_size
-                    if self.phase is Phase.TRANSPORT
-                    else min(self.max_frame_size, MAX_HANDSHAKE_FRAME)
-                )
                 if length > limit:
                     raise FrameTooLarge(
                         f"frame length prefix {length} exceeds the limit of {limit} bytes"
-                        + ("" if self.phase is Phase.TRANSPORT else " before the handshake is done")
+                        + ("" if transport else " before the handshake is done")
                     )
                 end = pos + 3 + length
                 if end > size:
                     break
                 pos += 3
-                if self.phase is Phase.TRANSPORT:
+                if transport:
                     messages.append(self._decrypt(view[pos:end]))
                 else:
                     self._setup_frame(bytes(view[pos:end]))
+                    transport = self.phase is Phase.TRANSPORT
+                    if transport:
+                        limit = self.max_frame_size
                 pos = end
         if source is buffer:
             if pos:
