@@ -22,7 +22,7 @@ from .errors import (
 )
 from .wire.crypto import KeyPair
 from .wire.protomux import Mux
-from .wire.secretstream import MAX_FRAME, SecretStream
+from .wire.secretstream import MAX_FRAME, Phase, SecretStream
 
 log = logging.getLogger(__name__)
 
@@ -217,12 +217,16 @@ class Connection(asyncio.Protocol):
             return
         self._just_flushed = False  # a new loop turn: the next reply may go out at once
         try:
-            messages = self.stream.receive_data(data)
-            out = self.stream.data_to_send()
-            if out:
-                self._write_raw(out)
-            if not self.established.done() and self.stream.established:
-                self._on_handshake()
+            stream = self.stream
+            if stream.phase is Phase.TRANSPORT:
+                messages = stream.receive_data(data)
+            else:  # handshake and header frames may produce bytes to send back
+                messages = stream.receive_data(data)
+                out = stream.data_to_send()
+                if out:
+                    self._write_raw(out)
+                if not self.established.done() and stream.established:
+                    self._on_handshake()
             receive = self.message_handler or self.mux.receive_frame
             for message in messages:
                 receive(message)
