@@ -62,8 +62,9 @@ class Swarm:
         - keepalive: seconds of send silence after which an empty frame is sent (5).
         - max_frame_size: largest encrypted frame accepted, bytes (the wire's
           16 MiB - 1); a larger length prefix ends the connection at once.
-        - max_channels: protomux channels a remote may hold open on one
-          connection (1024).
+        - max_channels: live protomux channels on one connection that a
+          remote's opens may make us hold (1024); an open past it is rejected
+          and keeps no state. Answers to our own opens always pair.
         - max_connections: connections (incoming and outgoing, handshaking or
           not) this swarm holds at once; further incoming ones are refused (4096).
         - max_write_buffer: unsent bytes a connection may pile up because the

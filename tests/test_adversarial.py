@@ -44,6 +44,7 @@ from peersockets.errors import (
     HandshakeTimeout,
 )
 from peersockets.wire.crypto import KeyPair, capability, discovery_key
+from peersockets.wire.encoding import decode_uint
 from peersockets.wire.hypercore import PROTOCOL, encode_handshake
 from peersockets.wire.secretstream import MAX_FRAME
 
@@ -349,14 +350,15 @@ async def test_tampered_or_replayed_ciphertext_ends_the_connection(
     await cluster.assert_no_peer_events()
 
 
-async def test_channel_open_flood_is_ended_with_channel_error(
+async def test_channel_open_flood_is_rejected_without_state(
     make_cluster: ClusterMaker, attackers: AttackerMaker
 ) -> None:
     """Opens of channels nobody claims, each with a new channel id, far past max_channels.
 
-    The server rejects each one, but the remote channel table must not grow past
-    max_channels (a well-behaved peer reuses the ids of rejected and closed channels):
-    the connection is ended with ChannelError, and memory stays bounded.
+    A JavaScript corestore legitimately opens one channel per core, ids 1..N, before any
+    reject comes back, so the ids may pass max_channels. Each open is answered with a
+    reject and costs no state: the remote channel table stays empty, the connection stays
+    up, and the healthy peers do not notice.
     """
     limit = 32
     cluster = await make_cluster(max_channels=limit)
@@ -364,7 +366,8 @@ async def test_channel_open_flood_is_ended_with_channel_error(
     attacker = await attackers(cluster.address)
     await attacker.handshake()
     conn = await cluster.log.of(attacker)
-    for start in range(1, 10 * limit + 1, limit):
+    total = 10 * limit
+    for start in range(1, total + 1, limit):
         attacker.send(
             b"".join(
                 attacker.encrypt(open_frame(i, f"flood/{i % 3}", os.urandom(32)))
@@ -372,11 +375,49 @@ async def test_channel_open_flood_is_ended_with_channel_error(
             )
         )
         await asyncio.sleep(0.01)
-        assert len(conn.mux._remote) <= limit + 1, "the remote channel table grows without bound"
-        if conn.is_closed:
-            break
+        assert len(conn.mux._remote) <= limit, "the remote channel table grows without bound"
+    rejects = {reject_frame(i) for i in range(1, total + 1)}
+    await attacker.read_until(lambda: rejects <= _control_items(attacker.received), SLACK * 5)
+    assert not conn.is_closed and len(conn.mux._remote) == 0
+    await attacker.close()
+    await ended_by(conn, SLACK)
+    await cluster.finish_chat()
+    await cluster.assert_no_peer_events()
+
+
+def _control_items(frames: list[bytes]) -> set[bytes]:
+    """The protomux control messages among decrypted frames, batches unpacked (00 type body)."""
+    found: set[bytes] = set()
+    for frame in frames:
+        if frame[:2] != b"\x00\x00":
+            found.add(frame)
+            continue
+        view, (channel, pos) = frame, decode_uint(frame, 2)
+        while pos < len(view):
+            length, pos = decode_uint(view, pos)
+            if length == 0:
+                channel, pos = decode_uint(view, pos)
+                continue
+            if channel == 0:
+                found.add(b"\x00" + view[pos : pos + length])
+            pos += length
+    return found
+
+
+async def test_channel_id_that_skips_ahead_is_a_protocol_error(
+    make_cluster: ClusterMaker, attackers: AttackerMaker
+) -> None:
+    """As protomux: a new remote id may pass the highest seen by one, no more."""
+    cluster = await make_cluster()
+    cluster.start_chat()
+    attacker = await attackers(cluster.address)
+    await attacker.handshake()
+    conn = await cluster.log.of(attacker)
+    attacker.send(
+        attacker.encrypt(open_frame(1, "x", None)) + attacker.encrypt(open_frame(3, "x", None))
+    )
     error = await ended_by(conn, SLACK)
-    assert isinstance(error, ChannelError), error
+    assert isinstance(error, ChannelError) and "3" in str(error), error
     await attacker.wait_dropped(SLACK)
     await cluster.finish_chat()
     await cluster.assert_no_peer_events()

@@ -22,7 +22,7 @@ from hostile import DRIVE, Attacker, ConnectionLog, MiB, ended_by, rss_bytes, ta
 
 from peersockets import InvalidTopic, Peersockets, PeersocketsError, Swarm, Topic, TopicMessage
 from peersockets.api import MAX_TOPIC_BYTES
-from peersockets.errors import ChannelError, FrameTooLarge, HandshakeTimeout, ProtocolError
+from peersockets.errors import FrameTooLarge, HandshakeTimeout, ProtocolError
 from peersockets.wire.secretstream import MAX_FRAME
 
 SLACK = 1.0  # seconds of scheduling slack on top of a documented time bound
@@ -251,7 +251,11 @@ async def test_a_frame_over_max_frame_size_ends_the_connection_with_frame_too_la
 
 
 @pytest.mark.parametrize("drives", [4, 5])
-async def test_max_channels_bounds_the_channels_a_remote_holds_open(drives: int) -> None:
+async def test_max_channels_never_refuses_answers_to_our_own_opens(drives: int) -> None:
+    """The limit bounds the opens a remote makes us keep; our own channels are the program's
+    choice, so a drive we opened is paired even past it (and the connection stays up).
+    Opens past the limit that nobody asked for are rejected without state: see
+    test_channel_open_flood_is_rejected_without_state and the protomux unit tests."""
     limit = 4
     keys = [bytes([i + 1]) * 32 for i in range(drives)]
     async with Swarm(max_channels=limit) as server, Swarm() as client:
@@ -261,14 +265,8 @@ async def test_max_channels_bounds_the_channels_a_remote_holds_open(drives: int)
         on_client = [Peersockets(client, k) for k in keys]
         await client.connect(*address)
         (conn,) = log.made
-        if drives <= limit:
-            await wait_until(lambda: all(len(ps.peers) == 1 for ps in on_server + on_client))
-            assert not conn.is_closed
-        else:
-            error = await ended_by(conn, 5)
-            assert isinstance(error, ChannelError), error
-            assert str(limit) in str(error)
-            await wait_until(lambda: all(ps.peers == [] for ps in on_server + on_client))
+        await wait_until(lambda: all(len(ps.peers) == 1 for ps in on_server + on_client))
+        assert not conn.is_closed
         for ps in on_server + on_client:
             await ps.close()
 

@@ -12,6 +12,7 @@ from typing import Any
 import nacl.bindings as sodium
 import pytest
 
+from peersockets.errors import ChannelError
 from peersockets.wire import encoding as enc
 from peersockets.wire import hypercore as hc
 from peersockets.wire.crypto import (
@@ -336,6 +337,75 @@ def test_protomux_remote_close_frees_channel() -> None:
     assert mux.take_frames() == []  # protomux sends no close back
     again = mux.open("test/again", None, b"", recorder)
     assert again.local_id == 1  # the id is reused
+
+
+def _remote_open(remote_id: int, protocol: str) -> bytes:
+    return b"\x00\x01" + enc.encode_uint(remote_id) + enc.encode_string(protocol) + b"\x00"
+
+
+def _control(frames: list[bytes | bytearray]) -> list[bytes]:
+    """Control messages (00 type body) in the frames a mux queued, batches unpacked."""
+    found: list[bytes] = []
+    for frame in frames:
+        if frame[:2] != b"\x00\x00":
+            found.append(bytes(frame))
+            continue
+        channel, pos = enc.decode_uint(frame, 2)
+        while pos < len(frame):
+            length, pos = enc.decode_uint(frame, pos)
+            if length == 0:
+                channel, pos = enc.decode_uint(frame, pos)
+                continue
+            if channel == 0:
+                found.append(b"\x00" + bytes(frame[pos : pos + length]))
+            pos += length
+    return found
+
+
+def test_protomux_opens_past_max_channels_are_rejected_without_state() -> None:
+    """The limit counts live channels: opens past it are answered with a reject, kept nowhere."""
+    recorder = Recorder()
+    mux = Mux(max_channels=4)
+    mux.on_remote_open = lambda protocol, id: mux.open(protocol, id, b"", recorder) and None
+    for remote_id in range(1, 1101):  # a corestore with 1,100 cores opens them all at once
+        mux.receive_frame(_remote_open(remote_id, f"core/{remote_id}"))
+    assert len(mux._remote) == 4
+    rejects = [c for c in _control(mux.take_frames()) if c[1] == 2]
+    assert rejects == [b"\x00\x02" + enc.encode_uint(i) for i in range(5, 1101)]
+    # a live channel closes: its slot is free for the next open, which may reuse a rejected id
+    mux.receive_frame(b"\x00\x03\x02")
+    mux.receive_frame(_remote_open(7, "core/again"))
+    assert len(mux._remote) == 4 and 7 in mux._remote
+    assert not [c for c in _control(mux.take_frames()) if c[1] == 2]
+
+
+def test_protomux_open_id_may_not_skip_ahead_or_reuse_a_live_id() -> None:
+    mux = Mux(on_remote_open=lambda protocol, id: None)
+    mux.open("live", None, b"", Recorder())
+    mux.receive_frame(_remote_open(1, "live"))
+    with pytest.raises(ChannelError, match="already open"):
+        mux.receive_frame(_remote_open(1, "live"))
+    with pytest.raises(ChannelError, match="skips ahead"):
+        mux.receive_frame(_remote_open(3, "other"))
+
+
+def test_protomux_open_for_a_channel_we_closed_is_answered_with_close() -> None:
+    """We closed before the remote's open came: our first close may have been ignored by a
+    JavaScript peer still pairing, so the answer is a close again, and only then is the id
+    free (no ghost channel on the remote, and no reuse of an id it still holds)."""
+    recorder = Recorder()
+    mux = Mux()
+    channel = mux.open("gone", None, b"", recorder)
+    channel.close()
+    assert _control(mux.take_frames()) == [
+        b"\x00\x01\x01\x04gone\x00",
+        b"\x00\x03\x01",
+    ]
+    assert mux.open("other", None, b"", recorder).local_id == 2  # 1 is not free yet
+    mux.receive_frame(_remote_open(1, "gone"))
+    assert _control(mux.take_frames())[-1] == b"\x00\x03\x01"
+    assert mux.open("third", None, b"", recorder).local_id == 1  # now it is
+    assert not mux._remote
 
 
 # -- hypercore/alpha ------------------------------------------------------------------------

@@ -123,7 +123,10 @@ class Mux:
         self.max_channels = max_channels
         self._local: list[Channel | None] = []
         self._free: list[int] = []
-        self._remote: list[_RemoteOpen | None] = []
+        # Remote channel id -> its open, for live channels only: an open we reject costs
+        # nothing, so a peer with thousands of cores (one open each) is answered, not ended.
+        self._remote: dict[int, _RemoteOpen] = {}
+        self._remote_peak = 0  # the highest remote id seen; a new id may pass it by one
         self._outgoing: dict[tuple[str, bytes | None], list[int]] = {}
         self._incoming: dict[tuple[str, bytes | None], list[int]] = {}
         # Outgoing: sealed frames, plus the frame being built. A lone message
@@ -161,7 +164,7 @@ class Mux:
             remote_id = waiting.pop(0)
             if not waiting:
                 del self._incoming[key]
-            slot = self._remote[remote_id - 1]
+            slot = self._remote[remote_id]
             assert slot is not None
             self._pair(channel, remote_id, slot)
         else:
@@ -287,8 +290,7 @@ class Mux:
         channel_id = frame[0]
         if 0 < channel_id <= 0xFC and len(frame) > 1 and frame[1] <= 0xFC:
             # the common case: a one-byte channel id and message type
-            remote = self._remote
-            slot = remote[channel_id - 1] if channel_id <= len(remote) else None
+            slot = self._remote.get(channel_id)
             if slot is not None and (channel := slot.channel) is not None:
                 channel.handler.channel_message(channel, frame[1], memoryview(frame)[2:])
             return
@@ -312,8 +314,7 @@ class Mux:
             elif message_type == CLOSE:
                 self._on_close(view, pos, end)
             return
-        remote = self._remote
-        slot = remote[channel_id - 1] if channel_id <= len(remote) else None
+        slot = self._remote.get(channel_id)
         if slot is None:
             return  # closed or unknown channel: ignored, as protomux does
         channel = slot.channel
@@ -337,7 +338,7 @@ class Mux:
                 if pos >= end:
                     raise DecodeError(f"batch item of {length} bytes is truncated at offset {pos}")
                 item_end = end
-            slot = remote[channel_id - 1] if 0 < channel_id <= len(remote) else None
+            slot = remote.get(channel_id)
             channel = slot.channel if slot is not None else None
             message_type = view[pos]
             if channel is not None and message_type <= 0xFC:
@@ -356,18 +357,14 @@ class Mux:
         if remote_id == 0:
             return  # protomux never pairs the control channel
         remote = self._remote
-        index = remote_id - 1
-        if remote_id > self.max_channels:
-            # Well-behaved peers reuse freed ids, so their ids never pass their peak of open channels.
+        if remote_id > self._remote_peak + 1 or remote_id in remote:
+            # as protomux: a new id may pass the highest seen by one; a live id is not reused
             raise ChannelError(
-                f"remote channel id {remote_id} exceeds the limit of {self.max_channels} channels"
+                f"invalid open: remote channel id {remote_id}"
+                f" ({'already open' if remote_id in remote else 'skips ahead'};"
+                f" highest seen {self._remote_peak})"
             )
-        if index == len(remote):
-            remote.append(None)
-        if index >= len(remote) or remote[index] is not None:
-            raise ChannelError(
-                f"invalid open: remote channel id {remote_id} (table size {len(remote)})"
-            )
+        self._remote_peak = max(self._remote_peak, remote_id)
         key = (protocol, id)
         slot = _RemoteOpen(protocol, id, handshake)
         waiting = self._outgoing.get(key)
@@ -377,16 +374,23 @@ class Mux:
                 del self._outgoing[key]
             channel = self._local[local_id - 1]
             if channel is None or channel.local_id != local_id:
-                self._free.append(local_id - 1)  # closed before the remote answered
+                # We closed it before the remote answered. Our close may have reached the
+                # remote before its channel paired (a JavaScript peer pairs asynchronously)
+                # and been ignored there: say it again, then free the id.
+                self._queue(0, CLOSE, _uint(local_id))
+                self._free.append(local_id - 1)
                 return
-            remote[index] = slot
+            remote[remote_id] = slot
             self._pair(channel, remote_id, slot)
             return
-        remote[index] = slot
+        if len(remote) >= self.max_channels:
+            self._queue(0, REJECT, _uint(remote_id))  # past the limit: answered, no state kept
+            return
+        remote[remote_id] = slot
         self._incoming.setdefault(key, []).append(remote_id)
         if self.on_remote_open is not None:
             self.on_remote_open(protocol, id)
-        if slot.channel is None and remote[index] is slot:
+        if slot.channel is None and remote.get(remote_id) is slot:
             self._reject(key, remote_id)
 
     def _pair(self, channel: Channel, remote_id: int, slot: _RemoteOpen) -> None:
@@ -402,7 +406,7 @@ class Mux:
             waiting.remove(remote_id)
             if not waiting:
                 del self._incoming[key]
-        self._remote[remote_id - 1] = None
+        del self._remote[remote_id]
         self._queue(0, REJECT, _uint(remote_id))
 
     def _on_reject(self, view: memoryview, pos: int, end: int) -> None:
@@ -423,9 +427,7 @@ class Mux:
 
     def _on_close(self, view: memoryview, pos: int, end: int) -> None:
         remote_id, pos = decode_uint(view, pos, end)
-        if remote_id == 0 or remote_id > len(self._remote):
-            return
-        slot = self._remote[remote_id - 1]
+        slot = self._remote.get(remote_id)
         if slot is not None and slot.channel is not None:
             self._close_channel(slot.channel, by_remote=True)
 
@@ -435,7 +437,7 @@ class Mux:
         channel.closed = True
         was_paired = channel.remote_id > 0
         if was_paired:
-            self._remote[channel.remote_id - 1] = None
+            self._remote.pop(channel.remote_id, None)
             channel.remote_id = 0
             self._free.append(channel.local_id - 1)
         if self._local[channel.local_id - 1] is channel:
