@@ -63,6 +63,12 @@ def test_string(value: str, hex_: str) -> None:
     assert enc.decode_string(H(hex_), 0) == (value, len(H(hex_)))
 
 
+@pytest.mark.parametrize(("raw", "decoded"), VECTORS["encoding"]["string_invalid_utf8"])
+def test_string_that_is_not_utf8_decodes_as_javascript_does(raw: str, decoded: str) -> None:
+    encoded = enc.encode_buffer(H(raw))
+    assert enc.decode_string(encoded, 0) == (decoded, len(encoded))
+
+
 @pytest.mark.parametrize(("value", "hex_"), VECTORS["encoding"]["buffer"])
 def test_buffer(value: str | None, hex_: str) -> None:
     if value is None:
@@ -517,6 +523,46 @@ def test_hypercore_channel_capability_and_compression() -> None:
         ("extension", "peersockets/chat", b"one"),
         ("extension", "peersockets/chat", b"two"),
         ("extension", "peersockets/other", b""),
+    ]
+
+
+def _paired_hypercore() -> tuple[Mux, Mux, Listener]:
+    """Two hypercore channels on two muxes, open both ways; returns (a's mux, b's mux, b's)."""
+    a_mux, b_mux = Mux(), Mux()
+    b_listener = Listener()
+    hc.HypercoreChannel(a_mux, bytes(32), bytes(64), True, Listener())
+    hc.HypercoreChannel(b_mux, bytes(32), bytes(64), False, b_listener)
+    for _ in range(2):
+        for frame in a_mux.take_frames():
+            b_mux.receive_frame(frame)
+        for frame in b_mux.take_frames():
+            a_mux.receive_frame(frame)
+    return a_mux, b_mux, b_listener
+
+
+def test_hypercore_request_is_answered_with_no_data_not_available() -> None:
+    """As hypercore answers a block it does not have: noData with reason NOT_AVAILABLE."""
+    a_mux, b_mux, _ = _paired_hypercore()
+    request = H(VECTORS["hypercore"]["request"][0]["hex"])
+    request_id = VECTORS["hypercore"]["request"][0]["fields"]["id"]
+    b_mux.receive_frame(b"\x01\x01" + request)  # a's channel is b's remote id 1
+    (frame,) = b_mux.take_frames()
+    no_data = next(c for c in VECTORS["hypercore"]["no_data"] if c["fields"]["reason"] == 1)
+    assert frame == b"\x01\x04" + hc.encode_no_data(request_id, hc.NOT_AVAILABLE)
+    assert hc.encode_no_data(7, hc.NOT_AVAILABLE).hex() == no_data["hex"]
+
+
+def test_hypercore_extension_name_not_utf8_is_decoded_not_fatal() -> None:
+    """A name with invalid UTF-8 is decoded with U+FFFD, as JavaScript does, and the channel
+    carries on (names are compared after decoding, so it matches what JavaScript matches)."""
+    _, b_mux, b_listener = _paired_hypercore()
+    b_mux.receive_frame(b"\x01\x09" + enc.encode_buffer(b"peersockets/\xff") + b"odd")
+    b_mux.receive_frame(b"\x01\x09\x00again")  # the repeated name
+    b_mux.receive_frame(b"\x01\x09" + enc.encode_string("peersockets/chat") + b"fine")
+    assert b_listener.events[1:] == [
+        ("extension", "peersockets/\ufffd", b"odd"),
+        ("extension", "peersockets/\ufffd", b"again"),
+        ("extension", "peersockets/chat", b"fine"),
     ]
 
 

@@ -103,12 +103,13 @@ def encode_string(value: str) -> bytes:
 
 
 def decode_string(buf: Buffer, pos: int, end: int | None = None) -> tuple[str, int]:
-    """Decode a length-prefixed UTF-8 string."""
+    """Decode a length-prefixed UTF-8 string; invalid bytes become U+FFFD, as in JavaScript.
+
+    compact-encoding decodes with Node's UTF-8 decoder, which never fails, so a name a
+    JavaScript peer would accept (and match or ignore) must not end our connection.
+    """
     raw, pos = decode_buffer(buf, pos, end)
-    try:
-        return raw.decode("utf-8"), pos
-    except UnicodeDecodeError as exc:
-        raise DecodeError(f"string is not valid UTF-8: {raw[:32]!r}") from exc
+    return raw.decode("utf-8", "replace"), pos
 
 
 def decode_fixed32(buf: Buffer, pos: int, end: int | None = None) -> tuple[bytes, int]:

@@ -110,8 +110,12 @@ def decode_request_id(data: Buffer) -> int:
     return request_id
 
 
-def encode_no_data(request_id: int, reason: int = 0) -> bytes:
-    """noData: the answer to a request this peer cannot serve."""
+NOT_AVAILABLE = 1
+"""noData's reason when the block is not here: what hypercore answers for a block it lacks."""
+
+
+def encode_no_data(request_id: int, reason: int = NOT_AVAILABLE) -> bytes:
+    """noData: the answer to a request this peer cannot serve (reason 0 means none given)."""
     if reason:
         return encode_uint(request_id) + b"\x01" + encode_uint(reason)
     return encode_uint(request_id) + b"\x00"
@@ -214,7 +218,9 @@ class HypercoreChannel:
             self.listener.peer_extension(self, name, message)
         elif message_type == MessageType.REQUEST:
             request_id = decode_request_id(payload)
-            channel.mux.send(channel, MessageType.NO_DATA, encode_no_data(request_id))
+            channel.mux.send(
+                channel, MessageType.NO_DATA, encode_no_data(request_id, NOT_AVAILABLE)
+            )
         elif message_type == MessageType.SYNC:
             self.remote_sync = Sync.decode(payload)
 

@@ -77,12 +77,19 @@ function encoding() {
   const uints = [0, 1, 252, 253, 254, 255, 256, 65535, 65536, 4294967295, 4294967296, 9007199254740991]
   const strings = ['', 'hypercore/alpha', 'héllo ✓']
   const buffers = [null, b4a.alloc(0), b4a.from([0x2a]), seq(300)]
+  // not valid UTF-8: a lone continuation byte, a truncated sequence, an overlong form,
+  // a surrogate, a byte never valid, and a sequence cut short at the end
+  const invalidUtf8 = ['70732f80', '70732fe282', 'c0af41', 'eda080', '61ff62', '61f09f98']
   return {
     notes:
       'c.buffer throws on null in compact-encoding 3.5.2, so the null entry of "buffer" is c.optionalBuffer (an absent buffer is 00; ' +
       'an empty buffer also encodes as 00 and c.optionalBuffer decodes a zero length as null).',
     uint: uints.map((v) => [v, hex(c.encode(c.uint, v))]),
     string: strings.map((s) => [s, hex(c.encode(c.string, s))]),
+    string_invalid_utf8: invalidUtf8.map((h) => {
+      const bytes = b4a.from(h, 'hex')
+      return [h, c.decode(c.string, c.encode(c.buffer, bytes))]
+    }),
     buffer: buffers.map((b) => [hex(b), hex(b === null ? c.encode(c.optionalBuffer, b) : c.encode(c.buffer, b))]),
     optional_buffer: buffers.map((b) => [hex(b), hex(c.encode(c.optionalBuffer, b))]),
     fixed32: [[hex(seq(32, 0xe0)), hex(c.encode(c.fixed32, seq(32, 0xe0)))]],
@@ -839,6 +846,7 @@ async function hypercore() {
     cancel: [{ fields: { request: 5 }, hex: enc(w.cancel, { request: 5 }) }],
     no_data: [
       { fields: { request: 1, reason: 0 }, hex: enc(w.noData, { request: 1 }) },
+      { fields: { request: 7, reason: 1 }, hex: enc(w.noData, { request: 7, reason: 1 }) },
       { fields: { request: 300, reason: 2 }, hex: enc(w.noData, { request: 300, reason: 2 }) }
     ],
     no_data_note:
