@@ -542,7 +542,7 @@ def _paired_hypercore() -> tuple[Mux, Mux, Listener]:
 
 def test_hypercore_request_is_answered_with_no_data_not_available() -> None:
     """As hypercore answers a block it does not have: noData with reason NOT_AVAILABLE."""
-    a_mux, b_mux, _ = _paired_hypercore()
+    _, b_mux, _ = _paired_hypercore()
     request = H(VECTORS["hypercore"]["request"][0]["hex"])
     request_id = VECTORS["hypercore"]["request"][0]["fields"]["id"]
     b_mux.receive_frame(b"\x01\x01" + request)  # a's channel is b's remote id 1

@@ -107,6 +107,58 @@ async def _fifteen_seconds_of_silence(
     assert (await next_of(chat)).message == b"me too"  # type: ignore[attr-defined]
 
 
+EXTRA_CORES = 1100
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("drive_channel", ["first", "last"])
+async def test_javascript_store_with_more_cores_than_the_channel_limit(
+    js: StartPeer, tmp_path: Path, drive_channel: str
+) -> None:
+    # A corestore opens one channel per open core as soon as the stream opens (ids 1..1102
+    # here, in the order the cores were opened), before any of our rejects can come back:
+    # remote channel ids past the 1024-channel limit must not end the connection, and the
+    # drive's channel pairs whether its id is 1 or 1101.
+    args = ["--extra-cores", str(EXTRA_CORES)]
+    if drive_channel == "last":
+        args.append("--extra-cores-first")
+    async with js_owner(js, tmp_path, *args) as (peer, info), Swarm() as swarm:
+        assert info["extra_cores"] == EXTRA_CORES
+        conn = await swarm.connect("127.0.0.1", info["port"])
+        ps = Peersockets(swarm, info["key"])
+        events = ps.watch()
+        chat = ps.join("chat")
+        connected = await peer.expect("connection")
+        assert connected["channels"] > EXTRA_CORES  # the extra cores' channels and the drive's
+        try:
+            join = await next_of(events)
+        except TimeoutError:
+            join = None
+        assert join is not None, f"the drive's peer never joined: {conn.error!r}"
+        assert isinstance(join, PeerEvent) and join.type == "join"
+        assert join.public_key.hex() == info["public_key"]
+        added = await peer.expect("peer-add")
+        assert added["remote_public_key"] == swarm.public_key.hex()
+        assert not conn.is_closed, f"the connection ended: {conn.error!r}"
+
+        for i in range(3):
+            await chat.send(join.peer_id, pattern(300, i))
+        for i in range(3):
+            got = await peer.expect("ext", topic="chat")
+            assert got["length"] == 300 and got["from"] == swarm.public_key.hex()
+            assert got["sha256"] == hashlib.sha256(pattern(300, i)).hexdigest()
+        await peer.send({"cmd": "send", "topic": "chat", "size": 1000, "seed": 7, "count": 3})
+        for j in range(3):
+            msg = await next_of(chat)
+            assert msg.message == pattern(1000, 7 + j) and msg.peer_id == join.peer_id  # type: ignore[attr-defined]
+
+        assert not conn.is_closed and ps.peers == [join.peer_id]
+        await ps.close()
+        await peer.expect("peer-remove")
+        assert await next_of(events) == PeerEvent("leave", join.peer_id, join.public_key)
+    assert not peer.seen("stream-error")
+
+
 async def test_wrong_key_gets_no_channel_and_nobody_crashes(js: StartPeer, tmp_path: Path) -> None:
     async with js_owner(js, tmp_path) as (peer, info), Swarm() as swarm:
         conn = await swarm.connect("127.0.0.1", info["port"])

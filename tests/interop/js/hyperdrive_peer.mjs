@@ -2,10 +2,14 @@
 // ("peersockets/<topic>") with the peers of its drive, over loopback TCP.
 //
 //   node hyperdrive_peer.mjs --storage DIR [--key HEX32] [--listen] [--connect PORT]...
-//        [--seed HEX32] [--topic NAME]... [--echo] [--print-text]
+//        [--seed HEX32] [--topic NAME]... [--echo] [--print-text] [--extra-cores N [--extra-cores-first]]
 //
 // Without --key: Corestore(DIR), Hyperdrive(store), ready, put /hello.txt (the owner).
 // With --key: a read-only Hyperdrive(store, key) (a second peer of that drive).
+// --extra-cores N: then open N more hypercores in the same store (store.get({ name: 'extra-<i>' }),
+// ready, sessions kept open), before any connection, so corestore opens a channel for each of
+// them on every replication stream as soon as it opens, after the drive's (its cores are opened
+// first), or before them with --extra-cores-first (the extra cores are opened before the drive).
 // Every connection: const s = store.replicate(isInitiator, { keyPair }); s.pipe(socket).pipe(s)
 // where keyPair is this process's static key pair (from --seed, else random), so
 // "public_key" is known up front. --listen accepts any number of connections;
@@ -14,9 +18,10 @@
 // for every --topic (default: chat).
 //
 // Events (stdout, one JSON object per line):
-//   {"event":"ready","key":hex32,"discovery_key":hex32,"public_key":hex32,"writable":bool,"version":N,"topics":[str]}
+//   {"event":"ready","key":hex32,"discovery_key":hex32,"public_key":hex32,"writable":bool,"version":N,"topics":[str],"extra_cores":N}
 //   {"event":"listening","port":N}
-//   {"event":"connection","remote_public_key":hex32,"initiator":bool,"handshake_hash":hex64}   handshake done
+//   {"event":"connection","remote_public_key":hex32,"initiator":bool,"handshake_hash":hex64,"channels":N}   handshake done;
+//        channels: protomux channels this side has opened on the stream by then (one per replicated core)
 //   {"event":"stream-error","message":str,"remote_public_key":hex32|null}
 //   {"event":"stream-close","remote_public_key":hex32|null}
 //   {"event":"peer-add","remote_public_key":hex32}        hypercore/alpha channel open on drive.core
@@ -65,17 +70,30 @@ const args = parseArgs({
   seed: 'string',
   topic: 'list',
   echo: 'flag',
-  'print-text': 'flag'
+  'print-text': 'flag',
+  'extra-cores': 'string',
+  'extra-cores-first': 'flag'
 })
 if (!args.storage) throw new Error('--storage DIR is required')
 const topics = args.topic.length ? args.topic : ['chat']
 const keyPair = crypto.keyPair(args.seed ? fromHex(args.seed, '--seed', 32) : undefined)
 const driveKey = args.key ? fromHex(args.key, '--key', 32) : null
+const extraCores = args['extra-cores'] === null ? 0 : Number(args['extra-cores'])
+if (!Number.isInteger(extraCores) || extraCores < 0) throw new Error(`bad --extra-cores ${args['extra-cores']}`)
 
 const store = new Corestore(args.storage)
+// kept open: corestore replicates the cores it holds in the order they were opened,
+// and only while they have an open session
+const extras = []
+async function openExtraCores() {
+  for (let i = 0; i < extraCores; i++) extras.push(store.get({ name: 'extra-' + i }))
+  await Promise.all(extras.map((core) => core.ready()))
+}
+if (args['extra-cores-first']) await openExtraCores()
 const drive = driveKey ? new Hyperdrive(store, driveKey) : new Hyperdrive(store)
 await drive.ready()
 if (!driveKey) await drive.put('/hello.txt', Buffer.from('hello from hyperdrive_peer.mjs\n'))
+if (!args['extra-cores-first']) await openExtraCores()
 
 const utf8 = new TextDecoder('utf-8', { fatal: true })
 const extensions = new Map()
@@ -106,7 +124,8 @@ emit({
   public_key: hex(keyPair.publicKey),
   writable: drive.writable,
   version: drive.version,
-  topics
+  topics,
+  extra_cores: extras.length
 })
 
 const sockets = new Set()
@@ -127,7 +146,8 @@ function replicate(socket, isInitiator) {
       event: 'connection',
       remote_public_key: hex(noise.remotePublicKey),
       initiator: noise.isInitiator,
-      handshake_hash: hex(noise.handshakeHash)
+      handshake_hash: hex(noise.handshakeHash),
+      channels: [...noise.userData].length
     })
   })
   s.on('error', (err) => {
