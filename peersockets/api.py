@@ -91,7 +91,7 @@ class _Inbox(Generic[T]):
         self._bytes += self._size_of(item)
         if len(items) > self._max_items or (self._bytes > self._max_bytes and len(items) > 1):
             if self._overflow == "pause" and source is not None:
-                if source not in self._holding and not source.is_closed:
+                if source not in self._holding and not source.has_ended:
                     self._holding.add(source)
                     source.hold_reading(self)
             else:
@@ -157,12 +157,21 @@ class _Peer:
 
 
 class _DriveLink:
-    """The drive's hypercore channel on one connection (a HypercoreListener)."""
+    """The drive's hypercore channel on one connection (a HypercoreListener).
+
+    While the swarm replaces a peer's connection, the peer has two links. Messages
+    on the newer one are held until the older one has ended (its data read to the
+    end), so a peer's messages arrive in send order across the swap. What is held
+    is bounded like a Topic queue: past it, reading from that connection pauses.
+    """
 
     def __init__(self, owner: Peersockets, conn: Connection) -> None:
         self.owner = owner
         self.conn = conn
         self.peer: _Peer | None = None
+        self.held: deque[tuple[str, bytes]] | None = None
+        self._held_bytes = 0
+        self._holding_reading = False
         self._last_name: str | None = None
         self._last_topic: str | None = None
         self.channel = HypercoreChannel(
@@ -178,11 +187,17 @@ class _DriveLink:
             prefixed = name.startswith(EXTENSION_PREFIX)
             self._last_topic = name[len(EXTENSION_PREFIX) :] if prefixed else None
         topic = self._last_topic
-        peer = self.peer
-        if topic is None or peer is None:
+        if topic is None or self.peer is None:
             return
+        if self.held is not None:
+            self._hold(topic, message)
+            return
+        self._deliver(topic, message)
+
+    def _deliver(self, topic: str, message: bytes) -> None:
+        peer = self.peer
         instances = self.owner._topics.get(topic)
-        if not instances:
+        if not instances or peer is None:
             return  # nobody joined this topic here: discarded, as Beaker did
         event = _new_message(TopicMessage, (peer.peer_id, message, peer.public_key))
         if len(instances) == 1:
@@ -207,6 +222,28 @@ class _DriveLink:
 
     def peer_closed(self, channel: HypercoreChannel, by_remote: bool) -> None:
         self.owner._link_closed(self)
+
+    def _hold(self, topic: str, message: bytes) -> None:
+        held = self.held
+        assert held is not None
+        held.append((topic, message))
+        self._held_bytes += len(message) + 64
+        owner = self.owner
+        over = len(held) > owner.max_queue_messages or self._held_bytes > owner.max_queue_bytes
+        if over and not self._holding_reading:
+            self._holding_reading = True
+            self.conn.hold_reading(self)
+
+    def release(self) -> None:
+        """Deliver what was held, in order, and deliver at once from now on."""
+        held, self.held = self.held, None
+        self._held_bytes = 0
+        if held:
+            for topic, message in held:
+                self._deliver(topic, message)
+        if self._holding_reading:
+            self._holding_reading = False
+            self.conn.release_reading(self)
 
 
 MessageCallback = Callable[[TopicMessage], "Awaitable[None] | None"]
@@ -336,24 +373,26 @@ class Peersockets:
             link.peer = peer
             self._emit(PeerEvent("join", peer.peer_id, key))
         else:
+            if peer.channels:
+                link.held = deque()  # a second connection: in order after the first has ended
             peer.channels.append(link)
             link.peer = peer
 
     def _link_closed(self, link: _DriveLink) -> None:
         if self._links.get(link.conn) is link:
             del self._links[link.conn]
+        link.release()  # a newer link that ends first: what it carried is still delivered
         peer = (
             self._peers.get(link.conn.remote_public_key) if link.conn.stream.established else None
         )
         if peer is None:
             return
-        if link not in peer.channels:
-            if not peer.channels and not self._opening_to(peer.public_key):
-                self._remove_peer(peer)  # the channel that kept the peer waiting was rejected
-            return
-        peer.channels.remove(link)
+        if link in peer.channels:
+            peer.channels.remove(link)
+            if peer.channels and peer.channels[0].held is not None:
+                peer.channels[0].release()  # the oldest link now: its turn to deliver
         if not peer.channels and not self._opening_to(peer.public_key):
-            self._remove_peer(peer)
+            self._remove_peer(peer)  # (or the channel that kept the peer waiting was rejected)
 
     def _remove_peer(self, peer: _Peer) -> None:
         del self._peers[peer.public_key]
@@ -372,6 +411,30 @@ class Peersockets:
             and link.conn.remote_public_key == public_key
             for link in self._links.values()
         )
+
+    def _sending_link(self, peer_id: int) -> _DriveLink:
+        """The link to send to ``peer_id`` on: its newest connection that is not closing.
+
+        While the swarm replaces the peer's connection, that is the new connection,
+        even before its drive channel has paired: messages queued there go after
+        the channel's open, so none is lost and the peer stays reachable.
+        """
+        peer = self._by_id.get(peer_id)
+        if peer is not None:
+            for link in reversed(peer.channels):
+                if not link.conn.is_closed:
+                    return link
+            for link in self._links.values():
+                if (
+                    not link.conn.is_closed
+                    and not link.channel.channel.closed
+                    and link.conn.remote_public_key == peer.public_key
+                ):
+                    return link
+            raise PeerNotFound(f"peer {peer_id} is leaving: its connection is closing")
+        if type(peer_id) is not int:
+            raise TypeError(f"peer_id must be an int, got {type(peer_id).__name__}")
+        raise PeerNotFound(f"no live peer with id {peer_id} on {self!r}")
 
     def _emit(self, event: PeerEvent) -> None:
         for watcher in list(self._watchers):
@@ -478,15 +541,30 @@ class Topic(_Receiver[TopicMessage]):
     async def send(self, peer_id: int, message: bytes | bytearray | memoryview) -> None:
         """Send ``message`` to ``peer_id``; waits only for flow control.
 
-        Raises TypeError (message not bytes-like), PeerNotFound, MessageTooLarge
-        or TopicClosed.
+        While the connection's write buffer is full, senders wait in line and
+        each writes one message per turn. Raises TypeError (message not
+        bytes-like), PeerNotFound, MessageTooLarge or TopicClosed.
         """
-        conn = self._queue(peer_id, message)
-        if conn._write_paused or conn._lost or conn._drain_waiters:
+        message = self._checked(message)
+        owner = self._owner
+        while True:
+            link = owner._sending_link(peer_id)
+            conn = link.conn
+            if conn.can_send_now:
+                link.channel.send_extension(self._extension, message)
+                return
             try:
                 await conn.drain()
-            except ConnectionClosed as exc:
-                raise PeerNotFound(f"peer {peer_id} left before the message could be sent") from exc
+            except ConnectionClosed:
+                continue  # closing while we waited: the peer's next connection, if any
+            try:
+                if self._inbox.closed:
+                    raise TopicClosed(f"topic {self.name!r} is closed")
+                if owner._sending_link(peer_id) is link:
+                    link.channel.send_extension(self._extension, message)
+                    return
+            finally:
+                conn.end_turn()
 
     def send_nowait(self, peer_id: int, message: bytes | bytearray | memoryview) -> None:
         """Queue ``message`` for ``peer_id`` without waiting for flow control.
@@ -496,9 +574,10 @@ class Topic(_Receiver[TopicMessage]):
         or unsent bytes pile up until ``max_write_buffer`` ends the connection.
         Raises what send() raises.
         """
-        self._queue(peer_id, message)
+        message = self._checked(message)
+        self._owner._sending_link(peer_id).channel.send_extension(self._extension, message)
 
-    def _queue(self, peer_id: int, message: bytes | bytearray | memoryview) -> Connection:
+    def _checked(self, message: bytes | bytearray | memoryview) -> bytes:
         if self._inbox.closed:
             raise TopicClosed(f"topic {self.name!r} is closed")
         if type(message) is not bytes:
@@ -512,14 +591,7 @@ class Topic(_Receiver[TopicMessage]):
                 f"message of {len(message)} bytes exceeds the limit of"
                 f" {self.max_message_size} bytes for topic {self.name!r}"
             )
-        peer = self._owner._by_id.get(peer_id)
-        if peer is None or not peer.channels:
-            if type(peer_id) is not int:
-                raise TypeError(f"peer_id must be an int, got {type(peer_id).__name__}")
-            raise PeerNotFound(f"no live peer with id {peer_id} on {self._owner!r}")
-        link = peer.channels[-1]
-        link.channel.send_extension(self._extension, message)
-        return link.conn
+        return message
 
     def on_message(self, callback: MessageCallback) -> None:
         """Call ``callback(TopicMessage)`` for each message, in order; it may be sync or async.

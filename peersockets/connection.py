@@ -1,9 +1,18 @@
 """One secure, multiplexed connection: secret-stream and protomux driven by asyncio.
 
 ``Connection`` is an ``asyncio.Protocol``, so it runs over a TCP transport or
-an in-memory pipe alike (and on uvloop). A message after a quiet spell is
-written at once; a burst queued in one loop iteration goes out as one
-protomux batch in one encrypted frame.
+an in-memory pipe alike (and on uvloop).
+
+Flushing is explicit corking, as protomux does it: while the mux is corked,
+messages pile up into one batch; uncorking writes it as one encrypted frame.
+A message queued on an idle, uncorked connection is written at once, and the
+mux stays corked until the loop turn ends, so the rest of a burst goes as one
+frame. Everything the remote makes us send while one read is processed
+(replies, rejects) goes as one frame when the read is done.
+
+Closing is graceful: ``close()`` writes what is queued, ends our side
+(half-close) and keeps reading until the remote ends its side, so nothing
+either side sent before the close is lost; ``close_timeout`` bounds the wait.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_KEEPALIVE = 5.0
 DEFAULT_MAX_CHANNELS = 1024
 DEFAULT_MAX_WRITE_BUFFER = 64 * 1024 * 1024
+DEFAULT_CLOSE_TIMEOUT = 5.0
 
 ConnectionHook = Callable[["Connection"], None]
 PairHook = Callable[["Connection", str, bytes | None], None]
@@ -48,6 +58,7 @@ class Connection(asyncio.Protocol):
         max_frame_size: int = MAX_FRAME,
         max_channels: int = DEFAULT_MAX_CHANNELS,
         max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         ephemeral: KeyPair | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
@@ -58,13 +69,14 @@ class Connection(asyncio.Protocol):
         )
         self.mux = Mux(
             on_remote_open=self._remote_open,
-            on_output=self._schedule_flush,
+            on_output=self._on_output,
             on_full=self.flush,
             max_channels=max_channels,
         )
         self.handshake_timeout = handshake_timeout
         self.keepalive = keepalive
         self.max_write_buffer = max_write_buffer
+        self.close_timeout = close_timeout
         self.refusal: ProtocolError | None = None
         """When set before the transport connects, the connection is ended at once with it."""
         self.error: BaseException | None = None
@@ -76,14 +88,14 @@ class Connection(asyncio.Protocol):
         self.pair_hooks: list[PairHook] = []
         self.message_handler: Callable[[bytearray], None] | None = None
         """When set, decrypted messages go here instead of to the mux (raw secret-stream use)."""
-        self._flush_scheduled = False
-        self._just_flushed = False  # an immediate flush happened since the loop last came round
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._last_write = self._loop.time()
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._keepalive_timer: asyncio.TimerHandle | None = None
-        self._lost = False
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._closing = False  # close() or abort() was called, or the remote ended its side
+        self._lost = False  # the transport is gone
         self._holders: set[object] = set()
 
     # -- public -------------------------------------------------------------------
@@ -100,8 +112,18 @@ class Connection(asyncio.Protocol):
 
     @property
     def is_closed(self) -> bool:
-        """Whether the connection has ended."""
+        """Whether the connection is closing or closed: nothing more can be sent on it."""
+        return self._closing
+
+    @property
+    def has_ended(self) -> bool:
+        """Whether the transport is gone (after a close, once the remote ended its side too)."""
         return self._lost
+
+    @property
+    def can_send_now(self) -> bool:
+        """Whether a sender may queue a message without waiting: open, writable, nobody in line."""
+        return not (self._write_paused or self._closing or self._drain_waiters)
 
     async def wait_established(self) -> None:
         """Wait for the handshake; raises the error that ended the connection if it failed."""
@@ -113,46 +135,90 @@ class Connection(asyncio.Protocol):
         return self.error
 
     def close(self) -> None:
-        """Flush what is queued, then close the transport."""
-        if self._lost or self.transport is None:
+        """Write what is queued, end our side, and read until the remote ends its side.
+
+        Senders waiting for flow control are woken with ConnectionClosed so they can
+        go elsewhere. A remote that does not end its side within close_timeout is
+        aborted.
+        """
+        if self._closing or self._lost:
             return
-        if self.stream.established:
-            self.flush()
-        self.transport.close()
+        self.flush()
+        self._closing = True
+        self._wake_drainers(ConnectionClosed(f"connection to {self._peer_name()} is closing"))
+        transport = self.transport
+        if transport is None:
+            return  # connection_made ends it
+        if not self.stream.established or not transport.can_write_eof():
+            transport.close()
+            return
+        try:
+            transport.write_eof()
+        except OSError as exc:  # the remote reset the connection meanwhile
+            self.abort(exc)
+            return
+        if self.close_timeout > 0:
+            self._close_timer = self._loop.call_later(self.close_timeout, self._close_timed_out)
 
     def abort(self, error: BaseException | None = None) -> None:
         """End the connection at once, recording ``error`` as the reason."""
         if error is not None and self.error is None:
             self.error = error
+        self._closing = True
         if self.transport is not None and not self._lost:
             self.transport.abort()
 
     async def drain(self) -> None:
-        """Wait while the transport's write buffer is over its high-water mark.
+        """Wait for this caller's turn to write; returns at once if it may write now.
 
-        Waiters form a line: while several tasks send on one connection, each
-        gets a turn of one message, so no sender starves the others.
+        Waiters form a line: while several tasks send on one connection, each gets
+        a turn of one message, so no sender starves the others. A caller that was
+        let through writes its message, then calls end_turn() to let the next one
+        go. Raises ConnectionClosed if the connection closes meanwhile.
         """
-        if self._lost:
+        if self._closing:
             raise ConnectionClosed(f"connection to {self._peer_name()} is closed")
         if not self._write_paused and not self._drain_waiters:
             return
+        waiters = self._drain_waiters
         waiter: asyncio.Future[None] = self._loop.create_future()
-        self._drain_waiters.append(waiter)
+        waiters.append(waiter)
         if not self._write_paused:
-            self._wake_next_drainer()
+            self.end_turn()
         try:
-            await waiter
+            while True:
+                await waiter
+                if self._closing:
+                    raise ConnectionClosed(f"connection to {self._peer_name()} is closed")
+                if not self._write_paused:
+                    return
+                # paused again before our turn came: wait again, first in line
+                waiter = self._loop.create_future()
+                waiters.insert(0, waiter)
         finally:
-            if waiter in self._drain_waiters:
-                self._drain_waiters.remove(waiter)
+            if waiter in waiters:
+                waiters.remove(waiter)
+                self.end_turn()  # cancelled while waiting: a turn given to us is passed on
+
+    def end_turn(self) -> None:
+        """Let the next sender in line write, if the transport takes more now."""
+        if self._write_paused:
+            return
+        waiters = self._drain_waiters
+        while waiters:
+            waiter = waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     def flush(self) -> None:
-        """Encrypt and write everything queued on the mux now."""
+        """Encrypt and write everything queued on the mux now (dropped once closing)."""
         transport = self.transport
         if transport is None or self._lost or not self.stream.established:
             return
         frames = self.mux.take_frames()
+        if self._closing:
+            return  # our side has ended: replies owed to a closing remote go nowhere
         if not frames:
             return
         encrypt = self.stream.encrypt
@@ -191,7 +257,7 @@ class Connection(asyncio.Protocol):
 
     def send_raw(self, message: bytes) -> None:
         """Encrypt and write one secret-stream message now, after anything queued on the mux."""
-        if self._lost or self.transport is None:
+        if self._closing or self.transport is None:
             raise ConnectionClosed(f"connection to {self._peer_name()} is closed")
         self.flush()
         self.transport.write(self.stream.encrypt(message))
@@ -206,6 +272,9 @@ class Connection(asyncio.Protocol):
         if self.refusal is not None:
             self.abort(self.refusal)
             return
+        if self._closing:
+            self.abort()  # closed before it connected
+            return
         if self.handshake_timeout > 0:
             self._handshake_timer = self._loop.call_later(
                 self.handshake_timeout, self._handshake_timed_out
@@ -215,7 +284,8 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._lost:
             return
-        self._just_flushed = False  # a new loop turn: the next reply may go out at once
+        mux = self.mux
+        mux.cork()  # what this read makes us send goes as one frame
         try:
             stream = self.stream
             if stream.phase is Phase.TRANSPORT:
@@ -238,24 +308,32 @@ class Connection(asyncio.Protocol):
         except Exception as exc:  # a bug in a handler must not leave the connection half-alive
             log.exception("unexpected error on connection to %s", self._peer_name())
             self.abort(exc)
+        finally:
+            mux.uncork()
 
     def eof_received(self) -> bool | None:
-        return None  # close our side too
+        # The remote ended its side: write what is queued, then asyncio closes ours.
+        if not self._closing:
+            self.flush()
+            self._closing = True
+            self._wake_drainers(ConnectionClosed(f"{self._peer_name()} closed the connection"))
+        return None
 
     def pause_writing(self) -> None:
         self._write_paused = True
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        self._wake_next_drainer()
+        self.end_turn()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._lost:
             return
         self._lost = True
+        self._closing = True
         if self.error is None and exc is not None:
             self.error = exc
-        for timer in (self._handshake_timer, self._keepalive_timer):
+        for timer in (self._handshake_timer, self._keepalive_timer, self._close_timer):
             if timer is not None:
                 timer.cancel()
         closed = ConnectionClosed(f"connection to {self._peer_name()} closed")
@@ -297,27 +375,15 @@ class Connection(asyncio.Protocol):
         for hook in self.pair_hooks:
             hook(self, protocol, id)
 
-    def _schedule_flush(self) -> None:
-        """Something was queued on an empty mux.
+    def _on_output(self) -> None:
+        """The uncorked mux has something to send: write it now, then cork until the turn ends.
 
-        A message after a quiet spell goes out at once (low latency, no extra
-        loop turn); messages that follow before the loop comes round again are
-        batched by one flush scheduled for the end of the turn (one frame, one
-        encryption for a burst).
+        So a lone message goes at once, and whatever else this loop turn queues
+        goes as one batch in one frame when the turn ends.
         """
-        if self._flush_scheduled:
-            return
-        if not self._just_flushed:
-            self._just_flushed = True
-            self.flush()
-            return
-        self._flush_scheduled = True
-        self._loop.call_soon(self._scheduled_flush)
-
-    def _scheduled_flush(self) -> None:
-        self._flush_scheduled = False
-        self._just_flushed = False
         self.flush()
+        self.mux.cork()
+        self._loop.call_soon(self.mux.uncork)
 
     def _write_raw(self, data: bytes) -> None:
         if data and self.transport is not None and not self._lost:
@@ -325,7 +391,7 @@ class Connection(asyncio.Protocol):
             self._last_write = self._loop.time()
 
     def _keepalive_tick(self) -> None:
-        if self._lost or self.transport is None:
+        if self._closing or self.transport is None:
             return
         now = self._loop.time()
         due = self._last_write + self.keepalive
@@ -345,13 +411,14 @@ class Connection(asyncio.Protocol):
                 )
             )
 
-    def _wake_next_drainer(self) -> None:
-        waiters = self._drain_waiters
-        while waiters:
-            waiter = waiters.pop(0)
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+    def _close_timed_out(self) -> None:
+        self._close_timer = None
+        self.abort(
+            ConnectionClosed(
+                f"{self._peer_name()} did not end its side within {self.close_timeout:g} s"
+                " of our close"
+            )
+        )
 
     def _wake_drainers(self, exc: BaseException | None) -> None:
         waiters, self._drain_waiters = self._drain_waiters, []

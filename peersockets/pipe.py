@@ -27,6 +27,7 @@ class PipeTransport(asyncio.Transport):
         self._reading_paused = False
         self._writing_paused = False
         self._closing = False
+        self._eof_sent = False
         self._lost = False
         self._delivery_scheduled = False
 
@@ -60,7 +61,7 @@ class PipeTransport(asyncio.Transport):
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         peer = self._peer
-        if self._closing or self._lost or peer is None or peer._lost:
+        if self._closing or self._eof_sent or self._lost or peer is None or peer._lost:
             return
         chunk = bytes(data)
         if not chunk:
@@ -77,19 +78,25 @@ class PipeTransport(asyncio.Transport):
             self.write(data)
 
     def can_write_eof(self) -> bool:
-        return False
+        return True
 
-    def close(self) -> None:
-        """Close after the peer has received everything already written."""
-        if self._closing or self._lost:
+    def write_eof(self) -> None:
+        """End our side after what is already written; we keep reading (a half-close)."""
+        if self._eof_sent or self._lost:
             return
-        self._closing = True
+        self._eof_sent = True
         peer = self._peer
         if peer is not None and not peer._lost:
             peer._inbox.append(b"")  # end-of-stream marker, delivered in order
             peer._schedule_delivery()
-        else:
-            self._lose(None)
+
+    def close(self) -> None:
+        """End our side after what is already written and stop reading (as a socket does)."""
+        if self._closing or self._lost:
+            return
+        self.write_eof()
+        self._closing = True
+        self._lose(None)
 
     def abort(self) -> None:
         """Drop the connection at once, on both ends."""
@@ -109,10 +116,10 @@ class PipeTransport(asyncio.Transport):
         peer = self._peer
         while self._inbox and not self._reading_paused and not self._lost:
             chunk = self._inbox.popleft()
-            if not chunk:
-                self._lose(None)
-                if peer is not None:
-                    peer._lose(None)
+            if not chunk:  # the peer ended its side
+                keep_open = self._protocol.eof_received()  # type: ignore[attr-defined]
+                if not keep_open:
+                    self.close()
                 return
             if peer is not None:
                 peer._written_received(len(chunk))

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from .connection import (
+    DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_KEEPALIVE,
     DEFAULT_MAX_CHANNELS,
@@ -53,6 +54,7 @@ class Swarm:
         max_channels: int = DEFAULT_MAX_CHANNELS,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         discovery: Discovery | None = None,
     ) -> None:
         """Options, each a limit against misbehaving peers:
@@ -69,6 +71,9 @@ class Swarm:
           not) this swarm holds at once; further incoming ones are refused (4096).
         - max_write_buffer: unsent bytes a connection may pile up because the
           remote does not read before it is ended with PeerNotReading (64 MiB).
+        - close_timeout: seconds a closing connection keeps reading until the
+          remote ends its side too (so nothing it sent is lost) before it is
+          aborted (default 5; 0 waits as long as the remote takes).
         """
         if not 0 < max_frame_size <= MAX_FRAME:
             raise ValueError(f"max_frame_size must be in 1..{MAX_FRAME}, got {max_frame_size}")
@@ -82,6 +87,8 @@ class Swarm:
             raise ValueError(f"max_connections must be >= 1, got {max_connections}")
         if max_write_buffer < 1:
             raise ValueError(f"max_write_buffer must be >= 1, got {max_write_buffer}")
+        if close_timeout < 0:
+            raise ValueError(f"close_timeout must be >= 0, got {close_timeout}")
         self.key_pair = key_pair if key_pair is not None else KeyPair.generate()
         self.handshake_timeout = handshake_timeout
         self.keepalive = keepalive
@@ -89,6 +96,7 @@ class Swarm:
         self.max_channels = max_channels
         self.max_connections = max_connections
         self.max_write_buffer = max_write_buffer
+        self.close_timeout = close_timeout
         self.discovery: list[Discovery] = [discovery] if discovery is not None else []
         self.topics: set[bytes] = set()
         self._connections: dict[bytes, Connection] = {}
@@ -136,6 +144,7 @@ class Swarm:
             max_frame_size=self.max_frame_size,
             max_channels=self.max_channels,
             max_write_buffer=self.max_write_buffer,
+            close_timeout=self.close_timeout,
         )
         if not initiator and len(self._all) >= self.max_connections:
             conn.refusal = TooManyConnections(
@@ -241,7 +250,7 @@ class Swarm:
         if waits:
             _done, pending = await asyncio.wait(waits, timeout=timeout)
             for conn in conns:
-                if not conn.is_closed:
+                if not conn.has_ended:
                     conn.abort()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)

@@ -18,8 +18,9 @@ from conftest import next_of, wait_until
 
 from peersockets import Peersockets, Swarm, Topic
 from peersockets.connection import Connection
-from peersockets.wire.crypto import KeyPair
+from peersockets.wire.crypto import KeyPair, capability, discovery_key
 from peersockets.wire.encoding import encode_optional_buffer, encode_string, encode_uint
+from peersockets.wire.hypercore import PROTOCOL, encode_handshake
 from peersockets.wire.secretstream import ID_HEADER_BYTES, Phase, SecretStream
 
 DRIVE = bytes(range(32))
@@ -74,6 +75,13 @@ def open_frame(local_id: int, protocol: str, id: bytes | None, handshake: bytes 
         + encode_optional_buffer(id)
         + handshake
     )
+
+
+def drive_open(attacker: Attacker) -> bytes:
+    """A valid open of the drive's channel (id 1), encrypted: this attacker knows the key."""
+    assert attacker.stream is not None
+    cap = capability(True, DRIVE, attacker.stream.handshake_hash)
+    return attacker.encrypt(open_frame(1, PROTOCOL, discovery_key(DRIVE), encode_handshake(cap)))
 
 
 def reject_frame(remote_id: int) -> bytes:

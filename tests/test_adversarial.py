@@ -25,6 +25,7 @@ from hostile import (
     Cluster,
     MiB,
     Resources,
+    drive_open,
     ended_by,
     fd_count,
     open_frame,
@@ -43,7 +44,7 @@ from peersockets.errors import (
     HandshakeError,
     HandshakeTimeout,
 )
-from peersockets.wire.crypto import KeyPair, capability, discovery_key
+from peersockets.wire.crypto import KeyPair, discovery_key
 from peersockets.wire.encoding import decode_uint
 from peersockets.wire.hypercore import PROTOCOL, encode_handshake
 from peersockets.wire.secretstream import MAX_FRAME
@@ -196,13 +197,6 @@ async def test_impersonating_a_healthy_peer_fails_the_handshake(
 # -- after a valid handshake ------------------------------------------------------------------
 
 
-def _drive_open(attacker: Attacker) -> bytes:
-    """A valid open of the drive's channel: this attacker knows the drive key."""
-    assert attacker.stream is not None
-    cap = capability(True, DRIVE, attacker.stream.handshake_hash)
-    return attacker.encrypt(open_frame(1, PROTOCOL, discovery_key(DRIVE), encode_handshake(cap)))
-
-
 AFTER_HANDSHAKE: dict[str, tuple[Callable[[Attacker], bytes], type[ProtocolError]]] = {
     # a frame of random bytes where a ciphertext should be
     "random-ciphertext": (lambda a: u24(100) + os.urandom(100), DecryptionError),
@@ -218,7 +212,7 @@ AFTER_HANDSHAKE: dict[str, tuple[Callable[[Attacker], bytes], type[ProtocolError
     "open-skipping-ids": (lambda a: a.encrypt(open_frame(7, "x", None)), ChannelError),
     # the same channel id opened twice while it is live (1 pairs with the drive's channel)
     "reopen-live-id": (
-        lambda a: _drive_open(a) + a.encrypt(open_frame(1, "x", None)),
+        lambda a: drive_open(a) + a.encrypt(open_frame(1, "x", None)),
         ChannelError,
     ),
     # a reject for a channel the server never opened

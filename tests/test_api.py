@@ -487,3 +487,98 @@ async def test_a_peer_that_opens_the_drive_later_joins_then(net: Net) -> None:
     chat = ps_a.join("chat")
     await late.join("chat").send(late.peers[0], b"better late")
     assert (await next_of(chat)).message == b"better late"
+
+
+# -- a reconnect, and senders sharing a connection ----------------------------------------------
+
+
+@pytest.mark.parametrize("reconnects", [1, 3])
+@pytest.mark.parametrize("dialer", ["sender", "receiver"])
+async def test_reconnect_from_the_same_side_loses_nothing(
+    net: Net, dialer: str, reconnects: int
+) -> None:
+    """The side that dialled dials again while 400 sends are under way (send_nowait and
+    await send alternately): the swarm swaps the connection, every accepted message arrives
+    once and in order, and the peer, listed the whole time, never raises PeerNotFound."""
+    first_swarm, second_swarm = await net.mesh(2)  # the second dialled the first
+    a, b = (second_swarm, first_swarm) if dialer == "sender" else (first_swarm, second_swarm)
+    redial = (a, b) if dialer == "sender" else (b, a)
+    ps_a, ps_b = Peersockets(a, DRIVE), Peersockets(b, DRIVE)
+    out, inbox = ps_a.join("swap"), ps_b.join("swap")
+    await joined(ps_a, 1)
+    await joined(ps_b, 1)
+    (peer,) = ps_a.peers
+    total = 400
+    accepted: list[int] = []
+    listed_throughout = True
+
+    async def send_all() -> None:
+        nonlocal listed_throughout
+        for i in range(total):
+            message = i.to_bytes(4, "big") + bytes(i % 97)
+            if i % 2:
+                out.send_nowait(peer, message)
+            else:
+                await out.send(peer, message)
+            accepted.append(i)
+            listed_throughout = listed_throughout and ps_a.peers == [peer]
+            if i % 8 == 0:
+                await asyncio.sleep(0)  # let the reconnects interleave with the sends
+
+    async def reconnect() -> None:
+        for _ in range(reconnects):
+            first = a.connections[0]
+            await net.connect(*redial)
+            await wait_until(lambda: a.connections[0] is not first)  # noqa: B023 (awaited here)
+            await first.wait_closed()
+
+    sending = asyncio.create_task(send_all())
+    await reconnect()
+    await asyncio.wait_for(sending, 10)
+    assert listed_throughout and accepted == list(range(total))
+    got = []
+    while len(got) < total:
+        message = (await next_of(inbox)).message
+        got.append(int.from_bytes(message[:4], "big"))
+        assert message[4:] == bytes(got[-1] % 97)
+    assert got == list(range(total))
+    with pytest.raises(TimeoutError):
+        await next_of(inbox, timeout=0.2)  # and nothing twice
+    await out.send(peer, b"after")  # the kept connection carries on
+    assert (await next_of(inbox)).message == b"after"
+    await ps_a.close()
+    await ps_b.close()
+
+
+@pytest.mark.parametrize("senders", [2, 5, 8])
+async def test_concurrent_senders_are_never_parked_on_a_writable_connection(
+    net: Net, senders: int
+) -> None:
+    """Several tasks send to one peer, one of them a maximal message, while the receiver
+    reads: every send completes (none waits for an unrelated send to wake it), and each
+    sender's messages arrive in order."""
+    a, b = await net.mesh(2)
+    ps_a, ps_b = Peersockets(a, DRIVE), Peersockets(b, DRIVE)
+    out, inbox = ps_a.join("many"), ps_b.join("many")
+    await joined(ps_a, 1)
+    (peer,) = ps_a.peers
+    per_sender = 20
+
+    async def send_some(k: int) -> None:
+        for i in range(per_sender):
+            size = out.max_message_size if (k, i) == (0, 0) else 2048 + i
+            await out.send(peer, bytes([k, i]) + bytes(size - 2))
+
+    received: dict[int, list[int]] = {k: [] for k in range(senders)}
+
+    async def receive() -> None:
+        for _ in range(senders * per_sender):
+            message = (await next_of(inbox, timeout=10)).message
+            received[message[0]].append(message[1])
+
+    reader = asyncio.create_task(receive())
+    await asyncio.wait_for(asyncio.gather(*(send_some(k) for k in range(senders))), 20)
+    await asyncio.wait_for(reader, 20)
+    assert all(received[k] == list(range(per_sender)) for k in range(senders)), received
+    await ps_a.close()
+    await ps_b.close()

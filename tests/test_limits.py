@@ -18,11 +18,21 @@ from typing import Any
 
 import pytest
 from conftest import Net, next_of, wait_until
-from hostile import DRIVE, Attacker, ConnectionLog, MiB, ended_by, rss_bytes, task_count
+from hostile import (
+    DRIVE,
+    Attacker,
+    ConnectionLog,
+    MiB,
+    drive_open,
+    ended_by,
+    rss_bytes,
+    task_count,
+)
 
 from peersockets import InvalidTopic, Peersockets, PeersocketsError, Swarm, Topic, TopicMessage
 from peersockets.api import MAX_TOPIC_BYTES
-from peersockets.errors import FrameTooLarge, HandshakeTimeout, ProtocolError
+from peersockets.errors import ConnectionClosed, FrameTooLarge, HandshakeTimeout, ProtocolError
+from peersockets.wire.encoding import encode_string
 from peersockets.wire.secretstream import MAX_FRAME
 
 SLACK = 1.0  # seconds of scheduling slack on top of a documented time bound
@@ -36,6 +46,7 @@ LIMITS: list[tuple[str, str, Any, str]] = [
     ("max_channels", "Swarm", 1024, "1024"),
     ("max_connections", "Swarm", 4096, "4096"),
     ("max_write_buffer", "Swarm", 64 * MiB, "64 MiB"),
+    ("close_timeout", "Swarm", 5.0, "5 s"),
     ("max_queue_messages", "Peersockets", 100_000, "100,000"),
     ("max_queue_bytes", "Peersockets", 64 * MiB, "64 MiB"),
     ("overflow", "Peersockets", "pause", '"pause"'),
@@ -87,6 +98,7 @@ INVALID_SETTINGS: list[tuple[str, dict[str, Any]]] = [
     ("Swarm", {"max_frame_size": MAX_FRAME + 1}),
     ("Swarm", {"handshake_timeout": -1}),
     ("Swarm", {"max_channels": 0}),
+    ("Swarm", {"close_timeout": -1}),
     ("Peersockets", {"max_queue_messages": 0}),
     ("Peersockets", {"max_queue_bytes": 0}),
 ]
@@ -245,6 +257,36 @@ async def test_a_frame_over_max_frame_size_ends_the_connection_with_frame_too_la
         assert (await next_of(events)).type == "leave"
         await ps_r.close()
         await ps_s.close()
+
+
+# -- close_timeout ------------------------------------------------------------------------------
+
+
+async def test_a_remote_that_does_not_end_its_side_after_our_close_is_aborted() -> None:
+    """close() ends our side and reads on, so nothing the remote sent is lost; a remote
+    that never ends its side is aborted after close_timeout, and what it sent meanwhile
+    was still delivered."""
+    timeout = 0.4
+    async with Swarm(close_timeout=timeout) as swarm:
+        log = ConnectionLog(swarm)
+        ps = Peersockets(swarm, DRIVE)
+        inbox = ps.join("t")
+        attacker = await Attacker.connect(await swarm.listen("127.0.0.1", 0))
+        try:
+            await attacker.handshake()
+            conn = await log.of(attacker)
+            attacker.send(drive_open(attacker))
+            await wait_until(lambda: len(ps.peers) == 1)
+            conn.close()
+            assert conn.is_closed and not conn.has_ended
+            await asyncio.sleep(0.1)
+            attacker.send(attacker.encrypt(b"\x01\x09" + encode_string("peersockets/t") + b"late"))
+            assert (await next_of(inbox)).message == b"late"  # read after our close
+            error = await ended_by(conn, timeout + SLACK)
+            assert isinstance(error, ConnectionClosed) and "0.4 s" in str(error), error
+        finally:
+            await attacker.close()
+        await ps.close()
 
 
 # -- max_channels -----------------------------------------------------------------------------------

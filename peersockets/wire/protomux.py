@@ -1,8 +1,11 @@
 """protomux: many channels, paired by (protocol, id), over one framed message stream.
 
 Sans-I/O: ``receive_frame`` takes one decrypted message and calls the channel
-handlers synchronously; ``take_frames`` returns what to send, with everything
-queued since the last call packed as one batch frame.
+handlers synchronously; ``take_frames`` returns what to send: everything
+queued since the last call, packed as batch frames of at most 8 MiB (a lone
+message stays a plain frame). ``on_output`` tells the owner that something
+was queued while the mux is not corked; ``cork``/``uncork`` hold it back, as
+protomux's do, so that what is queued meanwhile goes as one batch.
 """
 
 from __future__ import annotations
@@ -137,6 +140,7 @@ class Mux:
         self._batch_channel = 0
         self._batch_bytes = 0
         self._queued_bytes = 0
+        self._corked = 0
         self._destroyed = False
 
     # -- local side ---------------------------------------------------------------
@@ -207,6 +211,21 @@ class Mux:
 
     # -- outgoing frames ----------------------------------------------------------
 
+    def cork(self) -> None:
+        """Hold output back (on_output is not called) until every cork is uncorked."""
+        self._corked += 1
+
+    def uncork(self) -> None:
+        """Undo one cork; the last one calls on_output if anything was queued meanwhile."""
+        self._corked -= 1
+        if (
+            self._corked == 0
+            and (self._first is not None or self._frames)
+            and self.on_output is not None
+            and not self._destroyed
+        ):
+            self.on_output()
+
     def _queue(self, channel_id: int, message_type: int, payload: Buffer) -> None:
         self.queue(channel_id, _uint(message_type), payload)
 
@@ -214,7 +233,7 @@ class Mux:
         """Queue ``header || payload`` (header starts with the message type) on a channel id.
 
         The fast path for senders that checked sizes themselves: no validation here.
-        on_output is called when the mux goes from nothing to send to something.
+        on_output is called when the mux goes from nothing to send to something, uncorked.
         """
         if self._destroyed:
             return
@@ -226,7 +245,7 @@ class Mux:
             self._first = (channel_id, header, payload)
             self._batch_bytes = size
             self._queued_bytes += size
-            if len(self._frames) == 0 and self.on_output is not None:
+            if len(self._frames) == 0 and not self._corked and self.on_output is not None:
                 self.on_output()
                 return
         else:
