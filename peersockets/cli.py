@@ -23,9 +23,10 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 from . import __version__
 from .api import PeerEvents, Peersockets, Topic
@@ -33,6 +34,7 @@ from .errors import (
     ConnectionClosed,
     MessageTooLarge,
     PeerNotFound,
+    PeerNotReading,
     PeersocketsError,
     ProtocolError,
 )
@@ -49,6 +51,12 @@ CONNECT_TIMEOUT = 10.0
 DEMO_TIMEOUT = 20.0
 DEMO_NAMES = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy")
 SHORT_KEY = 8  # hex characters of a public key shown next to a peer id
+# A chat member that stops reading must not hold up the others: each member has its own
+# backlog of lines, and one that falls this far behind is reported and disconnected.
+BACKLOG_LINES = 1000  # lines queued for one member and not yet accepted by its connection
+BACKLOG_BYTES = 1024 * 1024  # bytes of those lines (a longer single line still goes)
+STUCK_SECONDS = 30.0  # a member that accepts no line for this long is not reading
+FLUSH_SECONDS = 5.0  # at end of input, time left to send what is queued for members
 
 _PORT = re.compile(r"^[0-9]{1,5}$")
 _HEX = re.compile(r"^[0-9a-fA-F]*$")
@@ -203,6 +211,13 @@ def _topic(text: str) -> str:
 # -- stdin -------------------------------------------------------------------------------
 
 
+class _Lines(Protocol):
+    """Where the chat's lines come from: stdin, or a test's queue."""
+
+    async def get(self) -> bytes | None:
+        """The next line without its line ending, or None at end of input."""
+
+
 class _StdinLines:
     """The lines of stdin, read by a daemon thread so the event loop never blocks.
 
@@ -278,47 +293,203 @@ def _keygen() -> int:
 # -- chat --------------------------------------------------------------------------------
 
 
-class _Chat:
-    """Prints the drive's joins, leaves and messages; sends each line of stdin to every peer."""
+class _Member:
+    """One peer of the chat: the lines not yet accepted for it, and the task that sends them.
 
-    def __init__(self, ps: Peersockets, topic: Topic, events: PeerEvents) -> None:
+    Each member has its own bounded backlog and sender, so a member that stops
+    reading holds up nobody but itself.
+    """
+
+    def __init__(self, peer_id: int, public_key: bytes) -> None:
+        self.peer_id = peer_id
+        self.public_key = public_key
+        self.backlog: deque[bytes] = deque()  # the head is the line being sent
+        self.backlog_bytes = 0
+        self.wakeup = asyncio.Event()
+        self.ending = False  # no more lines will come: send the backlog, then end
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, line: bytes) -> None:
+        """Queue ``line`` for this member."""
+        self.backlog.append(line)
+        self.backlog_bytes += len(line)
+        self.wakeup.set()
+
+    def end(self) -> None:
+        """Let the sender end once the backlog is sent."""
+        self.ending = True
+        self.wakeup.set()
+
+
+class _Chat:
+    """Prints the drive's joins, leaves and messages; sends each line of stdin to every peer.
+
+    Each member gets the lines through its own sender task and bounded backlog
+    (``backlog_lines``, ``backlog_bytes``): a member whose backlog is full, or
+    that has accepted no line for ``stuck_seconds``, is reported and
+    disconnected, and the others never wait for it.
+    """
+
+    def __init__(
+        self,
+        ps: Peersockets,
+        topic: Topic,
+        events: PeerEvents,
+        *,
+        backlog_lines: int = BACKLOG_LINES,
+        backlog_bytes: int = BACKLOG_BYTES,
+        stuck_seconds: float = STUCK_SECONDS,
+        flush_seconds: float = FLUSH_SECONDS,
+    ) -> None:
         self.ps = ps
         self.topic = topic
         self.events = events
+        self.backlog_lines = backlog_lines
+        self.backlog_bytes = backlog_bytes
+        self.stuck_seconds = stuck_seconds
+        self.flush_seconds = flush_seconds
         self.closing = False
+        self.members: dict[int, _Member] = {}
+        self.senders: set[asyncio.Task[None]] = set()
+        self.dropped: set[int] = set()  # members disconnected for not reading (ids never reused)
 
-    async def run(self, lines: _StdinLines) -> None:
+    async def run(self, lines: _Lines) -> None:
+        """Send each line to every member until end of input, then close the Peersockets."""
         printers = [
             asyncio.create_task(self._show_events(), name="peersockets chat: events"),
             asyncio.create_task(self._show_messages(), name="peersockets chat: messages"),
         ]
+        ended = False
         try:
             while (line := await lines.get()) is not None:
                 if line.strip():
-                    await self._send(line)
+                    self._send(line)
+                    await asyncio.sleep(0)  # let the senders run between lines of a burst
+            ended = True
         finally:
             self.closing = True  # our own close makes leaves that are not worth printing
+            await self._stop_senders(flush=ended)
             await self.ps.close()
             _done, pending = await asyncio.wait(printers, timeout=2.0)
             for task in pending:
                 task.cancel()
 
-    async def _send(self, line: bytes) -> None:
+    def _send(self, line: bytes) -> None:
+        """Queue ``line`` for every member; a member whose backlog is full is dropped."""
         peers = self.ps.peers
         if not peers:
             _note("(nobody has joined the drive yet: the message was not sent)")
             return
+        if len(line) > self.topic.max_message_size:
+            _note(
+                f"(not sent: the line of {len(line)} bytes exceeds the limit of"
+                f" {self.topic.max_message_size} bytes for topic {self.topic.name!r})"
+            )
+            return
         for peer_id in peers:
-            try:
-                await self.topic.send(peer_id, line)
-            except PeerNotFound:
-                continue  # the peer left meanwhile; its leave is printed
-            except MessageTooLarge as exc:
-                _note(f"(not sent: {exc})")
-                return
+            member = self._member(peer_id)
+            if member is None:
+                continue  # it left meanwhile (its leave is printed) or was dropped
+            if member.backlog and (
+                len(member.backlog) >= self.backlog_lines
+                or member.backlog_bytes + len(line) > self.backlog_bytes
+            ):
+                self._drop(member, f"{len(member.backlog) + 1} lines unsent")
+                continue
+            member.add(line)
+
+    def _member(self, peer_id: int) -> _Member | None:
+        """The member for ``peer_id``, its sender started on first use; None if it is gone."""
+        member = self.members.get(peer_id)
+        if member is not None or peer_id in self.dropped:
+            return member
+        try:
+            public_key = self.ps.peer_public_key(peer_id)
+        except PeerNotFound:
+            return None
+        member = _Member(peer_id, public_key)
+        self.members[peer_id] = member
+        member.task = asyncio.create_task(
+            self._feed(member), name=f"peersockets chat: sender to peer {peer_id}"
+        )
+        self.senders.add(member.task)
+        member.task.add_done_callback(self.senders.discard)
+        return member
+
+    async def _feed(self, member: _Member) -> None:
+        """Send the member's backlog in order, until it leaves, is dropped, or the chat ends."""
+        try:
+            while True:
+                while not member.backlog:
+                    if member.ending:
+                        return
+                    member.wakeup.clear()
+                    await member.wakeup.wait()
+                line = member.backlog[0]
+                try:
+                    async with asyncio.timeout(self.stuck_seconds):
+                        await self.topic.send(member.peer_id, line)
+                except TimeoutError:
+                    unsent = len(member.backlog)
+                    self._drop(
+                        member,
+                        f"no line accepted for {self.stuck_seconds:g} s,"
+                        f" {unsent} line{'' if unsent == 1 else 's'} unsent",
+                    )
+                    return
+                except MessageTooLarge:
+                    pass  # not reached: _send checks the size once for every member
+                except PeersocketsError:
+                    return  # it left (its leave is printed), or the chat is closing
+                member.backlog.popleft()
+                member.backlog_bytes -= len(line)
+        finally:
+            if self.members.get(member.peer_id) is member:
+                del self.members[member.peer_id]
+
+    def _drop(self, member: _Member, why: str) -> None:
+        """Report a member that is not reading and disconnect it; the others go on."""
+        self.dropped.add(member.peer_id)
+        self.members.pop(member.peer_id, None)
+        if member.task is not None and member.task is not asyncio.current_task():
+            member.task.cancel()
+        _out(
+            f"* peer {member.peer_id} {_short(member.public_key)} is not reading:"
+            f" disconnected ({why})"
+        )
+        error = PeerNotReading(
+            f"peer {member.peer_id} {_short(member.public_key)} of the chat is not reading ({why})"
+        )
+        for conn in self.ps.swarm.connections:
+            if conn.remote_public_key == member.public_key:
+                conn.abort(error)
+
+    def _forget(self, peer_id: int) -> None:
+        """A member left: its sender ends now (nothing more can reach it)."""
+        member = self.members.pop(peer_id, None)
+        if member is not None and member.task is not None:
+            member.task.cancel()
+
+    async def _stop_senders(self, *, flush: bool) -> None:
+        """End every sender: after sending what is queued (at most flush_seconds) if ``flush``."""
+        for member in list(self.members.values()):
+            member.end()
+        tasks = list(self.senders)
+        if not tasks:
+            return
+        if flush:
+            _done, pending = await asyncio.wait(tasks, timeout=self.flush_seconds)
+        else:
+            pending = set(tasks)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
 
     async def _show_events(self) -> None:
         async for event in self.events:
+            if event.type == "leave":
+                self._forget(event.peer_id)
             if self.closing:
                 continue
             verb = "joined" if event.type == "join" else "left"
@@ -388,7 +559,16 @@ async def _chat(args: argparse.Namespace) -> int:
                 _note(
                     "Type a line and press Enter to send it to every peer; Ctrl-D or Ctrl-C quits."
                 )
-            await _Chat(ps, topic, events).run(_StdinLines(asyncio.get_running_loop()))
+            chat = _Chat(
+                ps,
+                topic,
+                events,
+                backlog_lines=BACKLOG_LINES,
+                backlog_bytes=BACKLOG_BYTES,
+                stuck_seconds=STUCK_SECONDS,
+                flush_seconds=FLUSH_SECONDS,
+            )
+            await chat.run(_StdinLines(asyncio.get_running_loop()))
         finally:
             await ps.close()
     return 0
@@ -643,6 +823,9 @@ def build_parser() -> argparse.ArgumentParser:
             "come. Listens on --listen (with neither --listen nor --connect: on\n"
             "127.0.0.1 and a free port) and dials each --connect. Prints its address\n"
             "and public key first. Ctrl-D (end of input) or Ctrl-C quits.\n\n"
+            "A peer that stops reading never holds up the others: one that falls\n"
+            f"{BACKLOG_LINES} lines (or {BACKLOG_BYTES // 1024 // 1024} MiB) behind, or takes no"
+            f" line for {STUCK_SECONDS:g} s, is\nreported and disconnected.\n\n"
             "DRIVE_KEY is 64 hex characters, 52 z-base-32 characters, or hyper://KEY/\n"
             "(a JavaScript hyperdrive's drive.key, or one from 'peersockets keygen')."
         ),

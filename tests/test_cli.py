@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from conftest import wait_until
 from lineproc import Processes
 
-from peersockets import KeyPair, __version__, parse_drive_key
+from peersockets import KeyPair, Peersockets, Swarm, Topic, __version__, parse_drive_key
+from peersockets.cli import _Chat
 from peersockets.keys import z32_encode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -355,3 +360,194 @@ async def test_three_chats_on_another_topic(procs: Processes) -> None:
         await chat.end_input()
         assert await chat.wait() == 0
     assert not any("welcome" in line for line in stranger.lines)
+
+
+# The chat command with other per-member limits: argv is BACKLOG_LINES BACKLOG_BYTES
+# STUCK_SECONDS, then the command's own arguments.
+CHAT_WITH_LIMITS = (
+    "import sys\n"
+    "from peersockets import cli\n"
+    "cli.BACKLOG_LINES, cli.BACKLOG_BYTES = int(sys.argv[1]), int(sys.argv[2])\n"
+    "cli.STUCK_SECONDS = float(sys.argv[3])\n"
+    "sys.exit(cli.main(sys.argv[4:]))\n"
+)
+LONG_LINE = 256 * 1024  # long lines fill the stuck member's TCP buffers after a few MiB
+MAX_LINES = 320  # 80 MiB at most: far more than loopback TCP buffers hold
+
+
+@pytest.mark.parametrize(
+    ("backlog_lines", "backlog_bytes", "stuck_seconds", "why"),
+    [
+        (4, 2**30, 60.0, r"5 lines unsent"),
+        (100_000, 3 * LONG_LINE, 60.0, r"3 lines unsent"),
+        (100_000, 2**30, 1.0, r"no line accepted for 1 s, \d+ lines? unsent"),
+    ],
+    ids=["backlog-lines", "backlog-bytes", "nothing-accepted"],
+)
+async def test_a_member_that_stops_reading_is_dropped_and_the_others_never_notice(
+    procs: Processes, backlog_lines: int, backlog_bytes: int, stuck_seconds: float, why: str
+) -> None:
+    """Each member has its own backlog: one that stops reading is reported and disconnected
+    when its backlog is full or it accepts nothing for a while; the others get every line."""
+    chat = await procs.start(
+        "chat",
+        sys.executable,
+        "-c",
+        CHAT_WITH_LIMITS,
+        str(backlog_lines),
+        str(backlog_bytes),
+        str(stuck_seconds),
+        "chat",
+        KEY,
+        "--listen",
+        "127.0.0.1:0",
+        cwd=ROOT,
+    )
+    port = int((await chat.expect(r"^listening:\s+127\.0\.0\.1:(\d+)$"))[1])
+    async with Swarm() as stuck_swarm, Swarm() as healthy_swarm:
+        # a member whose topic is never read: after two messages its connection stops reading
+        stuck = Peersockets(stuck_swarm, KEY, max_queue_messages=2)
+        stuck.join("chat")
+        healthy = Peersockets(healthy_swarm, KEY)
+        topic = healthy.join("chat")
+        received: list[bytes] = []
+        sent: list[bytes] = []
+
+        async def read() -> None:
+            async for message in topic:
+                received.append(message.message)
+
+        async def all_arrived() -> None:
+            try:
+                await wait_until(lambda: len(received) == len(sent), timeout=10.0)
+            except AssertionError:
+                raise AssertionError(
+                    f"the healthy member got {len(received)} of {len(sent)} lines\n"
+                    f"{chat.describe()[:4000]}"
+                ) from None
+
+        async def say() -> None:
+            """Type one long line into the chat; wait until the healthy member has it."""
+            line = f"{len(sent):05d} ".encode() + b"x" * LONG_LINE
+            sent.append(line)
+            await chat.send_line(line.decode())
+            await all_arrived()
+
+        reader = asyncio.create_task(read())
+        try:
+            await stuck_swarm.connect("127.0.0.1", port)  # peer 1: sent to first, before the fix
+            await chat.expect(r"^\* peer 1 [0-9a-f]{8} joined \(1 peer connected\)$")
+            await healthy_swarm.connect("127.0.0.1", port)
+            await chat.expect(r"^\* peer 2 [0-9a-f]{8} joined \(2 peers connected\)$")
+            await wait_until(lambda: bool(stuck.peers and healthy.peers))
+
+            for _ in range(MAX_LINES):  # until the chat gives up on the stuck member
+                await say()
+                if any(" is not reading: " in line for line in chat.lines):
+                    break
+            stuck_key = stuck_swarm.public_key.hex()[:8]
+            await chat.expect(rf"^\* peer 1 {stuck_key} is not reading: disconnected \({why}\)$")
+            await chat.expect(rf"^\* peer 1 {stuck_key} left \(1 peer connected\)$")
+            for _ in range(3):  # the healthy member goes on as if nothing happened
+                await say()
+            await chat.end_input()
+            assert await chat.wait() == 0
+            assert received == sent  # every line, in order, none twice
+            assert sum(" is not reading: " in line for line in chat.lines) == 1
+            assert "Traceback" not in chat.stderr_text
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            await stuck.close()
+            await healthy.close()
+
+
+@dataclass
+class InProcessChat:
+    """A _Chat in this process fed from a queue, and members that record what they get."""
+
+    chat: _Chat
+    lines: asyncio.Queue[bytes | None]
+    members: list[Swarm]
+    received: list[list[bytes]]
+
+
+@contextlib.asynccontextmanager
+async def chat_in_process(members: int, **limits: float) -> AsyncIterator[InProcessChat]:
+    """The chat's side of the command with ``members`` peers connected over loopback TCP.
+
+    The body ends the input (puts None); leaving waits for the chat to finish."""
+    async with contextlib.AsyncExitStack() as stack:
+        chat_swarm = await stack.enter_async_context(Swarm())
+        host, port = await chat_swarm.listen("127.0.0.1", 0)
+        ps = await stack.enter_async_context(Peersockets(chat_swarm, KEY))
+        events = ps.watch()
+        chat = _Chat(ps, ps.join("chat"), events, **limits)  # type: ignore[arg-type]
+        lines: asyncio.Queue[bytes | None] = asyncio.Queue()
+        swarms: list[Swarm] = []
+        joined: list[Peersockets] = []
+        received: list[list[bytes]] = []
+        tasks: list[asyncio.Task[None]] = []
+
+        async def read(topic: Topic, into: list[bytes]) -> None:
+            async for message in topic:
+                into.append(message.message)
+
+        try:
+            tasks.append(asyncio.create_task(chat.run(lines)))
+            for _ in range(members):
+                swarm = await stack.enter_async_context(Swarm())
+                member = await stack.enter_async_context(Peersockets(swarm, KEY))
+                swarms.append(swarm)
+                joined.append(member)
+                received.append([])
+                tasks.append(asyncio.create_task(read(member.join("chat"), received[-1])))
+                await swarm.connect(host, port)
+                await wait_until(
+                    lambda: len(ps.peers) == len(swarms) and all(m.peers for m in joined)
+                )
+            yield InProcessChat(chat, lines, swarms, received)
+            await asyncio.wait_for(tasks[0], 20.0)  # the test ended the input
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_at_end_of_input_the_chat_sends_what_is_queued_before_it_exits() -> None:
+    """Lines still queued for a slow but healthy member when input ends are sent, not lost."""
+    async with chat_in_process(1, backlog_bytes=2**30, flush_seconds=60.0) as c:
+        conn = c.members[0].connections[0]
+        hold = object()
+        conn.hold_reading(hold)  # slow, not gone: it reads again once input has ended
+        sent = [f"{i:05d} ".encode() + b"x" * LONG_LINE for i in range(80)]  # 20 MiB
+        for line in sent:
+            c.lines.put_nowait(line)
+
+        def queued() -> int:
+            member = c.chat.members.get(1)
+            return len(member.backlog) if member is not None else 0
+
+        await wait_until(lambda: c.lines.empty() and queued() > 0, timeout=10.0)
+        c.lines.put_nowait(None)  # end of input
+        await wait_until(lambda: c.chat.closing)  # it has seen the end, lines still queued
+        conn.release_reading(hold)
+        await wait_until(lambda: len(c.received[0]) == len(sent), timeout=10.0)
+    assert c.received[0] == sent
+
+
+async def test_a_line_too_long_for_the_topic_is_reported_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The limit is the topic's, the same for every member: one note, not one per member."""
+    async with chat_in_process(2) as c:
+        too_long = b"x" * (c.chat.topic.max_message_size + 1)
+        for line in (b"before", too_long, b"after", None):
+            c.lines.put_nowait(line)
+        await wait_until(lambda: all(len(got) == 2 for got in c.received), timeout=10.0)
+    assert c.received == [[b"before", b"after"]] * 2
+    notes = [line for line in capsys.readouterr().err.splitlines() if "not sent" in line]
+    assert notes == [
+        f"(not sent: the line of {len(too_long)} bytes exceeds the limit of"
+        f" {len(too_long) - 1} bytes for topic 'chat')"
+    ]
