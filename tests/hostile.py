@@ -19,7 +19,12 @@ from conftest import next_of, wait_until
 from peersockets import Peersockets, Swarm, Topic
 from peersockets.connection import Connection
 from peersockets.wire.crypto import KeyPair, capability, discovery_key
-from peersockets.wire.encoding import encode_optional_buffer, encode_string, encode_uint
+from peersockets.wire.encoding import (
+    decode_uint,
+    encode_optional_buffer,
+    encode_string,
+    encode_uint,
+)
 from peersockets.wire.hypercore import PROTOCOL, encode_handshake
 from peersockets.wire.secretstream import ID_HEADER_BYTES, Phase, SecretStream
 
@@ -87,6 +92,25 @@ def drive_open(attacker: Attacker) -> bytes:
 def reject_frame(remote_id: int) -> bytes:
     """protomux control reject: 00 02 uint(the id the opener used)."""
     return b"\x00\x02" + encode_uint(remote_id)
+
+
+def control_messages(frames: list[bytes] | list[bytes | bytearray]) -> list[bytes]:
+    """The protomux control messages (00 type body) among plaintext frames, batches unpacked."""
+    found: list[bytes] = []
+    for frame in frames:
+        if frame[:2] != b"\x00\x00":
+            found.append(bytes(frame))
+            continue
+        channel, pos = decode_uint(frame, 2)
+        while pos < len(frame):
+            length, pos = decode_uint(frame, pos)
+            if length == 0:
+                channel, pos = decode_uint(frame, pos)
+                continue
+            if channel == 0:
+                found.append(b"\x00" + bytes(frame[pos : pos + length]))
+            pos += length
+    return found
 
 
 def u24(n: int) -> bytes:

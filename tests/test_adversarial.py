@@ -25,6 +25,7 @@ from hostile import (
     Cluster,
     MiB,
     Resources,
+    control_messages,
     drive_open,
     ended_by,
     fd_count,
@@ -45,7 +46,6 @@ from peersockets.errors import (
     HandshakeTimeout,
 )
 from peersockets.wire.crypto import KeyPair, discovery_key
-from peersockets.wire.encoding import decode_uint
 from peersockets.wire.hypercore import PROTOCOL, encode_handshake
 from peersockets.wire.secretstream import MAX_FRAME
 
@@ -371,31 +371,14 @@ async def test_channel_open_flood_is_rejected_without_state(
         await asyncio.sleep(0.01)
         assert len(conn.mux._remote) <= limit, "the remote channel table grows without bound"
     rejects = {reject_frame(i) for i in range(1, total + 1)}
-    await attacker.read_until(lambda: rejects <= _control_items(attacker.received), SLACK * 5)
+    await attacker.read_until(
+        lambda: rejects <= set(control_messages(attacker.received)), SLACK * 5
+    )
     assert not conn.is_closed and len(conn.mux._remote) == 0
     await attacker.close()
     await ended_by(conn, SLACK)
     await cluster.finish_chat()
     await cluster.assert_no_peer_events()
-
-
-def _control_items(frames: list[bytes]) -> set[bytes]:
-    """The protomux control messages among decrypted frames, batches unpacked (00 type body)."""
-    found: set[bytes] = set()
-    for frame in frames:
-        if frame[:2] != b"\x00\x00":
-            found.add(frame)
-            continue
-        view, (channel, pos) = frame, decode_uint(frame, 2)
-        while pos < len(view):
-            length, pos = decode_uint(view, pos)
-            if length == 0:
-                channel, pos = decode_uint(view, pos)
-                continue
-            if channel == 0:
-                found.add(b"\x00" + view[pos : pos + length])
-            pos += length
-    return found
 
 
 async def test_channel_id_that_skips_ahead_is_a_protocol_error(

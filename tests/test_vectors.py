@@ -11,6 +11,7 @@ from typing import Any
 
 import nacl.bindings as sodium
 import pytest
+from hostile import control_messages
 
 from peersockets.errors import ChannelError
 from peersockets.wire import encoding as enc
@@ -349,25 +350,6 @@ def _remote_open(remote_id: int, protocol: str) -> bytes:
     return b"\x00\x01" + enc.encode_uint(remote_id) + enc.encode_string(protocol) + b"\x00"
 
 
-def _control(frames: list[bytes | bytearray]) -> list[bytes]:
-    """Control messages (00 type body) in the frames a mux queued, batches unpacked."""
-    found: list[bytes] = []
-    for frame in frames:
-        if frame[:2] != b"\x00\x00":
-            found.append(bytes(frame))
-            continue
-        channel, pos = enc.decode_uint(frame, 2)
-        while pos < len(frame):
-            length, pos = enc.decode_uint(frame, pos)
-            if length == 0:
-                channel, pos = enc.decode_uint(frame, pos)
-                continue
-            if channel == 0:
-                found.append(b"\x00" + bytes(frame[pos : pos + length]))
-            pos += length
-    return found
-
-
 def test_protomux_opens_past_max_channels_are_rejected_without_state() -> None:
     """The limit counts live channels: opens past it are answered with a reject, kept nowhere."""
     recorder = Recorder()
@@ -376,13 +358,13 @@ def test_protomux_opens_past_max_channels_are_rejected_without_state() -> None:
     for remote_id in range(1, 1101):  # a corestore with 1,100 cores opens them all at once
         mux.receive_frame(_remote_open(remote_id, f"core/{remote_id}"))
     assert len(mux._remote) == 4
-    rejects = [c for c in _control(mux.take_frames()) if c[1] == 2]
+    rejects = [c for c in control_messages(mux.take_frames()) if c[1] == 2]
     assert rejects == [b"\x00\x02" + enc.encode_uint(i) for i in range(5, 1101)]
     # a live channel closes: its slot is free for the next open, which may reuse a rejected id
     mux.receive_frame(b"\x00\x03\x02")
     mux.receive_frame(_remote_open(7, "core/again"))
     assert len(mux._remote) == 4 and 7 in mux._remote
-    assert not [c for c in _control(mux.take_frames()) if c[1] == 2]
+    assert not [c for c in control_messages(mux.take_frames()) if c[1] == 2]
 
 
 def test_protomux_open_id_may_not_skip_ahead_or_reuse_a_live_id() -> None:
@@ -403,13 +385,13 @@ def test_protomux_open_for_a_channel_we_closed_is_answered_with_close() -> None:
     mux = Mux()
     channel = mux.open("gone", None, b"", recorder)
     channel.close()
-    assert _control(mux.take_frames()) == [
+    assert control_messages(mux.take_frames()) == [
         b"\x00\x01\x01\x04gone\x00",
         b"\x00\x03\x01",
     ]
     assert mux.open("other", None, b"", recorder).local_id == 2  # 1 is not free yet
     mux.receive_frame(_remote_open(1, "gone"))
-    assert _control(mux.take_frames())[-1] == b"\x00\x03\x01"
+    assert control_messages(mux.take_frames())[-1] == b"\x00\x03\x01"
     assert mux.open("third", None, b"", recorder).local_id == 1  # now it is
     assert not mux._remote
 
