@@ -94,6 +94,7 @@ class Connection(asyncio.Protocol):
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._keepalive_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        self._receiving = False  # inside data_received: output waits for the read's end
         self._closing = False  # close() or abort() was called, or the remote ended its side
         self._lost = False  # the transport is gone
         self._holders: set[object] = set()
@@ -286,6 +287,7 @@ class Connection(asyncio.Protocol):
             return
         mux = self.mux
         mux.cork()  # what this read makes us send goes as one frame
+        self._receiving = True
         try:
             stream = self.stream
             if stream.phase is Phase.TRANSPORT:
@@ -310,6 +312,7 @@ class Connection(asyncio.Protocol):
             self.abort(exc)
         finally:
             mux.uncork()
+            self._receiving = False
 
     def eof_received(self) -> bool | None:
         # The remote ended its side: write what is queued, then asyncio closes ours.
@@ -379,11 +382,14 @@ class Connection(asyncio.Protocol):
         """The uncorked mux has something to send: write it now, then cork until the turn ends.
 
         So a lone message goes at once, and whatever else this loop turn queues
-        goes as one batch in one frame when the turn ends.
+        goes as one batch in one frame when the turn ends. At the end of a read
+        (the mux was corked for it) the replies are simply written: they are one
+        frame already, and no extra loop turn is spent.
         """
         self.flush()
-        self.mux.cork()
-        self._loop.call_soon(self.mux.uncork)
+        if not self._receiving:
+            self.mux.cork()
+            self._loop.call_soon(self.mux.uncork)
 
     def _write_raw(self, data: bytes) -> None:
         if data and self.transport is not None and not self._lost:
