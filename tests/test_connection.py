@@ -140,3 +140,49 @@ async def test_drain_after_close_raises_connection_closed() -> None:
         await a.drain()
     with pytest.raises(ConnectionClosed):
         a.send_raw(b"x")
+
+
+class _Sink:
+    """A channel handler that records the messages it gets."""
+
+    def __init__(self) -> None:
+        self.got: list[bytes] = []
+
+    def channel_opened(self, channel: object, handshake: bytes) -> None:
+        pass
+
+    def channel_message(self, channel: object, message_type: int, payload: memoryview) -> None:
+        self.got.append(bytes(payload))
+
+    def channel_closed(self, channel: object, by_remote: bool) -> None:
+        pass
+
+
+async def test_a_lone_message_goes_at_once_and_a_burst_as_one_frame() -> None:
+    """Corking: a message on an idle connection is written in the same call, every time
+    (not every other time after a quiet spell); the rest of a burst queued in the same
+    loop turn goes as one frame when the turn ends."""
+    a, b, ta, _ = pair(keepalive=0)
+    await established(a, b)
+    sink = _Sink()
+    sender = a.mux.open("test/cork", None, b"", _Sink())
+    b.mux.open("test/cork", None, b"", sink)
+    await asyncio.sleep(0.01)
+    writes: list[int] = []
+    real_write = ta.write
+    ta.write = lambda data: (writes.append(len(data)), real_write(data))[1]  # type: ignore[method-assign]
+    for round_ in range(4):
+        await asyncio.sleep(0.005)  # a quiet spell
+        sender.send(0, b"lone %d" % round_)
+        assert len(writes) == round_ + 1, "a lone message waited for another loop turn"
+    await asyncio.sleep(0.005)
+    sender.send(0, b"burst 0")
+    for i in range(1, 100):
+        sender.send(0, b"burst %d" % i)
+    assert len(writes) == 5  # the first at once, the others held by the cork
+    await asyncio.sleep(0)
+    assert len(writes) == 6  # ... and written as one frame at the end of the turn
+    await asyncio.sleep(0.01)
+    assert sink.got == [b"lone %d" % r for r in range(4)] + [b"burst %d" % i for i in range(100)]
+    a.close()
+    await asyncio.wait_for(b.wait_closed(), 5)
