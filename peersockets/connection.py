@@ -196,10 +196,12 @@ class Connection(asyncio.Protocol):
                 # paused again before our turn came: wait again, first in line
                 waiter = self._loop.create_future()
                 waiters.insert(0, waiter)
-        finally:
+        except BaseException:
             if waiter in waiters:
                 waiters.remove(waiter)
-                self.end_turn()  # cancelled while waiting: a turn given to us is passed on
+            elif waiter.done() and not waiter.cancelled():
+                self.end_turn()  # cancelled after our turn came: pass it on unused
+            raise
 
     def end_turn(self) -> None:
         """Let the next sender in line write, if the transport takes more now."""

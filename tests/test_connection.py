@@ -186,3 +186,20 @@ async def test_a_lone_message_goes_at_once_and_a_burst_as_one_frame() -> None:
     assert sink.got == [b"lone %d" % r for r in range(4)] + [b"burst %d" % i for i in range(100)]
     a.close()
     await asyncio.wait_for(b.wait_closed(), 5)
+
+
+async def test_a_sender_cancelled_after_its_turn_came_passes_the_turn_on() -> None:
+    a, b, _, _ = pair(keepalive=0)
+    await established(a, b)
+    a.pause_writing()  # as the transport does when its buffer is full
+    first = asyncio.create_task(a.drain())
+    second = asyncio.create_task(a.drain())
+    await asyncio.sleep(0)
+    assert not first.done() and not second.done() and not a.can_send_now
+    a.resume_writing()  # the first in line gets the turn ...
+    first.cancel()  # ... and is cancelled before it runs
+    await asyncio.wait_for(second, 5)  # the turn was passed on, not lost
+    a.end_turn()
+    assert first.cancelled() and a.can_send_now
+    a.close()
+    await asyncio.wait_for(b.wait_closed(), 5)
