@@ -32,6 +32,7 @@ from hostile import (
 from peersockets import InvalidTopic, Peersockets, PeersocketsError, Swarm, Topic, TopicMessage
 from peersockets.api import MAX_TOPIC_BYTES
 from peersockets.errors import ConnectionClosed, FrameTooLarge, HandshakeTimeout, ProtocolError
+from peersockets.wire.crypto import KeyPair
 from peersockets.wire.encoding import encode_string
 from peersockets.wire.secretstream import MAX_FRAME
 
@@ -286,6 +287,45 @@ async def test_a_remote_that_does_not_end_its_side_after_our_close_is_aborted() 
             assert isinstance(error, ConnectionClosed) and "0.4 s" in str(error), error
         finally:
             await attacker.close()
+        await ps.close()
+
+
+async def test_messages_held_during_a_connection_swap_are_bounded() -> None:
+    """A remote dials a second connection and floods it while never ending the first:
+    what the second carries is held (so order holds across the swap), but past the queue
+    bound reading from it pauses; close_timeout ends the first, and everything held is
+    then delivered, in order."""
+    timeout, bound = 0.5, 10
+    async with Swarm(close_timeout=timeout) as swarm:
+        log = ConnectionLog(swarm)
+        ps = Peersockets(swarm, DRIVE, max_queue_messages=bound)
+        events, inbox = ps.watch(), ps.join("t")
+        address = await swarm.listen("127.0.0.1", 0)
+        key_pair = KeyPair.generate()
+        first, second = await Attacker.connect(address), await Attacker.connect(address)
+        try:
+            await first.handshake(key_pair)
+            first.send(drive_open(first))
+            joined = await next_of(events)
+            old = await log.of(first)
+            await second.handshake(key_pair)  # the same remote again: the swarm swaps
+            new = await log.of(second)
+            await wait_until(lambda: old.is_closed and not old.has_ended)
+            second.send(drive_open(second))
+            header = b"\x01\x09" + encode_string("peersockets/t")
+            flood = 4 * bound
+            second.send(b"".join(second.encrypt(header + b"%d" % i) for i in range(flood)))
+            link = ps._links[new]
+            await wait_until(lambda: link.held is not None and len(link.held) > bound)
+            assert len(link.held) <= flood and not new.transport.is_reading()  # type: ignore[union-attr]
+            assert len(inbox._inbox) == 0  # nothing overtakes the first connection
+            await ended_by(old, timeout + SLACK)  # the first never ended its side
+            got = [(await next_of(inbox)).message for _ in range(flood)]
+            assert got == [b"%d" % i for i in range(flood)]
+            assert ps.peers == [joined.peer_id]  # one peer throughout, no leave
+        finally:
+            await first.close()
+            await second.close()
         await ps.close()
 
 
