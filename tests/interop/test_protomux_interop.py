@@ -139,3 +139,35 @@ async def test_rejects_both_ways(js: StartPeer, python_role: str) -> None:
         closed = await peer.expect("close", protocol="test/unwanted")
         assert closed["opened"] is False and closed["remote"] is True
         assert not conn.is_closed  # rejects end channels, never the connection
+
+
+@pytest.mark.parametrize("python_role", ["initiator", "responder"])
+async def test_close_before_slow_javascript_pairing_closes_its_channel(
+    js: StartPeer, python_role: str
+) -> None:
+    # JavaScript pairs incoming opens asynchronously (here 300 ms late): Python's close
+    # reaches it while its remote slot has no channel yet and is ignored there. When the
+    # JavaScript channel opens, Python closes it again, so no ghost channel is left open.
+    async with connected(js, python_role, "--accept", "test/slow", "--accept-delay", "300") as (
+        conn,
+        peer,
+    ):
+        rec = Recorder()
+        channel = conn.mux.open("test/slow", CHANNEL_ID, b"", rec)
+        first_id = channel.local_id
+        channel.close()
+        assert await rec.next() == ("close", False, False)
+        opened = await peer.expect("open", protocol="test/slow", id=CHANNEL_ID.hex())
+        assert opened["handshake"] == ""
+        closed = await peer.expect("close", timeout=5, protocol="test/slow", id=CHANNEL_ID.hex())
+        assert closed["remote"] is True
+        assert not conn.is_closed
+        # the id was freed: the next channel reuses it and JavaScript accepts the open
+        other = "01" * 32
+        again = conn.mux.open("test/slow", bytes.fromhex(other), b"\x05", rec)
+        assert again.local_id == first_id
+        assert (await peer.expect("open", protocol="test/slow", id=other))["handshake"] == "05"
+        assert await rec.next() == ("open", "test/slow", b"")
+        again.send(1, encode_string("on the freed id"))
+        assert (await peer.expect("message", id=other))["text"] == "on the freed id"
+        assert not conn.is_closed and not peer.seen("stream-error")

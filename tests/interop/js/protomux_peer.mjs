@@ -1,12 +1,15 @@
 // A Protomux peer on a @hyperswarm/secret-stream over one loopback TCP connection.
 //
 //   node protomux_peer.mjs (--listen | --connect PORT) [--seed HEX32] [--accept PROTOCOL]... [--keepalive MS]
+//                          [--accept-delay MS]
 //
 // Every channel uses handshake encoding c.raw and messages
 // [ {encoding: c.buffer}, {encoding: c.string} ].
 // --accept PROTOCOL: when the remote opens PROTOCOL (any id), open a matching
 // channel (mux.pair + open with an empty handshake). Other protocols are not
 // paired, so protomux rejects them.
+// --accept-delay MS: the --accept pair handler waits MS before creating and opening
+// the channel (protomux awaits it), so an incoming open stays unpaired that long.
 //
 // Events (stdout, one JSON object per line):
 //   {"event":"listening","port":N}
@@ -52,11 +55,13 @@ const args = parseArgs({
   connect: 'string',
   seed: 'string',
   accept: 'list',
-  keepalive: 'string'
+  keepalive: 'string',
+  'accept-delay': 'string'
 })
 checkRole(args)
 
 const keyPair = NoiseSecretStream.keyPair(args.seed || undefined)
+const acceptDelay = Number(args['accept-delay'] || 0)
 let stream = null
 let mux = null
 // "protocol##idhex" -> channel (the live one we created)
@@ -99,7 +104,8 @@ function attach(socket, isInitiator) {
   mux = new Protomux(stream)
 
   for (const protocol of args.accept) {
-    mux.pair({ protocol }, (id) => {
+    mux.pair({ protocol }, async (id) => {
+      if (acceptDelay > 0) await new Promise((resolve) => setTimeout(resolve, acceptDelay))
       const channel = makeChannel(protocol, id)
       if (channel === null) log(`could not accept ${protocol} ${id ? hex(id) : ''}`)
       else channel.open(Buffer.alloc(0))
