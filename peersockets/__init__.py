@@ -1,34 +1,56 @@
-"""peersockets: topic messages with the peers of a hyperdrive, over the real Hypercore wire."""
+"""peersockets: topic messages with the peers of a hyperdrive, over the real Hypercore wire.
 
-from .api import InvalidTopic, PeerEvent, PeerEvents, Peersockets, Topic, TopicMessage
+A ``Swarm`` is this process's identity and its connections (TCP, in-memory);
+``Peersockets(swarm, drive_key)`` binds it to one drive, whose peers exchange
+messages on named topics (``join(topic)`` -> ``Topic``) and whose joins and
+leaves ``watch()`` reports. Errors come in three families under
+``PeersocketsError``: ``ProtocolError`` (the remote broke the protocol),
+``RequestError`` (the call cannot be done) and ``NetworkError`` (the network
+failed; also an ``OSError``).
+"""
+
+from .api import PeerEvent, PeerEvents, Peersockets, Topic, TopicMessage
 from .errors import (
+    ConnectError,
     ConnectionClosed,
+    InvalidKey,
+    InvalidTopic,
+    ListenError,
     MessageTooLarge,
+    NetworkError,
     PeerNotFound,
     PeersocketsError,
     ProtocolError,
+    RequestError,
+    SwarmClosed,
+    TooManyConnections,
     TopicClosed,
 )
-from .keys import InvalidKey, parse_drive_key
-from .swarm import Swarm, SwarmClosed
+from .keys import parse_drive_key
+from .swarm import Swarm
 from .wire.crypto import KeyPair, discovery_key
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConnectError",
     "ConnectionClosed",
     "InvalidKey",
     "InvalidTopic",
     "KeyPair",
+    "ListenError",
     "MessageTooLarge",
+    "NetworkError",
     "PeerEvent",
     "PeerEvents",
     "PeerNotFound",
     "Peersockets",
     "PeersocketsError",
     "ProtocolError",
+    "RequestError",
     "Swarm",
     "SwarmClosed",
+    "TooManyConnections",
     "Topic",
     "TopicClosed",
     "TopicMessage",

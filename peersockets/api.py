@@ -11,7 +11,14 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, Literal, NamedTuple, Self, TypeVar
 
 from .connection import Connection
-from .errors import ConnectionClosed, MessageTooLarge, PeerNotFound, PeersocketsError, TopicClosed
+from .errors import (
+    ConnectionClosed,
+    InvalidTopic,
+    MessageTooLarge,
+    PeerNotFound,
+    PeersocketsError,
+    TopicClosed,
+)
 from .keys import parse_drive_key
 from .swarm import Swarm
 from .wire import hypercore
@@ -26,10 +33,6 @@ EXTENSION_PREFIX = "peersockets/"
 MAX_TOPIC_BYTES = 1024
 DEFAULT_QUEUE_MESSAGES = 100_000
 DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024
-
-
-class InvalidTopic(PeersocketsError, ValueError):
-    """A topic name that is empty, not a str, or too long."""
 
 
 class TopicMessage(NamedTuple):

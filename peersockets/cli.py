@@ -14,12 +14,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import re
 import select
-import socket
 import sys
 import threading
 import time
@@ -31,14 +29,18 @@ from typing import NoReturn, Protocol
 from . import __version__
 from .api import PeerEvents, Peersockets, Topic
 from .errors import (
+    ConnectError,
     ConnectionClosed,
+    HandshakeTimeout,
+    InvalidKey,
+    ListenError,
     MessageTooLarge,
     PeerNotFound,
     PeerNotReading,
     PeersocketsError,
     ProtocolError,
 )
-from .keys import InvalidKey, parse_drive_key, z32_encode
+from .keys import parse_drive_key, z32_encode
 from .swarm import Swarm
 from .wire.crypto import KeyPair
 
@@ -95,26 +97,6 @@ def _short(public_key: bytes) -> str:
 
 def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _os_reason(exc: OSError) -> str:
-    """Why a socket call failed, in a few words."""
-    if isinstance(exc, socket.gaierror):
-        return f"unknown host ({exc.strerror})"
-    reasons = {
-        errno.EADDRINUSE: "address already in use (choose another port, or 0 for any free one)",
-        errno.ECONNREFUSED: "connection refused (nothing is listening there)",
-        errno.EADDRNOTAVAIL: "address not available on this machine",
-        errno.EACCES: "permission denied (ports below 1024 need privileges)",
-        errno.EHOSTUNREACH: "host unreachable",
-        errno.ENETUNREACH: "network unreachable",
-        errno.ECONNRESET: "connection reset by the remote",
-    }
-    if exc.errno in reasons:
-        return reasons[exc.errno]
-    if exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
 
 
 # -- argument types ----------------------------------------------------------------------
@@ -508,20 +490,20 @@ class _Chat:
 async def _listen(swarm: Swarm, host: str, port: int) -> tuple[str, int]:
     try:
         return await swarm.listen(host, port)
-    except OSError as exc:
-        raise CliError(f"cannot listen on {_address(host, port)}: {_os_reason(exc)}") from None
+    except ListenError as exc:
+        raise CliError(str(exc)) from None
 
 
 async def _connect(swarm: Swarm, host: str, port: int) -> bytes:
     where = _address(host, port)
     try:
         conn = await swarm.connect(host, port, timeout=CONNECT_TIMEOUT)
-    except TimeoutError:
+    except ConnectError as exc:
+        raise CliError(str(exc)) from None
+    except HandshakeTimeout:
         raise CliError(
             f"cannot connect to {where}: no handshake within {CONNECT_TIMEOUT:g} s"
         ) from None
-    except OSError as exc:
-        raise CliError(f"cannot connect to {where}: {_os_reason(exc)}") from None
     except ConnectionClosed:
         raise CliError(
             f"cannot connect to {where}: the remote closed the connection during the handshake"

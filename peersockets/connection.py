@@ -77,7 +77,7 @@ class Connection(asyncio.Protocol):
         self.keepalive = keepalive
         self.max_write_buffer = max_write_buffer
         self.close_timeout = close_timeout
-        self.refusal: ProtocolError | None = None
+        self.refusal: PeersocketsError | None = None
         """When set before the transport connects, the connection is ended at once with it."""
         self.error: BaseException | None = None
         self.transport: asyncio.Transport | None = None

@@ -1,10 +1,30 @@
-"""The exception hierarchy: every error peersockets raises derives from PeersocketsError."""
+"""Every exception peersockets raises, one family per cause, all under PeersocketsError.
+
+    PeersocketsError
+    ├── ProtocolError          the remote broke the protocol; that connection ends
+    │   ├── DecodeError, HandshakeError, DecryptionError, FrameTooLarge,
+    │   │   ChannelError, CapabilityError, PeerNotReading
+    │   └── HandshakeTimeout   (also a TimeoutError)
+    ├── RequestError           the caller asked for something that cannot be done
+    │   ├── PeerNotFound, MessageTooLarge, TopicClosed, SwarmClosed, ChannelClosed
+    │   ├── InvalidKey, InvalidTopic   (also ValueErrors)
+    │   └── TooManyConnections  our own limit, not the remote's fault
+    └── NetworkError           the network failed (also an OSError)
+        ├── ConnectError, ListenError   refused, unreachable, name not resolved,
+        │                               port out of range, timed out, address in use
+        └── ConnectionClosed   the connection ended; nothing more can be sent on it
+
+Every message names the value that was wrong.
+"""
 
 from __future__ import annotations
 
 
 class PeersocketsError(Exception):
     """Base class of every error raised by peersockets."""
+
+
+# -- the remote broke the protocol ------------------------------------------------------------
 
 
 class ProtocolError(PeersocketsError):
@@ -28,7 +48,7 @@ class FrameTooLarge(ProtocolError):
 
 
 class ChannelError(ProtocolError):
-    """A protomux control message was invalid (bad channel id, unknown reject, ...)."""
+    """A protomux control message from the remote was invalid (bad channel id, unknown reject)."""
 
 
 class CapabilityError(ProtocolError):
@@ -43,21 +63,62 @@ class PeerNotReading(ProtocolError):
     """The remote stopped reading while our unsent bytes passed max_write_buffer."""
 
 
-class TooManyConnections(ProtocolError):
-    """The Swarm already holds max_connections connections; a new one was refused."""
+# -- the caller asked for something that cannot be done ----------------------------------------
 
 
-class ConnectionClosed(PeersocketsError):
-    """The connection is closed; nothing more can be sent on it."""
+class RequestError(PeersocketsError):
+    """The caller asked for something that cannot be done; nothing on the network changed."""
 
 
-class PeerNotFound(PeersocketsError):
+class PeerNotFound(RequestError):
     """No live peer has this peer id (never known, or already departed)."""
 
 
-class MessageTooLarge(PeersocketsError):
+class MessageTooLarge(RequestError):
     """A message does not fit in one frame of the wire."""
 
 
-class TopicClosed(PeersocketsError):
+class TopicClosed(RequestError):
     """The Topic was closed; it can neither send nor receive."""
+
+
+class SwarmClosed(RequestError):
+    """The Swarm is closed; it cannot listen, connect or join."""
+
+
+class ChannelClosed(RequestError):
+    """A protomux channel (or its whole stream) is closed: it cannot send or be opened on."""
+
+
+class InvalidKey(RequestError, ValueError):
+    """A drive key that is not 32 bytes in any accepted spelling."""
+
+
+class InvalidTopic(RequestError, ValueError):
+    """A topic name that is empty or too long."""
+
+
+class TooManyConnections(RequestError):
+    """The Swarm already holds max_connections connections; a new one was refused.
+
+    Our own limit, not the remote's fault: the refused connection records it as its error.
+    """
+
+
+# -- the network failed --------------------------------------------------------------------------
+
+
+class NetworkError(PeersocketsError, OSError):
+    """The network failed; ``errno`` is the operating system's code where there is one."""
+
+
+class ConnectError(NetworkError):
+    """A connection could not be made: refused, unreachable, name not resolved, timed out."""
+
+
+class ListenError(NetworkError):
+    """A listener could not be opened: address in use, not available, port out of range."""
+
+
+class ConnectionClosed(NetworkError):
+    """The connection is closed; nothing more can be sent on it."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import PeersocketsError
+from .errors import InvalidKey
 from .wire.crypto import KeyPair, discovery_key
 
 __all__ = [
@@ -20,10 +20,6 @@ __all__ = [
 Z32_ALPHABET = "ybndrfg8ejkmcpqxot1uwisza345h769"
 _Z32_INDEX = {c: i for i, c in enumerate(Z32_ALPHABET)}
 _HEX_KEY = re.compile(r"^[0-9a-fA-F]{64}$")
-
-
-class InvalidKey(PeersocketsError, ValueError):
-    """A drive key that is not 32 bytes in any accepted spelling."""
 
 
 def z32_encode(data: bytes) -> str:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from .connection import (
     DEFAULT_CLOSE_TIMEOUT,
@@ -15,20 +17,26 @@ from .connection import (
     DEFAULT_MAX_WRITE_BUFFER,
     Connection,
 )
-from .errors import HandshakeTimeout, PeersocketsError, TooManyConnections
+from .errors import (
+    ConnectError,
+    HandshakeTimeout,
+    ListenError,
+    NetworkError,
+    PeersocketsError,
+    SwarmClosed,
+    TooManyConnections,
+)
 from .wire.crypto import KeyPair
 from .wire.secretstream import MAX_FRAME
 
 log = logging.getLogger(__name__)
 
+NetworkErrorT = TypeVar("NetworkErrorT", bound=NetworkError)
+
 DEFAULT_MAX_CONNECTIONS = 4096
 
 ConnectionListener = Callable[[Connection], None]
 RemoteOpenListener = Callable[[Connection, str, bytes | None], None]
-
-
-class SwarmClosed(PeersocketsError):
-    """The Swarm is closed; it cannot listen, connect or join."""
 
 
 class Discovery(Protocol):
@@ -157,10 +165,16 @@ class Swarm:
         return conn
 
     async def listen(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
-        """Accept TCP connections on ``host:port`` (0 picks a free port); returns the address."""
+        """Accept TCP connections on ``host:port`` (0 picks a free port); returns the address.
+
+        Raises ListenError (an OSError) when the address cannot be used.
+        """
         self._check_open()
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: self.make_connection(False), host, port)
+        try:
+            server = await loop.create_server(lambda: self.make_connection(False), host, port)
+        except (OSError, OverflowError) as exc:
+            raise _network_error(ListenError, "cannot listen on", host, port, exc) from exc
         self._servers.append(server)
         address = server.sockets[0].getsockname()
         return str(address[0]), int(address[1])
@@ -168,9 +182,10 @@ class Swarm:
     async def connect(self, host: str, port: int, *, timeout: float | None = None) -> Connection:
         """Dial ``host:port`` over TCP; returns once the secure stream is up.
 
-        Raises OSError when the address cannot be reached, and a ProtocolError
+        Raises ConnectError (an OSError) when the address cannot be reached
+        within ``timeout`` (default: handshake_timeout), and a ProtocolError
         when the handshake fails: HandshakeTimeout (also a TimeoutError) when
-        it does not finish within ``timeout`` (default: handshake_timeout).
+        it does not finish in that time.
         """
         self._check_open()
         loop = asyncio.get_running_loop()
@@ -178,17 +193,31 @@ class Swarm:
         conn: Connection | None = None
         try:
             async with asyncio.timeout(limit if limit > 0 else None):
-                _transport, conn = await loop.create_connection(
-                    lambda: self.make_connection(True), host, port
-                )
+                try:
+                    _transport, conn = await loop.create_connection(
+                        lambda: self.make_connection(True), host, port
+                    )
+                except (OSError, OverflowError) as exc:
+                    raise _network_error(
+                        ConnectError, "cannot connect to", host, port, exc
+                    ) from exc
                 await conn.wait_established()
         except TimeoutError as exc:
-            if isinstance(exc, HandshakeTimeout):
+            if isinstance(exc, (HandshakeTimeout, ConnectError)):
                 raise
-            error = HandshakeTimeout(
-                f"{host}:{port} did not complete the handshake within {limit:g} s"
-            )
-            if conn is not None:
+            if conn is None:
+                error: PeersocketsError = _network_error(
+                    ConnectError,
+                    "cannot connect to",
+                    host,
+                    port,
+                    exc,
+                    f"timed out after {limit:g} s",
+                )
+            else:
+                error = HandshakeTimeout(
+                    f"{host}:{port} did not complete the handshake within {limit:g} s"
+                )
                 conn.abort(error)
             raise error from exc
         return conn
@@ -314,3 +343,41 @@ class Swarm:
             return  # a duplicate about to close: channels only go on the connection kept
         for listener in list(self._remote_open_listeners):
             listener(conn, protocol, id)
+
+
+_REASONS = {
+    errno.EADDRINUSE: "address already in use (choose another port, or 0 for any free one)",
+    errno.ECONNREFUSED: "connection refused (nothing is listening there)",
+    errno.EADDRNOTAVAIL: "address not available on this machine",
+    errno.EACCES: "permission denied (ports below 1024 need privileges)",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ECONNRESET: "connection reset by the remote",
+}
+
+
+def _network_error(
+    kind: type[NetworkErrorT],
+    doing: str,
+    host: str,
+    port: int,
+    cause: BaseException,
+    reason: str | None = None,
+) -> NetworkErrorT:
+    """A typed network error that says what failed, where, and why in a few words."""
+    code = getattr(cause, "errno", None)
+    if reason is None:
+        if isinstance(cause, socket.gaierror):
+            reason, code = f"unknown host ({cause.strerror})", None
+        elif isinstance(cause, OverflowError):
+            reason, code = f"port {port} is out of range (0-65535)", errno.EINVAL
+        elif code in _REASONS:
+            reason = _REASONS[code]
+        else:
+            reason = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
+    elif isinstance(cause, TimeoutError):
+        code = errno.ETIMEDOUT
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    error = kind(f"{doing} {where}: {reason}")
+    error.errno = code
+    return error

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from ..errors import ChannelError, DecodeError, MessageTooLarge
+from ..errors import ChannelClosed, ChannelError, DecodeError, MessageTooLarge
 from .encoding import (
     Buffer,
     decode_optional_buffer,
@@ -150,7 +150,7 @@ class Mux:
     ) -> Channel:
         """Open a channel; pairs at once if the remote already opened the same one."""
         if self._destroyed:
-            raise ChannelError("cannot open a channel on a destroyed mux")
+            raise ChannelClosed("cannot open a channel: the stream has ended")
         if self._free:
             local_id = self._free.pop() + 1
         else:
@@ -178,7 +178,7 @@ class Mux:
     def send(self, channel: Channel, message_type: int, payload: Buffer) -> None:
         """Queue a user message on an open (or opening) channel."""
         if channel.closed:
-            raise ChannelError(f"{channel!r} is closed")
+            raise ChannelClosed(f"{channel!r} is closed")
         size = len(payload) + 2 * 9
         if size > MAX_MESSAGE:
             raise MessageTooLarge(
