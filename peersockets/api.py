@@ -59,6 +59,9 @@ T = TypeVar("T")
 
 Overflow = Literal["pause", "drop-oldest"]
 
+ITEM_OVERHEAD = 64
+"""Bytes a queued item counts for on top of its message (the tuple and its references)."""
+
 
 class _Inbox(Generic[T]):
     """A bounded queue behind an async iterator.
@@ -87,11 +90,20 @@ class _Inbox(Generic[T]):
         return len(self._items) > items or (self._bytes > size and len(self._items) > 1)
 
     def put(self, item: T, source: Connection | None = None) -> None:
+        """Queue ``item``; past the bound, pause ``source`` or drop the oldest items."""
+        size = self._size_of(item)
+        items = self._items
+        if len(items) < self._max_items and self._bytes + size <= self._max_bytes:
+            if not self.closed:  # the common case: room to spare
+                items.append(item)
+                self._bytes += size
+                if self._waiters:
+                    self._wake()
+            return
         if self.closed:
             return
-        items = self._items
         items.append(item)
-        self._bytes += self._size_of(item)
+        self._bytes += size
         if len(items) > self._max_items or (self._bytes > self._max_bytes and len(items) > 1):
             if self._overflow == "pause" and source is not None:
                 if source not in self._holding and not source.has_ended:
@@ -203,25 +215,9 @@ class _DriveLink:
         if not instances or peer is None:
             return  # nobody joined this topic here: discarded, as Beaker did
         event = _new_message(TopicMessage, (peer.peer_id, message, peer.public_key))
-        if len(instances) == 1:
-            instance = instances[0]
-            inbox = instance._inbox
-            size = len(message) + 64
-            if (
-                not instance._callbacks
-                and len(inbox._items) < inbox._max_items
-                and inbox._bytes + size <= inbox._max_bytes
-                and not inbox.closed
-            ):  # the common case, _Inbox.append inlined
-                inbox._items.append(event)
-                inbox._bytes += size
-                if inbox._waiters:
-                    inbox._wake()
-            else:
-                instance._put(event, self.conn)
-        else:
-            for instance in list(instances):
-                instance._put(event, self.conn)
+        conn = self.conn
+        for instance in instances if len(instances) == 1 else list(instances):
+            instance._put(event, conn)
 
     def peer_closed(self, channel: HypercoreChannel, by_remote: bool) -> None:
         self.owner._link_closed(self)
@@ -230,7 +226,7 @@ class _DriveLink:
         held = self.held
         assert held is not None
         held.append((topic, message))
-        self._held_bytes += len(message) + 64
+        self._held_bytes += len(message) + ITEM_OVERHEAD
         owner = self.owner
         over = len(held) > owner.max_queue_messages or self._held_bytes > owner.max_queue_bytes
         if over and not self._holding_reading:
@@ -510,7 +506,11 @@ class _Receiver(Generic[T]):
 
 
 def _message_size(message: TopicMessage) -> int:
-    return len(message[1]) + 64
+    return len(message[1]) + ITEM_OVERHEAD
+
+
+def _event_size(event: PeerEvent) -> int:
+    return ITEM_OVERHEAD
 
 
 class Topic(_Receiver[TopicMessage]):
@@ -628,7 +628,15 @@ class Topic(_Receiver[TopicMessage]):
 
     def _call(self, message: TopicMessage) -> None:
         """Run the callbacks on ``message`` until one returns an awaitable; the task takes over."""
-        callbacks = list(self._callbacks)
+        pending = self._call_until_awaitable(message, list(self._callbacks))
+        if pending is not None:
+            awaitable, rest = pending
+            self._dispatcher = self._owner._spawn(self._run_callbacks((awaitable, message, rest)))
+
+    def _call_until_awaitable(
+        self, message: TopicMessage, callbacks: list[MessageCallback]
+    ) -> tuple[Awaitable[object], list[MessageCallback]] | None:
+        """Call ``callbacks`` in order until one returns an awaitable: it and the rest, or None."""
         for index, callback in enumerate(callbacks):
             try:
                 result = callback(message)
@@ -636,9 +644,8 @@ class Topic(_Receiver[TopicMessage]):
                 log.exception("on_message callback for topic %r failed", self.name)
                 continue
             if inspect.isawaitable(result):
-                rest = (result, message, callbacks[index + 1 :])
-                self._dispatcher = self._owner._spawn(self._run_callbacks(rest))
-                return
+                return result, callbacks[index + 1 :]
+        return None
 
     async def _run_callbacks(
         self, pending: tuple[Awaitable[object], TopicMessage, list[MessageCallback]] | None
@@ -661,14 +668,12 @@ class Topic(_Receiver[TopicMessage]):
             self._dispatcher = None
 
     async def _run_each(self, message: TopicMessage, callbacks: list[MessageCallback]) -> None:
-        for callback in callbacks:
-            try:
-                result = callback(message)
-            except Exception:
-                log.exception("on_message callback for topic %r failed", self.name)
-                continue
-            if inspect.isawaitable(result):
-                await self._guard(result)
+        while callbacks:
+            pending = self._call_until_awaitable(message, callbacks)
+            if pending is None:
+                return
+            awaitable, callbacks = pending
+            await self._guard(awaitable)
 
     async def _guard(self, awaitable: Awaitable[object]) -> None:
         try:
@@ -678,10 +683,8 @@ class Topic(_Receiver[TopicMessage]):
 
     async def __anext__(self) -> TopicMessage:
         inbox = self._inbox
-        if inbox._items and not inbox._holding:
-            message = inbox._items.popleft()
-            inbox._bytes -= len(message[1]) + 64
-            return message
+        if inbox._items:
+            return inbox.pop()
         return await inbox.get()
 
     def __repr__(self) -> str:
@@ -695,7 +698,7 @@ class PeerEvents(_Receiver[PeerEvent]):
     def __init__(self, owner: Peersockets) -> None:
         self._owner = owner
         self._inbox: _Inbox[PeerEvent] = _Inbox(
-            owner.max_queue_messages, owner.max_queue_bytes, "drop-oldest", lambda e: 64
+            owner.max_queue_messages, owner.max_queue_bytes, "drop-oldest", _event_size
         )
 
     def close(self) -> None:

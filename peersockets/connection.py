@@ -229,14 +229,19 @@ class Connection(asyncio.Protocol):
             transport.write(encrypt(frames[0]))
         else:
             transport.writelines([encrypt(frame) for frame in frames])
-        self._last_write = self._loop.time()
-        if transport.get_write_buffer_size() > self.max_write_buffer:
-            self._peer_not_reading(transport.get_write_buffer_size())
+        self._wrote(transport)
 
-    def _peer_not_reading(self, unsent: int) -> None:
-        # Senders wait for drain; only replies the protocol owes (rejects,
-        # noData) and one flush can pass the high-water mark. A peer that
-        # makes us owe this much without reading is flooding us.
+    def _wrote(self, transport: asyncio.Transport) -> None:
+        """After a write: the keepalive clock restarts, and the unsent bytes are checked.
+
+        Senders wait for drain; only replies the protocol owes (rejects, noData)
+        and one flush can pass the high-water mark. A peer that makes us owe
+        max_write_buffer without reading is flooding us.
+        """
+        self._last_write = self._loop.time()
+        unsent = transport.get_write_buffer_size()
+        if unsent <= self.max_write_buffer:
+            return
         self.abort(
             PeerNotReading(
                 f"{self._peer_name()} is not reading: {unsent} bytes unsent"
@@ -264,9 +269,7 @@ class Connection(asyncio.Protocol):
             raise ConnectionClosed(f"connection to {self._peer_name()} is closed")
         self.flush()
         self.transport.write(self.stream.encrypt(message))
-        self._last_write = self._loop.time()
-        if self.transport.get_write_buffer_size() > self.max_write_buffer:
-            self._peer_not_reading(self.transport.get_write_buffer_size())
+        self._wrote(self.transport)
 
     # -- asyncio.Protocol -----------------------------------------------------------
 
@@ -444,28 +447,3 @@ class Connection(asyncio.Protocol):
             return str(self.transport.get_extra_info("peername"))
         return "unconnected peer"
 
-
-async def connect_tcp(
-    host: str,
-    port: int,
-    key_pair: KeyPair,
-    *,
-    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-    keepalive: float = DEFAULT_KEEPALIVE,
-    max_frame_size: int = MAX_FRAME,
-) -> Connection:
-    """Dial a TCP peer as initiator; returns once the secure stream is up."""
-    loop = asyncio.get_running_loop()
-    _transport, connection = await loop.create_connection(
-        lambda: Connection(
-            key_pair,
-            True,
-            handshake_timeout=handshake_timeout,
-            keepalive=keepalive,
-            max_frame_size=max_frame_size,
-        ),
-        host,
-        port,
-    )
-    await connection.wait_established()
-    return connection

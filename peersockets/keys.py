@@ -11,7 +11,6 @@ __all__ = [
     "InvalidKey",
     "KeyPair",
     "discovery_key",
-    "format_key",
     "parse_drive_key",
     "z32_decode",
     "z32_encode",
@@ -64,7 +63,3 @@ def parse_drive_key(value: bytes | bytearray | memoryview | str) -> bytes:
         " or hyper://KEY)"
     )
 
-
-def format_key(key: bytes) -> str:
-    """The usual spelling of a key: 64 lowercase hex characters."""
-    return key.hex()

@@ -27,7 +27,7 @@ from .errors import (
     TooManyConnections,
 )
 from .wire.crypto import KeyPair
-from .wire.secretstream import MAX_FRAME
+from .wire.secretstream import MAX_FRAME, check_max_frame_size
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,6 @@ class Swarm:
           remote ends its side too (so nothing it sent is lost) before it is
           aborted (default 5; 0 waits as long as the remote takes).
         """
-        if not 0 < max_frame_size <= MAX_FRAME:
-            raise ValueError(f"max_frame_size must be in 1..{MAX_FRAME}, got {max_frame_size}")
         if handshake_timeout < 0:
             raise ValueError(f"handshake_timeout must be >= 0, got {handshake_timeout}")
         if keepalive < 0:
@@ -100,7 +98,7 @@ class Swarm:
         self.key_pair = key_pair if key_pair is not None else KeyPair.generate()
         self.handshake_timeout = handshake_timeout
         self.keepalive = keepalive
-        self.max_frame_size = max_frame_size
+        self.max_frame_size = check_max_frame_size(max_frame_size)
         self.max_channels = max_channels
         self.max_connections = max_connections
         self.max_write_buffer = max_write_buffer

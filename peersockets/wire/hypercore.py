@@ -161,7 +161,6 @@ class HypercoreChannel:
         self.key = key
         self.discovery_key = discovery_key(key)
         self.listener = listener
-        self.remote_sync: Sync | None = None
         self._expected_capability = capability(not initiator, key, handshake_hash)
         self._last_sent = ""
         self._last_received = ""
@@ -221,8 +220,6 @@ class HypercoreChannel:
             channel.mux.send(
                 channel, MessageType.NO_DATA, encode_no_data(request_id, NOT_AVAILABLE)
             )
-        elif message_type == MessageType.SYNC:
-            self.remote_sync = Sync.decode(payload)
 
     def channel_closed(self, channel: Channel, by_remote: bool) -> None:
         self.listener.peer_closed(self, by_remote)

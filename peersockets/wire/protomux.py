@@ -59,7 +59,6 @@ class Channel:
         "opened",
         "protocol",
         "rejected",
-        "remote_handshake",
         "remote_id",
     )
 
@@ -75,7 +74,6 @@ class Channel:
         self.opened = False
         self.closed = False
         self.rejected = False
-        self.remote_handshake: bytes | None = None
 
     def send(self, message_type: int, payload: Buffer) -> None:
         """Queue a message of this channel's ``message_type``."""
@@ -204,11 +202,6 @@ class Mux:
             if channel is not None:
                 self._close_channel(channel, by_remote=True)
 
-    @property
-    def channels(self) -> list[Channel]:
-        """The live local channels."""
-        return [c for c in self._local if c is not None]
-
     # -- outgoing frames ----------------------------------------------------------
 
     def cork(self) -> None:
@@ -286,11 +279,6 @@ class Mux:
             self._frames.append(b"".join((_uint(channel_id), header, payload)))
         self._first = None
         self._batch_bytes = 0
-
-    @property
-    def has_output(self) -> bool:
-        """Whether take_frames would return anything."""
-        return self._first is not None or bool(self._frames)
 
     def take_frames(self) -> list[bytes | bytearray]:
         """What is queued, as frames: a lone message as a plain frame, more as batches of <= 8 MiB."""
@@ -416,7 +404,6 @@ class Mux:
         slot.channel = channel
         channel.remote_id = remote_id
         channel.opened = True
-        channel.remote_handshake = slot.handshake
         channel.handler.channel_opened(channel, slot.handshake)
 
     def _reject(self, key: tuple[str, bytes | None], remote_id: int) -> None:

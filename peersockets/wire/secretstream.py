@@ -22,7 +22,6 @@ HEADERBYTES = sodium.crypto_secretstream_xchacha20poly1305_HEADERBYTES  # 24
 ID_HEADER_BYTES = 32 + HEADERBYTES
 MAX_FRAME = 2**24 - 1
 MAX_MESSAGE = MAX_FRAME - ABYTES  # 16,777,198 bytes of plaintext
-KEEPALIVE_FRAME_SIZE = 3 + ABYTES
 MAX_HANDSHAKE_FRAME = 65535  # the largest Noise message: nothing bigger is sent before keys exist
 
 
@@ -39,6 +38,13 @@ def frame(body: bytes) -> bytes:
     return len(body).to_bytes(3, "little") + body
 
 
+def check_max_frame_size(value: int) -> int:
+    """``value`` if it is a frame size the wire can carry; ValueError otherwise."""
+    if not 0 < value <= MAX_FRAME:
+        raise ValueError(f"max_frame_size must be in 1..{MAX_FRAME}, got {value}")
+    return value
+
+
 class SecretStream:
     """One end of a secret-stream: the initiator is the side that dialled."""
 
@@ -50,11 +56,9 @@ class SecretStream:
         ephemeral: KeyPair | None = None,
         max_frame_size: int = MAX_FRAME,
     ) -> None:
-        if not 0 < max_frame_size <= MAX_FRAME:
-            raise ValueError(f"max_frame_size must be in 1..{MAX_FRAME}, got {max_frame_size}")
         self.initiator = initiator
         self.key_pair = key_pair
-        self.max_frame_size = max_frame_size
+        self.max_frame_size = check_max_frame_size(max_frame_size)
         self.phase = Phase.HANDSHAKE
         self.established = False
         self.handshake_hash = b""
