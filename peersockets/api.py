@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import itertools
 import logging
@@ -280,7 +281,8 @@ class Peersockets:
         self._watchers: list[PeerEvents] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
-        swarm.add_listener(self._on_connection, self._on_remote_open)
+        self._pairings: dict[Connection, Callable[[str, bytes | None], None]] = {}
+        swarm.add_listener(self._on_connection)
         for conn in swarm.connections:
             self._on_connection(conn)
         swarm.join(self.discovery_key)
@@ -319,8 +321,10 @@ class Peersockets:
         if self._closed:
             return
         self._closed = True
-        self.swarm.remove_listener(self._on_connection, self._on_remote_open)
+        self.swarm.remove_listener(self._on_connection)
         self.swarm.leave(self.discovery_key)
+        for conn in list(self._pairings):
+            self._connection_ended(conn)
         links = list(self._links.values())
         for link in links:
             link.channel.close()  # leave events are emitted as the channels close
@@ -349,15 +353,27 @@ class Peersockets:
     # -- swarm events -------------------------------------------------------------------
 
     def _on_connection(self, conn: Connection) -> None:
+        """A connection the swarm keeps: open the drive's channel, answer the remote's."""
         if self._closed or conn in self._links or conn.is_closed:
             return
+        pairing = functools.partial(self._on_remote_open, conn)
+        self._pairings[conn] = pairing
+        conn.mux.pair(hypercore.PROTOCOL, self.discovery_key, pairing)
+        conn.on_closed.append(self._connection_ended)
         self._links[conn] = _DriveLink(self, conn)
 
+    def _connection_ended(self, conn: Connection) -> None:
+        pairing = self._pairings.pop(conn, None)
+        if pairing is not None:
+            conn.mux.unpair(hypercore.PROTOCOL, self.discovery_key, pairing)
+        if self._connection_ended in conn.on_closed:
+            conn.on_closed.remove(self._connection_ended)
+
     def _on_remote_open(self, conn: Connection, protocol: str, id: bytes | None) -> None:
-        if protocol != hypercore.PROTOCOL or id != self.discovery_key or self._closed:
-            return
+        if self._closed or conn.is_closed:
+            return  # not answered: rejected
         link = self._links.get(conn)
-        if link is None or link.channel.channel.closed:
+        if link is None or link.channel.closed:
             # The remote (re)opened the drive's channel: answer with ours, which pairs at once.
             self._links[conn] = _DriveLink(self, conn)
 
@@ -381,16 +397,14 @@ class Peersockets:
         if self._links.get(link.conn) is link:
             del self._links[link.conn]
         link.release()  # a newer link that ends first: what it carried is still delivered
-        peer = (
-            self._peers.get(link.conn.remote_public_key) if link.conn.stream.established else None
-        )
+        peer = self._peers.get(link.conn.remote_public_key) if link.conn.is_established else None
         if peer is None:
             return
         if link in peer.channels:
             peer.channels.remove(link)
             if peer.channels and peer.channels[0].held is not None:
                 peer.channels[0].release()  # the oldest link now: its turn to deliver
-        if not peer.channels and not self._opening_to(peer.public_key):
+        if not peer.channels and not self._has_other_live_channel(peer.public_key):
             self._remove_peer(peer)  # (or the channel that kept the peer waiting was rejected)
 
     def _remove_peer(self, peer: _Peer) -> None:
@@ -398,15 +412,16 @@ class Peersockets:
         del self._by_id[peer.peer_id]
         self._emit(PeerEvent("leave", peer.peer_id, peer.public_key))
 
-    def _opening_to(self, public_key: bytes) -> bool:
-        """Whether a drive channel to this key is still opening on another connection.
+    def _has_other_live_channel(self, public_key: bytes) -> bool:
+        """Whether a connection to this key that is not closing has a drive channel
+        open or opening.
 
         Two connections to one key are one peer: while the swarm swaps a
         duplicate connection for the one it keeps, the peer stays joined.
         """
         return any(
             not link.conn.is_closed
-            and not link.channel.channel.closed
+            and not link.channel.closed
             and link.conn.remote_public_key == public_key
             for link in self._links.values()
         )
@@ -426,7 +441,7 @@ class Peersockets:
             for link in self._links.values():
                 if (
                     not link.conn.is_closed
-                    and not link.channel.channel.closed
+                    and not link.channel.closed
                     and link.conn.remote_public_key == peer.public_key
                 ):
                     return link
@@ -523,7 +538,8 @@ class Topic(_Receiver[TopicMessage]):
     stops reading from the sending peer's connection until the queue is half
     empty, and ``overflow="drop-oldest"`` drops the oldest messages and counts
     them in ``dropped``. With "pause" the queue can pass its bound by what one
-    received frame carries (a batch is at most 8 MiB). A Topic that nobody
+    received frame carries (at most max_frame_size bytes: JavaScript peers
+    batch up to 8 MiB, a hostile one may fill a whole frame). A Topic that nobody
     reads should be closed, or it will hold its peers' connections.
     """
 

@@ -42,7 +42,6 @@ DEFAULT_MAX_WRITE_BUFFER = 64 * 1024 * 1024
 DEFAULT_CLOSE_TIMEOUT = 5.0
 
 ConnectionHook = Callable[["Connection"], None]
-PairHook = Callable[["Connection", str, bytes | None], None]
 
 
 class Connection(asyncio.Protocol):
@@ -68,7 +67,6 @@ class Connection(asyncio.Protocol):
             initiator, key_pair, ephemeral=ephemeral, max_frame_size=max_frame_size
         )
         self.mux = Mux(
-            on_remote_open=self._remote_open,
             on_output=self._on_output,
             on_full=self.flush,
             max_channels=max_channels,
@@ -85,7 +83,6 @@ class Connection(asyncio.Protocol):
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self.on_established: list[ConnectionHook] = []
         self.on_closed: list[ConnectionHook] = []
-        self.pair_hooks: list[PairHook] = []
         self.message_handler: Callable[[bytearray], None] | None = None
         """When set, decrypted messages go here instead of to the mux (raw secret-stream use)."""
         self._write_paused = False
@@ -115,6 +112,11 @@ class Connection(asyncio.Protocol):
     def is_closed(self) -> bool:
         """Whether the connection is closing or closed: nothing more can be sent on it."""
         return self._closing
+
+    @property
+    def is_established(self) -> bool:
+        """Whether the handshake is done: remote_public_key is known and messages can be sent."""
+        return self.stream.handshake_complete
 
     @property
     def has_ended(self) -> bool:
@@ -150,7 +152,7 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return  # connection_made ends it
-        if not self.stream.established or not transport.can_write_eof():
+        if not self.stream.handshake_complete or not transport.can_write_eof():
             transport.close()
             return
         try:
@@ -217,7 +219,7 @@ class Connection(asyncio.Protocol):
     def flush(self) -> None:
         """Encrypt and write everything queued on the mux now (dropped once closing)."""
         transport = self.transport
-        if transport is None or self._lost or not self.stream.established:
+        if transport is None or self._lost or not self.stream.handshake_complete:
             return
         frames = self.mux.take_frames()
         if self._closing:
@@ -302,7 +304,7 @@ class Connection(asyncio.Protocol):
                 out = stream.data_to_send()
                 if out:
                     self._write_raw(out)
-                if not self.established.done() and stream.established:
+                if not self.established.done() and stream.handshake_complete:
                     self._on_handshake()
             receive = self.message_handler or self.mux.receive_frame
             for message in messages:
@@ -379,10 +381,6 @@ class Connection(asyncio.Protocol):
         except Exception:
             log.exception("connection hook %r failed", hook)
 
-    def _remote_open(self, protocol: str, id: bytes | None) -> None:
-        for hook in self.pair_hooks:
-            hook(self, protocol, id)
-
     def _on_output(self) -> None:
         """The uncorked mux has something to send: write it now, then cork until the turn ends.
 
@@ -414,7 +412,7 @@ class Connection(asyncio.Protocol):
 
     def _handshake_timed_out(self) -> None:
         self._handshake_timer = None
-        if not self.stream.established:
+        if not self.stream.handshake_complete:
             self.abort(
                 HandshakeTimeout(
                     f"{self._peer_name()} did not complete the handshake within"
@@ -446,4 +444,3 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             return str(self.transport.get_extra_info("peername"))
         return "unconnected peer"
-

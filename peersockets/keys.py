@@ -62,4 +62,3 @@ def parse_drive_key(value: bytes | bytearray | memoryview | str) -> bytes:
         f"not a drive key: {value!r} (expected 64 hex characters, 52 z-base-32 characters,"
         " or hyper://KEY)"
     )
-

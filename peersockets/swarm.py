@@ -36,7 +36,6 @@ NetworkErrorT = TypeVar("NetworkErrorT", bound=NetworkError)
 DEFAULT_MAX_CONNECTIONS = 4096
 
 ConnectionListener = Callable[[Connection], None]
-RemoteOpenListener = Callable[[Connection, str, bytes | None], None]
 
 
 class Discovery(Protocol):
@@ -109,7 +108,6 @@ class Swarm:
         self._all: set[Connection] = set()
         self._servers: list[asyncio.Server] = []
         self._connection_listeners: list[ConnectionListener] = []
-        self._remote_open_listeners: list[RemoteOpenListener] = []
         self._closed = False
 
     @property
@@ -159,7 +157,6 @@ class Swarm:
         self._all.add(conn)
         conn.on_established.append(self._on_established)
         conn.on_closed.append(self._on_closed)
-        conn.pair_hooks.append(self._on_remote_open)
         return conn
 
     async def listen(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
@@ -241,21 +238,14 @@ class Swarm:
 
     # -- listeners (used by Peersockets) ----------------------------------------------
 
-    def add_listener(
-        self, on_connection: ConnectionListener, on_remote_open: RemoteOpenListener
-    ) -> None:
-        """Be told of each new deduplicated connection and of each unmatched channel open."""
+    def add_listener(self, on_connection: ConnectionListener) -> None:
+        """Be told of each new connection this swarm keeps (deduplicated, established)."""
         self._connection_listeners.append(on_connection)
-        self._remote_open_listeners.append(on_remote_open)
 
-    def remove_listener(
-        self, on_connection: ConnectionListener, on_remote_open: RemoteOpenListener
-    ) -> None:
+    def remove_listener(self, on_connection: ConnectionListener) -> None:
         """Undo add_listener."""
         if on_connection in self._connection_listeners:
             self._connection_listeners.remove(on_connection)
-        if on_remote_open in self._remote_open_listeners:
-            self._remote_open_listeners.remove(on_remote_open)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -331,16 +321,10 @@ class Swarm:
 
     def _on_closed(self, conn: Connection) -> None:
         self._all.discard(conn)
-        if conn.stream.established:
+        if conn.is_established:
             remote = conn.remote_public_key
             if self._connections.get(remote) is conn:
                 del self._connections[remote]
-
-    def _on_remote_open(self, conn: Connection, protocol: str, id: bytes | None) -> None:
-        if not conn.stream.established or self._connections.get(conn.remote_public_key) is not conn:
-            return  # a duplicate about to close: channels only go on the connection kept
-        for listener in list(self._remote_open_listeners):
-            listener(conn, protocol, id)
 
 
 _REASONS = {

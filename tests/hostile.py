@@ -167,10 +167,10 @@ class Attacker:
                 data = await self.reader.read(65536)
                 if not data:
                     raise ConnectionError("the server closed the connection during the handshake")
-                was_established = stream.established
+                was_established = stream.handshake_complete
                 self.received += [bytes(m) for m in stream.receive_data(data)]
                 out = stream.data_to_send()
-                if out and not send_header and stream.established and not was_established:
+                if out and not send_header and stream.handshake_complete and not was_established:
                     self.held_header = out[-(3 + ID_HEADER_BYTES) :]
                     out = out[: -(3 + ID_HEADER_BYTES)]
                 if out:

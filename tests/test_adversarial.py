@@ -231,7 +231,7 @@ async def test_garbage_after_a_valid_handshake(
     header_kind = kind.endswith("stream-header")
     await attacker.handshake(send_header=not header_kind)
     conn = await cluster.log.of(attacker)
-    assert conn.stream.established and not conn.is_closed
+    assert conn.is_established and not conn.is_closed
     attacker.send(make_frames(attacker))
     error = await ended_by(conn, SLACK)
     assert type(error) is expected, error

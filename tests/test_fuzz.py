@@ -80,7 +80,7 @@ def _pair_streams() -> tuple[SecretStream, SecretStream]:
     for _ in range(3):
         b.receive_data(a.data_to_send())
         a.receive_data(b.data_to_send())
-    assert a.established and b.established
+    assert a.handshake_complete and b.handshake_complete
     return a, b
 
 
@@ -116,7 +116,7 @@ def test_secret_stream_mutated_transport_frames(data: st.DataObject) -> None:
 @FUZZ
 @given(st.lists(st.binary(max_size=120), max_size=12))
 def test_mux_random_frames(frames: list[bytes]) -> None:
-    mux = Mux(on_remote_open=lambda protocol, id: None, max_channels=16)
+    mux = Mux(max_channels=16)
     mux.open("test/a", None, b"", Sink())
     for frame in frames:
         try:
@@ -142,7 +142,7 @@ def _hypercore_trace() -> list[bytes]:
     a.send_extension("peersockets/chat", b"hello")
     a.send_extension("peersockets/chat", b"again")
     trace += a_mux.take_frames()
-    a_mux.send(a.channel, hc.MessageType.REQUEST, bytes.fromhex("0101000002"))
+    a_mux.send(a.mux_channel, hc.MessageType.REQUEST, bytes.fromhex("0101000002"))
     trace += a_mux.take_frames()
     a.close()
     trace += a_mux.take_frames()

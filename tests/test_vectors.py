@@ -183,7 +183,7 @@ def test_secret_stream_against_javascript_bytes(case: dict[str, Any], role: str)
         received += ours.receive_data(theirs_raw[i : i + 7])
         written += ours.data_to_send()
     assert received == []
-    assert ours.established
+    assert ours.handshake_complete
     assert ours.remote_public_key.hex() == case[f"{other}_static_public_key"]
     # Everything but the random secretstream header (the last 24 bytes) is byte-identical.
     assert written[:-24] == expected_raw[:-24]
@@ -354,27 +354,55 @@ def test_protomux_opens_past_max_channels_are_rejected_without_state() -> None:
     """The limit counts live channels: opens past it are answered with a reject, kept nowhere."""
     recorder = Recorder()
     mux = Mux(max_channels=4)
-    mux.on_remote_open = lambda protocol, id: mux.open(protocol, id, b"", recorder) and None
+    mux.pair("core", None, lambda protocol, id: mux.open(protocol, id, b"", recorder) and None)
     for remote_id in range(1, 1101):  # a corestore with 1,100 cores opens them all at once
-        mux.receive_frame(_remote_open(remote_id, f"core/{remote_id}"))
+        mux.receive_frame(_remote_open(remote_id, "core"))
     assert len(mux._remote) == 4
     rejects = [c for c in control_messages(mux.take_frames()) if c[1] == 2]
     assert rejects == [b"\x00\x02" + enc.encode_uint(i) for i in range(5, 1101)]
     # a live channel closes: its slot is free for the next open, which may reuse a rejected id
     mux.receive_frame(b"\x00\x03\x02")
-    mux.receive_frame(_remote_open(7, "core/again"))
+    mux.receive_frame(_remote_open(7, "core"))
     assert len(mux._remote) == 4 and 7 in mux._remote
     assert not [c for c in control_messages(mux.take_frames()) if c[1] == 2]
 
 
 def test_protomux_open_id_may_not_skip_ahead_or_reuse_a_live_id() -> None:
-    mux = Mux(on_remote_open=lambda protocol, id: None)
+    mux = Mux()
     mux.open("live", None, b"", Recorder())
     mux.receive_frame(_remote_open(1, "live"))
     with pytest.raises(ChannelError, match="already open"):
         mux.receive_frame(_remote_open(1, "live"))
     with pytest.raises(ChannelError, match="skips ahead"):
         mux.receive_frame(_remote_open(3, "other"))
+
+
+def test_protomux_pairing_registry() -> None:
+    """pair(protocol, id, callback): the exact id is asked first, then the protocol's None;
+    the first callback that opens the channel claims it; unclaimed opens are rejected."""
+    recorder = Recorder()
+    mux = Mux()
+    asked: list[str] = []
+
+    def decline(protocol: str, id: bytes | None) -> None:
+        asked.append("decline")
+
+    def claim(protocol: str, id: bytes | None) -> None:
+        asked.append("claim")
+        mux.open(protocol, id, b"", recorder)
+
+    mux.pair("p", b"\x01" * 32, decline)
+    mux.pair("p", None, claim)
+    mux.receive_frame(b"\x00\x01\x01\x01p\x20" + b"\x01" * 32)
+    assert asked == ["decline", "claim"] and 1 in mux._remote
+    mux.unpair("p", None, claim)
+    mux.receive_frame(b"\x00\x01\x02\x01p\x20" + b"\x01" * 32)
+    assert asked[-1] == "decline" and 2 not in mux._remote
+    assert _reject(2) in control_messages(mux.take_frames())
+
+
+def _reject(remote_id: int) -> bytes:
+    return b"\x00\x02" + enc.encode_uint(remote_id)
 
 
 def test_protomux_open_for_a_channel_we_closed_is_answered_with_close() -> None:

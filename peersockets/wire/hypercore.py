@@ -166,12 +166,17 @@ class HypercoreChannel:
         self._last_received = ""
         self._headers: dict[str, bytes] = {}
         handshake = encode_handshake(capability(initiator, key, handshake_hash))
-        self.channel: Channel = mux.open(PROTOCOL, self.discovery_key, handshake, self)
+        self.mux_channel: Channel = mux.open(PROTOCOL, self.discovery_key, handshake, self)
 
     @property
     def opened(self) -> bool:
         """Whether the channel is open both ways."""
-        return self.channel.opened
+        return self.mux_channel.opened
+
+    @property
+    def closed(self) -> bool:
+        """Whether the channel is closed (by either side, rejected, or its stream ended)."""
+        return self.mux_channel.closed
 
     def send_extension(self, name: str, message: Buffer) -> None:
         """Send an extension message, compressing a repeated name to ""."""
@@ -185,12 +190,11 @@ class HypercoreChannel:
                     self._headers[name] = cached
             header = cached
             self._last_sent = name
-        channel = self.channel
-        channel.mux.queue(channel.local_id, header, message)
+        self.mux_channel.send_encoded(header, message)
 
     def close(self) -> None:
         """Close the channel (the remote sees peer-remove)."""
-        self.channel.mux.close(self.channel)
+        self.mux_channel.mux.close(self.mux_channel)
 
     # -- ChannelHandler ---------------------------------------------------------------
 

@@ -11,6 +11,7 @@ protomux's do, so that what is queued meanwhile goes as one batch.
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import Enum
 from typing import Protocol
 
 from ..errors import ChannelClosed, ChannelError, DecodeError, MessageTooLarge
@@ -47,19 +48,26 @@ class ChannelHandler(Protocol):
         """The channel closed (or was rejected before it opened, or the stream ended)."""
 
 
+class ChannelState(Enum):
+    """Where a local channel is in its life."""
+
+    OPENING = "opening"  # our open is sent; the remote's has not come
+    OPEN = "open"  # both sides opened the same (protocol, id)
+    CLOSED = "closed"  # closed by either side, or its stream ended
+    REJECTED = "rejected"  # the remote answered our open with a reject
+
+
 class Channel:
-    """One local channel; ``opened`` once the remote opened the same (protocol, id)."""
+    """One local channel, paired with the remote's open of the same (protocol, id)."""
 
     __slots__ = (
-        "closed",
         "handler",
         "id",
         "local_id",
         "mux",
-        "opened",
         "protocol",
-        "rejected",
         "remote_id",
+        "state",
     )
 
     def __init__(
@@ -71,13 +79,34 @@ class Channel:
         self.handler = handler
         self.local_id = local_id
         self.remote_id = 0
-        self.opened = False
-        self.closed = False
-        self.rejected = False
+        self.state = ChannelState.OPENING
+
+    @property
+    def opened(self) -> bool:
+        """Whether both sides have opened the channel (and it is not closed)."""
+        return self.state is ChannelState.OPEN
+
+    @property
+    def closed(self) -> bool:
+        """Whether the channel is closed, rejected, or its stream ended."""
+        return self.state is ChannelState.CLOSED or self.state is ChannelState.REJECTED
+
+    @property
+    def rejected(self) -> bool:
+        """Whether the remote answered our open with a reject."""
+        return self.state is ChannelState.REJECTED
 
     def send(self, message_type: int, payload: Buffer) -> None:
         """Queue a message of this channel's ``message_type``."""
         self.mux.send(self, message_type, payload)
+
+    def send_encoded(self, header: Buffer, payload: Buffer) -> None:
+        """Queue ``header || payload``, where ``header`` starts with the encoded message type.
+
+        For senders that cache their headers (hypercore's extension names): the
+        channel and size are checked as send() checks them, without a copy.
+        """
+        self.mux.send_encoded(self, header, payload)
 
     def close(self) -> None:
         """Close this channel (the remote is told; no reply is expected)."""
@@ -91,7 +120,7 @@ class Channel:
 
 
 class _RemoteOpen:
-    """A remote open not yet matched by a local one (only alive during the pair hook)."""
+    """A remote open, paired with a local channel (or, during a pair callback, not yet)."""
 
     __slots__ = ("channel", "handshake", "id", "protocol")
 
@@ -102,7 +131,8 @@ class _RemoteOpen:
         self.channel: Channel | None = None
 
 
-PairHook = Callable[[str, bytes | None], None]
+PairCallback = Callable[[str, bytes | None], None]
+"""Called with (protocol, id) of a remote open that no local channel waits for."""
 
 
 class Mux:
@@ -111,13 +141,12 @@ class Mux:
     def __init__(
         self,
         *,
-        on_remote_open: PairHook | None = None,
         on_output: Callable[[], None] | None = None,
         on_full: Callable[[], None] | None = None,
         flush_threshold: int = 256 * 1024,
         max_channels: int = 1024,
     ) -> None:
-        self.on_remote_open = on_remote_open
+        self._pairing: dict[tuple[str, bytes | None], list[PairCallback]] = {}
         self.on_output = on_output
         self.on_full = on_full
         self.flush_threshold = flush_threshold
@@ -142,6 +171,25 @@ class Mux:
         self._destroyed = False
 
     # -- local side ---------------------------------------------------------------
+
+    def pair(self, protocol: str, id: bytes | None, callback: PairCallback) -> None:
+        """Call ``callback(protocol, id)`` when the remote opens (protocol, id) unasked.
+
+        The callback may open the matching channel, which pairs at once; an open
+        nobody claims is rejected. ``id=None`` registers for every id of the
+        protocol (a callback for the exact id is asked first), as protomux's
+        ``pair`` does.
+        """
+        self._pairing.setdefault((protocol, id or None), []).append(callback)
+
+    def unpair(self, protocol: str, id: bytes | None, callback: PairCallback) -> None:
+        """Undo pair()."""
+        key = (protocol, id or None)
+        callbacks = self._pairing.get(key)
+        if callbacks and callback in callbacks:
+            callbacks.remove(callback)
+            if not callbacks:
+                del self._pairing[key]
 
     def open(
         self, protocol: str, id: bytes | None, handshake: Buffer, handler: ChannelHandler
@@ -175,14 +223,18 @@ class Mux:
 
     def send(self, channel: Channel, message_type: int, payload: Buffer) -> None:
         """Queue a user message on an open (or opening) channel."""
-        if channel.closed:
+        self.send_encoded(channel, _uint(message_type), payload)
+
+    def send_encoded(self, channel: Channel, header: Buffer, payload: Buffer) -> None:
+        """Queue ``header || payload`` (the header starts with the message type) on a channel."""
+        state = channel.state
+        if state is not ChannelState.OPEN and state is not ChannelState.OPENING:
             raise ChannelClosed(f"{channel!r} is closed")
-        size = len(payload) + 2 * 9
-        if size > MAX_MESSAGE:
+        if len(header) + len(payload) + 9 > MAX_MESSAGE:
             raise MessageTooLarge(
                 f"message of {len(payload)} bytes does not fit in one frame ({MAX_MESSAGE} bytes)"
             )
-        self._queue(channel.local_id, message_type, payload)
+        self._queue_encoded(channel.local_id, header, payload)
 
     def close(self, channel: Channel) -> None:
         """Close a local channel and tell the remote."""
@@ -220,12 +272,11 @@ class Mux:
             self.on_output()
 
     def _queue(self, channel_id: int, message_type: int, payload: Buffer) -> None:
-        self.queue(channel_id, _uint(message_type), payload)
+        self._queue_encoded(channel_id, _uint(message_type), payload)
 
-    def queue(self, channel_id: int, header: Buffer, payload: Buffer) -> None:
-        """Queue ``header || payload`` (header starts with the message type) on a channel id.
+    def _queue_encoded(self, channel_id: int, header: Buffer, payload: Buffer) -> None:
+        """Queue ``header || payload`` on a channel id, into the batch being built.
 
-        The fast path for senders that checked sizes themselves: no validation here.
         on_output is called when the mux goes from nothing to send to something, uncorked.
         """
         if self._destroyed:
@@ -395,15 +446,17 @@ class Mux:
             return
         remote[remote_id] = slot
         self._incoming.setdefault(key, []).append(remote_id)
-        if self.on_remote_open is not None:
-            self.on_remote_open(protocol, id)
-        if slot.channel is None and remote.get(remote_id) is slot:
-            self._reject(key, remote_id)
+        callbacks = self._pairing.get(key, []) + self._pairing.get((protocol, None), [])
+        for callback in callbacks:
+            callback(protocol, id)
+            if slot.channel is not None or remote.get(remote_id) is not slot:
+                return  # claimed
+        self._reject(key, remote_id)
 
     def _pair(self, channel: Channel, remote_id: int, slot: _RemoteOpen) -> None:
         slot.channel = channel
         channel.remote_id = remote_id
-        channel.opened = True
+        channel.state = ChannelState.OPEN
         channel.handler.channel_opened(channel, slot.handshake)
 
     def _reject(self, key: tuple[str, bytes | None], remote_id: int) -> None:
@@ -428,8 +481,7 @@ class Mux:
         self._free.append(local_id - 1)
         channel = self._local[local_id - 1]
         if channel is not None:
-            channel.rejected = True
-            self._close_channel(channel, by_remote=True)
+            self._close_channel(channel, by_remote=True, state=ChannelState.REJECTED)
 
     def _on_close(self, view: memoryview, pos: int, end: int) -> None:
         remote_id, pos = decode_uint(view, pos, end)
@@ -437,10 +489,12 @@ class Mux:
         if slot is not None and slot.channel is not None:
             self._close_channel(slot.channel, by_remote=True)
 
-    def _close_channel(self, channel: Channel, by_remote: bool) -> None:
+    def _close_channel(
+        self, channel: Channel, by_remote: bool, state: ChannelState = ChannelState.CLOSED
+    ) -> None:
         if channel.closed:
             return
-        channel.closed = True
+        channel.state = state
         was_paired = channel.remote_id > 0
         if was_paired:
             self._remote.pop(channel.remote_id, None)
@@ -448,5 +502,4 @@ class Mux:
             self._free.append(channel.local_id - 1)
         if self._local[channel.local_id - 1] is channel:
             self._local[channel.local_id - 1] = None
-        channel.opened = False
         channel.handler.channel_closed(channel, by_remote)

@@ -60,7 +60,9 @@ class SecretStream:
         self.key_pair = key_pair
         self.max_frame_size = check_max_frame_size(max_frame_size)
         self.phase = Phase.HANDSHAKE
-        self.established = False
+        self.handshake_complete = False
+        """The Noise handshake is done: keys are known and encrypt() works. The remote's
+        stream header may still be on its way (phase HEADER, then TRANSPORT)."""
         self.handshake_hash = b""
         self.remote_public_key = b""
         self._noise: NoiseXX | None = NoiseXX(initiator, key_pair, ephemeral)
@@ -83,7 +85,7 @@ class SecretStream:
 
     def encrypt(self, plaintext: bytes | bytearray | memoryview) -> bytearray:
         """One framed, encrypted message (``u24 length || ciphertext``); empty is a keepalive."""
-        if not self.established:
+        if not self.handshake_complete:
             raise HandshakeError("cannot send before the handshake is complete")
         size = len(plaintext)
         if size > MAX_MESSAGE:
@@ -203,4 +205,4 @@ class SecretStream:
         self._outgoing += frame(stream_id(self.handshake_hash, self.initiator) + header)
         self._noise = None
         self.phase = Phase.HEADER
-        self.established = True
+        self.handshake_complete = True

@@ -95,11 +95,10 @@ async def test_javascript_opens_channel_python_accepts(js: StartPeer, python_rol
         rec = Recorder()
         opened: list[Channel] = []
 
-        def pair(c: Connection, protocol: str, id: bytes | None) -> None:
-            if protocol == "test/from-js":
-                opened.append(c.mux.open(protocol, id, b"\x07", rec))
+        def pair(protocol: str, id: bytes | None) -> None:
+            opened.append(conn.mux.open(protocol, id, b"\x07", rec))
 
-        conn.pair_hooks.append(pair)
+        conn.mux.pair("test/from-js", None, pair)
         await peer.send(
             {"cmd": "open", "protocol": "test/from-js", "id": None, "handshake": "0a0b"}
         )
