@@ -32,6 +32,7 @@ from .errors import (
 from .wire.crypto import KeyPair
 from .wire.protomux import Mux
 from .wire.secretstream import MAX_FRAME, Phase, SecretStream
+from .wire.timers import ConnectionTimers, Due
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +88,14 @@ class Connection(asyncio.Protocol):
         """When set, decrypted messages go here instead of to the mux (raw secret-stream use)."""
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
-        self._last_write = self._loop.time()
-        self._handshake_timer: asyncio.TimerHandle | None = None
-        self._keepalive_timer: asyncio.TimerHandle | None = None
-        self._close_timer: asyncio.TimerHandle | None = None
+        self.timers = ConnectionTimers(
+            self._loop.time(),
+            handshake_timeout=handshake_timeout,
+            keepalive=keepalive,
+            close_timeout=close_timeout,
+        )
+        """The deadlines, sans-I/O; one loop timer is armed from timers.get_timer()."""
+        self._timer: asyncio.TimerHandle | None = None
         self._receiving = False  # inside data_received: output waits for the read's end
         self._closing = False  # close() or abort() was called, or the remote ended its side
         self._lost = False  # the transport is gone
@@ -160,8 +165,8 @@ class Connection(asyncio.Protocol):
         except OSError as exc:  # the remote reset the connection meanwhile
             self.abort(exc)
             return
-        if self.close_timeout > 0:
-            self._close_timer = self._loop.call_later(self.close_timeout, self._close_timed_out)
+        self.timers.closing(self._loop.time())
+        self._arm_timer()
 
     def abort(self, error: BaseException | None = None) -> None:
         """End the connection at once, recording ``error`` as the reason."""
@@ -240,7 +245,7 @@ class Connection(asyncio.Protocol):
         and one flush can pass the high-water mark. A peer that makes us owe
         max_write_buffer without reading is flooding us.
         """
-        self._last_write = self._loop.time()
+        self.timers.wrote(self._loop.time())
         unsent = transport.get_write_buffer_size()
         if unsent <= self.max_write_buffer:
             return
@@ -283,10 +288,7 @@ class Connection(asyncio.Protocol):
         if self._closing:
             self.abort()  # closed before it connected
             return
-        if self.handshake_timeout > 0:
-            self._handshake_timer = self._loop.call_later(
-                self.handshake_timeout, self._handshake_timed_out
-            )
+        self._arm_timer()
         self._write_raw(self.stream.data_to_send())
 
     def data_received(self, data: bytes) -> None:
@@ -343,9 +345,10 @@ class Connection(asyncio.Protocol):
         self._closing = True
         if self.error is None and exc is not None:
             self.error = exc
-        for timer in (self._handshake_timer, self._keepalive_timer, self._close_timer):
-            if timer is not None:
-                timer.cancel()
+        self.timers.ended()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         closed = ConnectionClosed(f"connection to {self._peer_name()} closed")
         if not self.established.done():
             failure = self.error if self.error is not None else closed
@@ -362,12 +365,8 @@ class Connection(asyncio.Protocol):
     # -- internals ------------------------------------------------------------------
 
     def _on_handshake(self) -> None:
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
-            self._handshake_timer = None
-        if self.keepalive > 0:
-            self._last_write = self._loop.time()
-            self._keepalive_timer = self._loop.call_later(self.keepalive, self._keepalive_tick)
+        self.timers.established(self._loop.time())
+        self._arm_timer()
         self.established.set_result(None)
         for hook in self.on_established:
             self._run_hook(hook)
@@ -397,37 +396,44 @@ class Connection(asyncio.Protocol):
     def _write_raw(self, data: bytes) -> None:
         if data and self.transport is not None and not self._lost:
             self.transport.write(data)
-            self._last_write = self._loop.time()
 
-    def _keepalive_tick(self) -> None:
-        if self._closing or self.transport is None:
-            return
-        now = self._loop.time()
-        due = self._last_write + self.keepalive
-        if now >= due - 0.001:
-            self.transport.write(self.stream.encrypt(b""))
-            self._last_write = now
-            due = now + self.keepalive
-        self._keepalive_timer = self._loop.call_at(due, self._keepalive_tick)
-
-    def _handshake_timed_out(self) -> None:
-        self._handshake_timer = None
-        if not self.stream.handshake_complete:
+    def handle_timer(self, now: float) -> None:
+        """Do what the deadlines say is due at ``now`` (the loop timer calls this; tests may)."""
+        due = self.timers.handle_timer(now)
+        if due is Due.KEEPALIVE:
+            if self.transport is not None and not self._closing:
+                self.transport.write(self.stream.encrypt(b""))
+        elif due is Due.HANDSHAKE_TIMEOUT:
             self.abort(
                 HandshakeTimeout(
                     f"{self._peer_name()} did not complete the handshake within"
                     f" {self.handshake_timeout:g} s"
                 )
             )
-
-    def _close_timed_out(self) -> None:
-        self._close_timer = None
-        self.abort(
-            ConnectionClosed(
-                f"{self._peer_name()} did not end its side within {self.close_timeout:g} s"
-                " of our close"
+        elif due is Due.CLOSE_TIMEOUT:
+            self.abort(
+                ConnectionClosed(
+                    f"{self._peer_name()} did not end its side within {self.close_timeout:g} s"
+                    " of our close"
+                )
             )
-        )
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        """Keep one loop timer armed for the earliest deadline (a later one re-arms on firing)."""
+        when = self.timers.get_timer()
+        timer = self._timer
+        if timer is not None:
+            if when is not None and timer.when() <= when:
+                return  # it fires early enough; handle_timer arms the next one
+            timer.cancel()
+            self._timer = None
+        if when is not None and not self._lost:
+            self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.handle_timer(self._loop.time())
 
     def _wake_drainers(self, exc: BaseException | None) -> None:
         waiters, self._drain_waiters = self._drain_waiters, []

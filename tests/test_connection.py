@@ -42,18 +42,25 @@ async def test_handshake_over_a_pipe_authenticates_both_keys() -> None:
 
 
 async def test_keepalive_is_sent_after_idle_and_ignored_on_receipt() -> None:
-    a, b, _, _ = pair(keepalive=0.05)
+    """Driven by handle_timer at the deadlines the core gives: no sleeping, no slack."""
+    a, b, _, _ = pair(keepalive=60)
     await established(a, b)
     received: list[bytes] = []
     b.message_handler = lambda m: received.append(bytes(m))
-    await asyncio.sleep(0.3)
-    assert received and all(m == b"" for m in received)  # empty frames: keepalives
-    count = len(received)
-    a.message_handler = lambda m: None
-    a.send_raw(b"data")  # writing resets the idle timer
-    await asyncio.sleep(0.02)
-    assert [m for m in received[count:] if m] == [b"data"]  # (a slow machine may add keepalives)
+    due = a.timers.get_timer()
+    assert due is not None
+    a.handle_timer(due - 0.001)  # early: nothing is owed yet
+    a.handle_timer(due)
+    await asyncio.sleep(0)  # the pipe delivers on the next loop turn
+    assert received == [b""]  # an empty frame: a keepalive, which b ignores
+    a.send_raw(b"data")  # writing restarts the idle clock
+    later = a.timers.get_timer()
+    assert later is not None and later > due
+    a.handle_timer(due)  # what was due before the write is not any more
+    await asyncio.sleep(0)
+    assert received == [b"", b"data"] and not b.is_closed
     a.close()
+    await asyncio.wait_for(b.wait_closed(), 5)
 
 
 async def test_empty_messages_reach_protomux_harmlessly() -> None:
@@ -74,6 +81,9 @@ async def test_handshake_timeout_drops_a_silent_peer() -> None:
             pass
 
     create_pipe(Mute(), silent)
+    deadline = silent.timers.get_timer()
+    assert deadline is not None
+    silent.handle_timer(deadline)  # what the loop timer does when the deadline comes
     error = await asyncio.wait_for(silent.wait_closed(), 5)
     assert isinstance(error, HandshakeTimeout) and "0.1 s" in str(error)
     with pytest.raises(HandshakeTimeout):
