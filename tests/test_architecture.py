@@ -1,0 +1,42 @@
+"""The layering of docs/architecture.md: imports go down only; the wire cores are sans-I/O."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "peersockets"
+LAYERS = ["wire", "connection", "swarm", "api", "cli"]  # bottom up
+
+
+def _imports(path: Path) -> set[str]:
+    """The peersockets modules (and asyncio) that ``path`` imports, as layer names."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level == 0:
+                found.add(module.split(".")[0])
+            elif path.parent.name == "wire" and node.level == 1:
+                found.add("wire")
+            else:
+                found.add(module.split(".")[0] if module else "")
+    return found
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "wire").glob("*.py")), ids=lambda p: p.name)
+def test_the_wire_cores_are_sans_io(path: Path) -> None:
+    imported = _imports(path)
+    assert not imported & {"asyncio", "socket", "selectors", "time"}, imported
+    assert not imported & set(LAYERS[1:]), imported
+
+
+@pytest.mark.parametrize("layer", LAYERS[1:])
+def test_imports_go_down_only(layer: str) -> None:
+    above = set(LAYERS[LAYERS.index(layer) + 1 :])
+    imported = _imports(PACKAGE / f"{layer}.py")
+    assert not imported & above, f"{layer}.py imports {imported & above}"
