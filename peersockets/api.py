@@ -14,11 +14,13 @@ from typing import Any, Generic, Literal, NamedTuple, Self, TypeVar
 from .connection import Connection
 from .errors import (
     ConnectionClosed,
+    InvalidSetting,
     InvalidTopic,
     MessageTooLarge,
     PeerNotFound,
     PeersocketsError,
     TopicClosed,
+    check_at_least,
 )
 from .keys import parse_drive_key
 from .swarm import Swarm
@@ -261,12 +263,10 @@ class Peersockets:
         max_queue_bytes: int = DEFAULT_QUEUE_BYTES,
         overflow: Overflow = "pause",
     ) -> None:
-        if max_queue_messages < 1:
-            raise ValueError(f"max_queue_messages must be >= 1, got {max_queue_messages}")
-        if max_queue_bytes < 1:
-            raise ValueError(f"max_queue_bytes must be >= 1, got {max_queue_bytes}")
+        check_at_least("max_queue_messages", max_queue_messages, 1)
+        check_at_least("max_queue_bytes", max_queue_bytes, 1)
         if overflow not in ("pause", "drop-oldest"):
-            raise ValueError(f"overflow must be 'pause' or 'drop-oldest', got {overflow!r}")
+            raise InvalidSetting(f"overflow must be 'pause' or 'drop-oldest', got {overflow!r}")
         self.swarm = swarm
         self.overflow: Overflow = overflow
         self.drive_key = parse_drive_key(drive_key)

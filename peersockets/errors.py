@@ -7,7 +7,7 @@
     │   └── HandshakeTimeout   (also a TimeoutError)
     ├── RequestError           the caller asked for something that cannot be done
     │   ├── PeerNotFound, MessageTooLarge, TopicClosed, SwarmClosed, ChannelClosed
-    │   ├── InvalidKey, InvalidTopic   (also ValueErrors)
+    │   ├── InvalidKey, InvalidTopic, InvalidSetting   (also ValueErrors)
     │   └── TooManyConnections  our own limit, not the remote's fault
     └── NetworkError           the network failed (also an OSError)
         ├── ConnectError, ListenError   refused, unreachable, name not resolved,
@@ -96,6 +96,16 @@ class InvalidKey(RequestError, ValueError):
 
 class InvalidTopic(RequestError, ValueError):
     """A topic name that is empty or too long."""
+
+
+class InvalidSetting(RequestError, ValueError):
+    """A setting out of its range, refused when the object is made (not at first use)."""
+
+
+def check_at_least(name: str, value: float, minimum: float) -> None:
+    """Refuse setting ``name`` with InvalidSetting unless ``value >= minimum``."""
+    if not value >= minimum:
+        raise InvalidSetting(f"{name} must be >= {minimum:g}, got {value!r}")
 
 
 class TooManyConnections(RequestError):

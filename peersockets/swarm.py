@@ -25,6 +25,7 @@ from .errors import (
     PeersocketsError,
     SwarmClosed,
     TooManyConnections,
+    check_at_least,
 )
 from .wire.crypto import KeyPair
 from .wire.secretstream import MAX_FRAME, check_max_frame_size
@@ -82,18 +83,15 @@ class Swarm:
           remote ends its side too (so nothing it sent is lost) before it is
           aborted (default 5; 0 waits as long as the remote takes).
         """
-        if handshake_timeout < 0:
-            raise ValueError(f"handshake_timeout must be >= 0, got {handshake_timeout}")
-        if keepalive < 0:
-            raise ValueError(f"keepalive must be >= 0, got {keepalive}")
-        if max_channels < 1:
-            raise ValueError(f"max_channels must be >= 1, got {max_channels}")
-        if max_connections < 1:
-            raise ValueError(f"max_connections must be >= 1, got {max_connections}")
-        if max_write_buffer < 1:
-            raise ValueError(f"max_write_buffer must be >= 1, got {max_write_buffer}")
-        if close_timeout < 0:
-            raise ValueError(f"close_timeout must be >= 0, got {close_timeout}")
+        for name, value, minimum in (
+            ("handshake_timeout", handshake_timeout, 0),
+            ("keepalive", keepalive, 0),
+            ("max_channels", max_channels, 1),
+            ("max_connections", max_connections, 1),
+            ("max_write_buffer", max_write_buffer, 1),
+            ("close_timeout", close_timeout, 0),
+        ):
+            check_at_least(name, value, minimum)
         self.key_pair = key_pair if key_pair is not None else KeyPair.generate()
         self.handshake_timeout = handshake_timeout
         self.keepalive = keepalive

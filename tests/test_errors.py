@@ -43,6 +43,7 @@ FAMILIES = {
         "ChannelClosed",
         "InvalidKey",
         "InvalidTopic",
+        "InvalidSetting",
         "TooManyConnections",
     },
     NetworkError: {"ConnectError", "ListenError", "ConnectionClosed"},

@@ -29,7 +29,15 @@ from hostile import (
     task_count,
 )
 
-from peersockets import InvalidTopic, Peersockets, PeersocketsError, Swarm, Topic, TopicMessage
+from peersockets import (
+    InvalidSetting,
+    InvalidTopic,
+    Peersockets,
+    PeersocketsError,
+    Swarm,
+    Topic,
+    TopicMessage,
+)
 from peersockets.api import MAX_TOPIC_BYTES
 from peersockets.errors import ConnectionClosed, FrameTooLarge, HandshakeTimeout, ProtocolError
 from peersockets.wire.crypto import KeyPair
@@ -115,7 +123,7 @@ async def test_an_invalid_limit_is_refused_when_the_object_is_made(
 ) -> None:
     """Not later, inside asyncio's accept loop, when the first peer connects."""
     async with Swarm() as swarm:
-        with pytest.raises(ValueError):
+        with pytest.raises(InvalidSetting, match=next(iter(options))):
             if owner == "Swarm":
                 await Swarm(**options).close()
             else:

@@ -13,7 +13,13 @@ from enum import Enum
 import nacl.bindings as sodium
 from nacl._sodium import ffi, lib
 
-from ..errors import DecryptionError, FrameTooLarge, HandshakeError, MessageTooLarge
+from ..errors import (
+    DecryptionError,
+    FrameTooLarge,
+    HandshakeError,
+    InvalidSetting,
+    MessageTooLarge,
+)
 from .crypto import KeyPair, stream_id
 from .noise import NoiseXX
 
@@ -41,7 +47,7 @@ def frame(body: bytes) -> bytes:
 def check_max_frame_size(value: int) -> int:
     """``value`` if it is a frame size the wire can carry; ValueError otherwise."""
     if not 0 < value <= MAX_FRAME:
-        raise ValueError(f"max_frame_size must be in 1..{MAX_FRAME}, got {value}")
+        raise InvalidSetting(f"max_frame_size must be in 1..{MAX_FRAME}, got {value!r}")
     return value
 
 
