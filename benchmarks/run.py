@@ -10,6 +10,10 @@ peers), ``py->js`` and ``js->py``. A is the side that sends (throughput,
 fan-out), pings (round trip) or dials in as the many idle peers (scale); B
 receives, echoes, or is the one server. Ratios compare py->py (and the mixed
 pairs) with js->js. See benchmarks/README.md for what each figure measures.
+
+In a shell, quote the pairs (a bare ``>`` is a redirection):
+
+    python -m benchmarks --pairs 'py->py,js->js'
 """
 
 from __future__ import annotations
@@ -835,7 +839,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only", metavar="NAME[,NAME]", help=f"run only these workloads: {', '.join(WORKLOADS)}"
     )
     parser.add_argument(
-        "--pairs", metavar="PAIR[,PAIR]", help=f"run only these pairs: {', '.join(PAIRS)}"
+        "--pairs",
+        metavar="PAIR[,PAIR]",
+        help=f"run only these pairs: {', '.join(PAIRS)} (quoted: --pairs 'py->py,js->js')",
     )
     parser.add_argument("--json", metavar="PATH", type=Path, default=DEFAULT_JSON)
     parser.add_argument("--uvloop", action="store_true", help="Python workers on uvloop")
@@ -883,7 +889,8 @@ def pick(values: str | None, allowed: list[str], what: str) -> list[str]:
     chosen = [v.strip() for v in values.split(",") if v.strip()]
     for v in chosen:
         if v not in allowed:
-            raise SystemExit(f"unknown {what} {v!r}; choose from {', '.join(allowed)}")
+            hint = " (quote the '>' in a shell: 'py->py')" if v.endswith("-") else ""
+            raise SystemExit(f"unknown {what} {v!r}; choose from {', '.join(allowed)}{hint}")
     return [v for v in allowed if v in chosen]
 
 

@@ -1,1 +1,0 @@
-unknown pair 'js-'; choose from js->js, py->py, py->js, js->py
