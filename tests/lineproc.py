@@ -8,7 +8,11 @@
         assert await chat.wait() == 0
 
 Every wait has a timeout; on failure the assertion shows the program's recent
-output. Whatever is still running at the end is killed and reaped.
+output. Whatever is still running at the end is killed and reaped. In a test,
+the ``procs`` fixture is such a ``Processes``; import ``fixture_procs`` to use it.
+
+``Arrivals`` (what a program has printed, for ``expect()`` to hand out) also
+serves the JavaScript interop peers (tests/interop/jspeer.py).
 """
 
 from __future__ import annotations
@@ -17,11 +21,86 @@ import asyncio
 import contextlib
 import re
 import signal
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Generic, TypeVar
 
-__all__ = ["LineProcess", "Processes"]
+import pytest_asyncio
+
+__all__ = ["Arrivals", "LineProcess", "Processes", "fixture_procs"]
 
 DEFAULT_TIMEOUT = 20.0
+REAP_TIMEOUT = 1.0
+"""After a program's output ends, how long expect() waits for its exit status to report it."""
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Arrivals(Generic[T]):
+    """What a running program has printed so far (``items``, in order), for expect() to hand out.
+
+    ``expect(find, ...)`` takes the earliest item in which ``find`` finds something
+    (not None) and that no earlier ``expect()`` took, whether it arrived before or
+    during the call, and returns what ``find`` found. On failure it shows
+    ``describe()``: the program's recent output and whether it still runs.
+    """
+
+    def __init__(
+        self, owner: str, proc: asyncio.subprocess.Process, describe: Callable[[], str]
+    ) -> None:
+        self.owner = owner
+        self.proc = proc
+        self.describe = describe
+        self.items: list[T] = []
+        self.ended = False
+        self._pending: list[T] = []
+        self._changed = asyncio.Event()
+
+    async def read(self, stream: asyncio.StreamReader, parse: Callable[[str], T | None]) -> None:
+        """Add what ``parse`` makes of each line of ``stream`` (None: nothing) until it ends."""
+        try:
+            while line := await stream.readline():
+                item = parse(line.decode("utf-8", "replace").rstrip("\r\n"))
+                if item is not None:
+                    self.items.append(item)
+                    self._pending.append(item)
+                    self._changed.set()
+        finally:
+            self.ended = True
+            self._changed.set()
+
+    def pending(self) -> list[T]:
+        """The items no expect() has returned yet, in order."""
+        return list(self._pending)
+
+    def _take(self, find: Callable[[T], R | None]) -> R | None:
+        for index, item in enumerate(self._pending):
+            if (found := find(item)) is not None:
+                del self._pending[index]
+                return found
+        return None
+
+    async def expect(self, find: Callable[[T], R | None], wanted: str, timeout: float) -> R:
+        """Wait for an item in which ``find`` finds something; ``wanted`` names it on failure."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if (found := self._take(find)) is not None:
+                return found
+            if self.ended:
+                if self.proc.returncode is None:  # let the report say how it ended
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.proc.wait(), REAP_TIMEOUT)
+                raise AssertionError(f"{self.owner} ended with no {wanted}\n{self.describe()}")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"{self.owner}: no {wanted} within {timeout:g} s\n{self.describe()}"
+                )
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
 
 
 class LineProcess:
@@ -34,13 +113,13 @@ class LineProcess:
     def __init__(self, name: str, proc: asyncio.subprocess.Process) -> None:
         self.name = name
         self.proc = proc
-        self.lines: list[str] = []
+        self.output: Arrivals[str] = Arrivals(name, proc, self.describe)
+        self.lines = self.output.items
+        """Every line printed on stdout so far."""
         self.stderr_text = ""
-        self._used: set[int] = set()
-        self._changed = asyncio.Event()
-        self._eof = False
+        assert proc.stdout is not None
         self._readers = [
-            asyncio.create_task(self._read_stdout(), name=f"{name} stdout"),
+            asyncio.create_task(self.output.read(proc.stdout, str), name=f"{name} stdout"),
             asyncio.create_task(self._read_stderr(), name=f"{name} stderr"),
         ]
 
@@ -57,16 +136,6 @@ class LineProcess:
             env=env,
         )
         return cls(name, proc)
-
-    async def _read_stdout(self) -> None:
-        assert self.proc.stdout is not None
-        try:
-            while line := await self.proc.stdout.readline():
-                self.lines.append(line.decode("utf-8", "replace").rstrip("\r\n"))
-                self._changed.set()
-        finally:
-            self._eof = True
-            self._changed.set()
 
     async def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
@@ -86,25 +155,7 @@ class LineProcess:
     async def expect(self, pattern: str, timeout: float = DEFAULT_TIMEOUT) -> re.Match[str]:
         """Wait for a stdout line matching ``pattern`` (re.search); returns the match."""
         regex = re.compile(pattern)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            for index, line in enumerate(self.lines):
-                if index not in self._used and (match := regex.search(line)):
-                    self._used.add(index)
-                    return match
-            if self._eof:
-                raise AssertionError(
-                    f"{self.name} ended before printing /{pattern}/\n{self.describe()}"
-                )
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise AssertionError(
-                    f"{self.name} did not print /{pattern}/ within {timeout:g} s\n{self.describe()}"
-                )
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+        return await self.output.expect(regex.search, f"line matching /{pattern}/", timeout)
 
     async def send_line(self, text: str) -> None:
         stdin = self.proc.stdin
@@ -169,3 +220,14 @@ class Processes:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+@pytest_asyncio.fixture(name="procs")
+async def fixture_procs() -> AsyncIterator[Processes]:
+    """The ``procs`` fixture: a ``Processes`` whose programs are all stopped after the test.
+
+    A test module that imports ``fixture_procs`` offers it (named so that the
+    ``procs`` arguments of its tests do not shadow the import).
+    """
+    async with Processes() as group:
+        yield group

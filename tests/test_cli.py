@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from conftest import wait_until
-from lineproc import Processes
+from lineproc import Processes, fixture_procs  # noqa: F401 (the procs fixture)
 
 from peersockets import KeyPair, Peersockets, Swarm, Topic, __version__, parse_drive_key
 from peersockets.cli import _Chat
@@ -44,15 +43,6 @@ def timeline(stdout: str) -> list[tuple[float, str, str]]:
     return [
         (float(m[1]), m[2], m[3]) for line in stdout.splitlines() if (m := TIMELINE.match(line))
     ]
-
-
-@pytest_asyncio.fixture
-async def procs() -> AsyncIterator[Processes]:
-    group = Processes()
-    try:
-        yield group
-    finally:
-        await group.close()
 
 
 @pytest.fixture

@@ -13,13 +13,11 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
-from lineproc import LineProcess, Processes
+from lineproc import LineProcess, Processes, fixture_procs  # noqa: F401 (the procs fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -105,15 +103,6 @@ def newcomer(tmp_path_factory: pytest.TempPathFactory) -> Newcomer:
     return Newcomer(python, bindir / "peersockets", home, env)
 
 
-@pytest_asyncio.fixture
-async def procs() -> AsyncIterator[Processes]:
-    group = Processes()
-    try:
-        yield group
-    finally:
-        await group.close()
-
-
 def _run(newcomer: Newcomer, *argv: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(a) for a in argv],
@@ -159,30 +148,8 @@ async def test_python_example_connects_to_the_javascript_example(
     newcomer: Newcomer, procs: Processes
 ) -> None:
     """The header of examples/js/chat.mjs, first way: JavaScript creates the drive and listens."""
-    _js_available()
-    js = await procs.start(
-        "chat.mjs",
-        "node",
-        str(EXAMPLES / "js" / "chat.mjs"),
-        "--listen",
-        "127.0.0.1:0",
-        cwd=newcomer.home,
-        env=newcomer.env,
-    )
-    key = (await js.expect(r"^drive key:\s+([0-9a-f]{64})\s"))[1]
-    js_key = (await js.expect(r"^public key: ([0-9a-f]{64})$"))[1]
-    port = (await js.expect(r"^listening:\s+127\.0\.0\.1:(\d+)$"))[1]
-    py = await procs.start(
-        "chat.py",
-        str(newcomer.python),
-        str(EXAMPLES / "chat.py"),
-        key,
-        "--connect",
-        f"127.0.0.1:{port}",
-        cwd=newcomer.home,
-        env=newcomer.env,
-    )
-    py_key = (await py.expect(r"^public key: ([0-9a-f]{64})$"))[1]
+    js, key, js_key, port = await _javascript_example_listens(newcomer, procs)
+    py, py_key = await _python_example(newcomer, procs, key, "--connect", f"127.0.0.1:{port}")
     await py.expect(rf"^connected:\s+127\.0\.0\.1:{port}$")
     await _talk(js, js_key, py, py_key)
 
@@ -191,33 +158,14 @@ async def test_javascript_example_connects_to_the_python_example(
     newcomer: Newcomer, procs: Processes
 ) -> None:
     """The other way: a drive key from `peersockets keygen`, Python listens, JavaScript opens it."""
-    _js_available()
     keygen = _run(newcomer, newcomer.command, "keygen")
     _check(keygen, "peersockets keygen")
     key = re.search(r"^drive z32:\s+(\S+)$", keygen.stdout, re.M)[1]  # type: ignore[index]
-    py = await procs.start(
-        "chat.py",
-        str(newcomer.python),
-        str(EXAMPLES / "chat.py"),
-        f"hyper://{key}/",
-        "--listen",
-        "127.0.0.1:0",
-        cwd=newcomer.home,
-        env=newcomer.env,
+    py, py_key = await _python_example(
+        newcomer, procs, f"hyper://{key}/", "--listen", "127.0.0.1:0"
     )
-    py_key = (await py.expect(r"^public key: ([0-9a-f]{64})$"))[1]
     port = (await py.expect(r"^listening:\s+127\.0\.0\.1:(\d+)$"))[1]
-    js = await procs.start(
-        "chat.mjs",
-        "node",
-        str(EXAMPLES / "js" / "chat.mjs"),
-        "--key",
-        key,
-        "--connect",
-        f"127.0.0.1:{port}",
-        cwd=newcomer.home,
-        env=newcomer.env,
-    )
+    js = await _javascript_example(newcomer, procs, "--key", key, "--connect", f"127.0.0.1:{port}")
     assert (await js.expect(r"^drive key:\s+[0-9a-f]{64}\s+\(z32 (\w+)\)$"))[1] == key
     js_key = (await js.expect(r"^public key: ([0-9a-f]{64})$"))[1]
     await _talk(js, js_key, py, py_key)
@@ -226,50 +174,65 @@ async def test_javascript_example_connects_to_the_python_example(
 async def test_peersockets_chat_talks_to_the_javascript_example(
     newcomer: Newcomer, procs: Processes
 ) -> None:
-    _js_available()
-    js = await procs.start(
-        "chat.mjs",
-        "node",
-        str(EXAMPLES / "js" / "chat.mjs"),
-        "--listen",
-        "127.0.0.1:0",
-        "--topic",
-        "lobby",
-        cwd=newcomer.home,
-        env=newcomer.env,
-    )
-    key = (await js.expect(r"^drive key:\s+([0-9a-f]{64})\s"))[1]
-    js_key = (await js.expect(r"^public key: ([0-9a-f]{64})$"))[1]
-    port = (await js.expect(r"^listening:\s+127\.0\.0\.1:(\d+)$"))[1]
-    cli = await procs.start(
+    js, key, js_key, port = await _javascript_example_listens(newcomer, procs, "--topic", "lobby")
+    cli = await _start(
+        newcomer,
+        procs,
         "peersockets chat",
-        str(newcomer.command),
+        newcomer.command,
         "chat",
         key,
         "--connect",
         f"127.0.0.1:{port}",
         "--topic",
         "lobby",
-        cwd=newcomer.home,
-        env=newcomer.env,
     )
     cli_key = (await cli.expect(r"^public key: ([0-9a-f]{64})$"))[1]
-    await cli.expect(rf"^\* peer 1 {js_key[:8]} joined")
-    await js.expect(rf"^\* peer {cli_key[:8]} joined$")
-    await js.send_line("hello from javascript")
-    await cli.expect(rf"^\[peer 1 {js_key[:8]}\] hello from javascript$")
-    await cli.send_line("hello from the command line")
-    await js.expect(rf"^\[{cli_key[:8]}\] hello from the command line$")
-    await cli.end_input()
-    assert await cli.wait() == 0
-    await js.expect(rf"^\* peer {cli_key[:8]} left$")
-    await js.end_input()
-    assert await js.wait() == 0
+    await _talk(js, js_key, cli, cli_key, joined="joined")
 
 
-async def _talk(js: LineProcess, js_key: str, py: LineProcess, py_key: str) -> None:
-    """Both see the join, a message crosses each way, the Python side leaves, both exit 0."""
-    await py.expect(rf"^\* peer 1 {js_key[:8]} join$")
+async def _start(newcomer: Newcomer, procs: Processes, name: str, *argv: str | Path) -> LineProcess:
+    """Start a program as the newcomer would: from their folder, in their environment."""
+    return await procs.start(name, *map(str, argv), cwd=newcomer.home, env=newcomer.env)
+
+
+async def _python_example(
+    newcomer: Newcomer, procs: Processes, *args: str
+) -> tuple[LineProcess, str]:
+    """examples/chat.py with ``args``: the program and its public key."""
+    py = await _start(newcomer, procs, "chat.py", newcomer.python, EXAMPLES / "chat.py", *args)
+    return py, (await py.expect(r"^public key: ([0-9a-f]{64})$"))[1]
+
+
+async def _javascript_example(newcomer: Newcomer, procs: Processes, *args: str) -> LineProcess:
+    """examples/js/chat.mjs with ``args``."""
+    _js_available()
+    return await _start(newcomer, procs, "chat.mjs", "node", EXAMPLES / "js" / "chat.mjs", *args)
+
+
+async def _javascript_example_listens(
+    newcomer: Newcomer, procs: Processes, *options: str
+) -> tuple[LineProcess, str, str, str]:
+    """examples/js/chat.mjs creates a drive and listens on 127.0.0.1.
+
+    Returns the program, the drive key, the program's public key and its port.
+    """
+    js = await _javascript_example(newcomer, procs, "--listen", "127.0.0.1:0", *options)
+    key = (await js.expect(r"^drive key:\s+([0-9a-f]{64})\s"))[1]
+    js_key = (await js.expect(r"^public key: ([0-9a-f]{64})$"))[1]
+    port = (await js.expect(r"^listening:\s+127\.0\.0\.1:(\d+)$"))[1]
+    return js, key, js_key, port
+
+
+async def _talk(
+    js: LineProcess, js_key: str, py: LineProcess, py_key: str, *, joined: str = "join$"
+) -> None:
+    """Both see the join, a message crosses each way, the Python side leaves, both exit 0.
+
+    ``joined`` (a regex) follows the key in the Python side's join line:
+    examples/chat.py prints the event's type, ``peersockets chat`` "joined" and a count.
+    """
+    await py.expect(rf"^\* peer 1 {js_key[:8]} {joined}")
     await js.expect(rf"^\* peer {py_key[:8]} joined$")
     await js.send_line("hello from javascript ✓")
     await py.expect(rf"^\[peer 1 {js_key[:8]}\] hello from javascript ✓$")

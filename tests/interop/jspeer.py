@@ -11,19 +11,23 @@ reads JSON-line commands on stdin ({"cmd": ...}) and logs to stderr.
 The JavaScript dependencies are pinned in tests/interop/js/package.json; when
 node or the installed packages are missing, start() raises JsPeerSetupError
 (the interop tests fail, they are never skipped).
+
+Waiting for events is ``Arrivals.expect`` from tests/lineproc.py, the helper
+that also waits for the lines of the ``peersockets`` command and the examples.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from lineproc import Arrivals  # tests/ is on sys.path: the interop package's root
 
 __all__ = ["JS_DIR", "JsPeer", "JsPeerSetupError", "close_all", "pattern"]
 
@@ -88,7 +92,7 @@ class JsPeer:
     ``events`` is the history of every event the peer printed, in order.
     ``expect()`` hands out events in arrival order: it returns the earliest
     matching event that no earlier ``expect()`` returned, whether it arrived
-    before or during the call.
+    before or during the call (see ``Arrivals``).
     """
 
     def __init__(
@@ -97,15 +101,16 @@ class JsPeer:
         self.script = script
         self.args = args
         self.proc = proc
-        self.events: list[dict[str, Any]] = []
+        self.arrivals: Arrivals[dict[str, Any]] = Arrivals(script, proc, self._describe)
+        self.events = self.arrivals.items
         self.stderr_lines: collections.deque[str] = collections.deque(maxlen=_STDERR_LINES)
         self.stdout_garbage: list[str] = []
         self.returncode: int | None = None
-        self._pending: list[dict[str, Any]] = []
-        self._changed = asyncio.Event()
-        self._eof = False
         self._closed = False
-        self._stdout_task = asyncio.create_task(self._read_stdout(), name=f"{script} stdout")
+        assert proc.stdout is not None
+        self._stdout_task = asyncio.create_task(
+            self.arrivals.read(proc.stdout, self._parse), name=f"{script} stdout"
+        )
         self._stderr_task = asyncio.create_task(self._read_stderr(), name=f"{script} stderr")
 
     @classmethod
@@ -140,30 +145,19 @@ class JsPeer:
 
     # ------------------------------------------------------------------ io
 
-    async def _read_stdout(self) -> None:
-        assert self.proc.stdout is not None
+    def _parse(self, line: str) -> dict[str, Any] | None:
+        """A stdout line as an event; anything but a JSON object goes to stdout_garbage."""
+        text = line.strip()
+        if not text:
+            return None
         try:
-            while True:
-                line = await self.proc.stdout.readline()
-                if not line:
-                    break
-                text = line.decode("utf-8", "replace").strip()
-                if not text:
-                    continue
-                try:
-                    event = json.loads(text)
-                except json.JSONDecodeError:
-                    self.stdout_garbage.append(text)
-                    continue
-                if not isinstance(event, dict):
-                    self.stdout_garbage.append(text)
-                    continue
-                self.events.append(event)
-                self._pending.append(event)
-                self._changed.set()
-        finally:
-            self._eof = True
-            self._changed.set()
+            event = json.loads(text)
+        except json.JSONDecodeError:
+            event = None
+        if not isinstance(event, dict):
+            self.stdout_garbage.append(text)
+            return None
+        return event
 
     async def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
@@ -199,38 +193,16 @@ class JsPeer:
 
     # ------------------------------------------------------------------ api
 
-    def _take(self, event: str, match: dict[str, Any]) -> dict[str, Any] | None:
-        for i, candidate in enumerate(self._pending):
-            if _matches(candidate, event, match):
-                del self._pending[i]
-                return candidate
-        return None
-
     async def expect(self, event: str, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
         """Wait for an event named ``event`` whose fields equal ``match``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            found = self._take(event, match)
-            if found is not None:
-                return found
-            if self._eof:
-                await self._reap_quietly()
-                raise AssertionError(
-                    f"peer stopped before sending {event!r} {match or ''}\n{self._describe()}"
-                )
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise AssertionError(
-                    f"timed out after {timeout:g}s waiting for {event!r} {match or ''}\n{self._describe()}"
-                )
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+        wanted = f"event {event!r}" + (f" with {match}" if match else "")
+        return await self.arrivals.expect(
+            lambda e: e if _matches(e, event, match) else None, wanted, timeout
+        )
 
     def pending(self, event: str | None = None) -> list[dict[str, Any]]:
         """Events not yet returned by expect() (optionally only those named ``event``)."""
-        return [e for e in self._pending if event is None or e.get("event") == event]
+        return [e for e in self.arrivals.pending() if event is None or e.get("event") == event]
 
     def seen(self, event: str, **match: Any) -> list[dict[str, Any]]:
         """Every event so far named ``event`` with fields equal to ``match``."""
@@ -246,14 +218,6 @@ class JsPeer:
             await stdin.drain()
         except (BrokenPipeError, ConnectionResetError) as err:
             raise AssertionError(f"cannot send {cmd!r}: {err}\n{self._describe()}") from err
-
-    async def _reap_quietly(self) -> None:
-        if self.proc.returncode is None:
-            try:
-                await asyncio.wait_for(self.proc.wait(), 1.0)
-            except TimeoutError:
-                return
-        self.returncode = self.proc.returncode
 
     async def close(self) -> None:
         """Send exit, wait up to 5 s, then kill; always reaps the process and collects stderr."""
