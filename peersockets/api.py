@@ -7,8 +7,9 @@ import functools
 import inspect
 import itertools
 import logging
+import operator
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sized
 from typing import Any, Generic, Literal, NamedTuple, Self, TypeVar
 
 from .connection import Connection
@@ -76,14 +77,18 @@ class _Inbox(Generic[T]):
     """
 
     def __init__(
-        self, max_items: int, max_bytes: int, overflow: Overflow, size_of: Callable[[T], int]
+        self,
+        max_items: int,
+        max_bytes: int,
+        overflow: Overflow,
+        payload_of: Callable[[T], Sized],
     ) -> None:
         self._items: deque[T] = deque()
         self._bytes = 0
         self._max_items = max_items
         self._max_bytes = max_bytes
         self._overflow = overflow
-        self._size_of = size_of
+        self._payload_of = payload_of  # an item counts len(payload) + ITEM_OVERHEAD bytes
         self._holding: set[Connection] = set()
         self._waiters: list[asyncio.Future[None]] = []  # readers blocked in get()
         self.closed = False
@@ -94,7 +99,7 @@ class _Inbox(Generic[T]):
 
     def put(self, item: T, source: Connection | None = None) -> None:
         """Queue ``item``; past the bound, pause ``source`` or drop the oldest items."""
-        size = self._size_of(item)
+        size = len(self._payload_of(item)) + ITEM_OVERHEAD
         items = self._items
         if len(items) < self._max_items and self._bytes + size <= self._max_bytes:
             if not self.closed:  # the common case: room to spare
@@ -115,7 +120,7 @@ class _Inbox(Generic[T]):
             else:
                 while self._over(self._max_items, self._max_bytes):
                     old = self._items.popleft()
-                    self._bytes -= self._size_of(old)
+                    self._bytes -= len(self._payload_of(old)) + ITEM_OVERHEAD
                     self.dropped += 1
                 log.warning("queue full: %d items dropped so far (oldest first)", self.dropped)
         if self._waiters:
@@ -154,7 +159,7 @@ class _Inbox(Generic[T]):
     def pop(self) -> T:
         """Take the oldest item (there must be one); releases held connections when half empty."""
         item = self._items.popleft()
-        self._bytes -= self._size_of(item)
+        self._bytes -= len(self._payload_of(item)) + ITEM_OVERHEAD
         if self._holding and not self._over(self._max_items // 2, self._max_bytes // 2):
             self._release()
         return item
@@ -220,7 +225,7 @@ class _DriveLink:
         event = _new_message(TopicMessage, (peer.peer_id, message, peer.public_key))
         conn = self.conn
         for instance in instances if len(instances) == 1 else list(instances):
-            instance._put(event, conn)
+            instance._receive(event, conn)
 
     def peer_closed(self, channel: HypercoreChannel, by_remote: bool) -> None:
         self.owner._link_closed(self)
@@ -520,12 +525,11 @@ class _Receiver(Generic[T]):
         return self
 
 
-def _message_size(message: TopicMessage) -> int:
-    return len(message[1]) + ITEM_OVERHEAD
+_message_payload = operator.itemgetter(1)  # TopicMessage.message, without a Python-level call
 
 
-def _event_size(event: PeerEvent) -> int:
-    return ITEM_OVERHEAD
+def _no_payload(event: PeerEvent) -> bytes:
+    return b""
 
 
 class Topic(_Receiver[TopicMessage]):
@@ -554,8 +558,10 @@ class Topic(_Receiver[TopicMessage]):
         self._callbacks: list[MessageCallback] = []
         self._dispatcher: asyncio.Task[None] | None = None
         self._inbox: _Inbox[TopicMessage] = _Inbox(
-            owner.max_queue_messages, owner.max_queue_bytes, owner.overflow, _message_size
+            owner.max_queue_messages, owner.max_queue_bytes, owner.overflow, _message_payload
         )
+        self._receive: Callable[[TopicMessage, Connection | None], None] = self._inbox.put
+        """Where a received message goes: the queue, or _put once a callback is set."""
 
     async def send(self, peer_id: int, message: bytes | bytearray | memoryview) -> None:
         """Send ``message`` to ``peer_id``; waits only for flow control.
@@ -624,6 +630,7 @@ class Topic(_Receiver[TopicMessage]):
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
         self._callbacks.append(callback)
+        self._receive = self._put
 
     def close(self) -> None:
         """Close this instance; other instances of the topic keep working."""
@@ -714,7 +721,7 @@ class PeerEvents(_Receiver[PeerEvent]):
     def __init__(self, owner: Peersockets) -> None:
         self._owner = owner
         self._inbox: _Inbox[PeerEvent] = _Inbox(
-            owner.max_queue_messages, owner.max_queue_bytes, "drop-oldest", _event_size
+            owner.max_queue_messages, owner.max_queue_bytes, "drop-oldest", _no_payload
         )
 
     def close(self) -> None:

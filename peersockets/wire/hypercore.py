@@ -190,7 +190,8 @@ class HypercoreChannel:
                     self._headers[name] = cached
             header = cached
             self._last_sent = name
-        self.mux_channel.send_encoded(header, message)
+        channel = self.mux_channel
+        channel.mux.send_encoded(channel, header, message)
 
     def close(self) -> None:
         """Close the channel (the remote sees peer-remove)."""

@@ -57,6 +57,12 @@ class ChannelState(Enum):
     REJECTED = "rejected"  # the remote answered our open with a reject
 
 
+# Module-level names for the states the hot path compares: an Enum member lookup
+# (ChannelState.OPEN) costs about 50 ns, a global a few.
+_OPENING, _OPEN = ChannelState.OPENING, ChannelState.OPEN
+_CLOSED, _REJECTED = ChannelState.CLOSED, ChannelState.REJECTED
+
+
 class Channel:
     """One local channel, paired with the remote's open of the same (protocol, id)."""
 
@@ -84,29 +90,22 @@ class Channel:
     @property
     def opened(self) -> bool:
         """Whether both sides have opened the channel (and it is not closed)."""
-        return self.state is ChannelState.OPEN
+        return self.state is _OPEN
 
     @property
     def closed(self) -> bool:
         """Whether the channel is closed, rejected, or its stream ended."""
-        return self.state is ChannelState.CLOSED or self.state is ChannelState.REJECTED
+        state = self.state
+        return state is _CLOSED or state is _REJECTED
 
     @property
     def rejected(self) -> bool:
         """Whether the remote answered our open with a reject."""
-        return self.state is ChannelState.REJECTED
+        return self.state is _REJECTED
 
     def send(self, message_type: int, payload: Buffer) -> None:
         """Queue a message of this channel's ``message_type``."""
         self.mux.send(self, message_type, payload)
-
-    def send_encoded(self, header: Buffer, payload: Buffer) -> None:
-        """Queue ``header || payload``, where ``header`` starts with the encoded message type.
-
-        For senders that cache their headers (hypercore's extension names): the
-        channel and size are checked as send() checks them, without a copy.
-        """
-        self.mux.send_encoded(self, header, payload)
 
     def close(self) -> None:
         """Close this channel (the remote is told; no reply is expected)."""
@@ -129,6 +128,19 @@ class _RemoteOpen:
         self.id = id
         self.handshake = handshake
         self.channel: Channel | None = None
+
+
+class _ControlHandler:
+    """Channel 0 carries control messages (open, reject, close, batch); nobody handles it."""
+
+    def channel_opened(self, channel: Channel, handshake: bytes) -> None:
+        pass
+
+    def channel_message(self, channel: Channel, message_type: int, payload: memoryview) -> None:
+        pass
+
+    def channel_closed(self, channel: Channel, by_remote: bool) -> None:
+        pass
 
 
 PairCallback = Callable[[str, bytes | None], None]
@@ -169,6 +181,8 @@ class Mux:
         self._queued_bytes = 0
         self._corked = 0
         self._destroyed = False
+        self._control = Channel(self, "", None, _ControlHandler(), 0)  # channel 0: control
+        self._control.state = ChannelState.OPEN
 
     # -- local side ---------------------------------------------------------------
 
@@ -207,7 +221,7 @@ class Mux:
         body = b"".join(
             (_uint(local_id), encode_string(protocol), encode_optional_buffer(id), bytes(handshake))
         )
-        self._queue(0, OPEN, body)
+        self._queue_control(OPEN, body)
         key = (protocol, id or None)
         waiting = self._incoming.get(key)
         if waiting:
@@ -225,22 +239,11 @@ class Mux:
         """Queue a user message on an open (or opening) channel."""
         self.send_encoded(channel, _uint(message_type), payload)
 
-    def send_encoded(self, channel: Channel, header: Buffer, payload: Buffer) -> None:
-        """Queue ``header || payload`` (the header starts with the message type) on a channel."""
-        state = channel.state
-        if state is not ChannelState.OPEN and state is not ChannelState.OPENING:
-            raise ChannelClosed(f"{channel!r} is closed")
-        if len(header) + len(payload) + 9 > MAX_MESSAGE:
-            raise MessageTooLarge(
-                f"message of {len(payload)} bytes does not fit in one frame ({MAX_MESSAGE} bytes)"
-            )
-        self._queue_encoded(channel.local_id, header, payload)
-
     def close(self, channel: Channel) -> None:
         """Close a local channel and tell the remote."""
         if channel.closed:
             return
-        self._queue(0, CLOSE, _uint(channel.local_id))
+        self._queue_control(CLOSE, _uint(channel.local_id))
         self._close_channel(channel, by_remote=False)
 
     def destroy(self) -> None:
@@ -271,17 +274,28 @@ class Mux:
         ):
             self.on_output()
 
-    def _queue(self, channel_id: int, message_type: int, payload: Buffer) -> None:
-        self._queue_encoded(channel_id, _uint(message_type), payload)
+    def _queue_control(self, message_type: int, payload: Buffer) -> None:
+        """Queue a control message (channel 0): open, reject, close."""
+        self.send_encoded(self._control, _uint(message_type), payload)
 
-    def _queue_encoded(self, channel_id: int, header: Buffer, payload: Buffer) -> None:
-        """Queue ``header || payload`` on a channel id, into the batch being built.
+    def send_encoded(self, channel: Channel, header: Buffer, payload: Buffer) -> None:
+        """Queue ``header || payload`` (the header starts with the message type) on a channel.
 
+        For senders that cache their headers (hypercore's extension names), with the
+        checks send() makes. What is queued goes into the batch being built;
         on_output is called when the mux goes from nothing to send to something, uncorked.
         """
+        state = channel.state
+        if state is not _OPEN and state is not _OPENING:
+            raise ChannelClosed(f"{channel!r} is closed")
+        size = len(header) + len(payload)
+        if size + 9 > MAX_MESSAGE:
+            raise MessageTooLarge(
+                f"message of {len(payload)} bytes does not fit in one frame ({MAX_MESSAGE} bytes)"
+            )
+        channel_id = channel.local_id
         if self._destroyed:
             return
-        size = len(header) + len(payload)
         if self._first is not None and self._batch_bytes + size + 32 > MAX_BATCH:
             self._seal()
         first = self._first
@@ -435,14 +449,14 @@ class Mux:
                 # We closed it before the remote answered. Our close may have reached the
                 # remote before its channel paired (a JavaScript peer pairs asynchronously)
                 # and been ignored there: say it again, then free the id.
-                self._queue(0, CLOSE, _uint(local_id))
+                self._queue_control(CLOSE, _uint(local_id))
                 self._free.append(local_id - 1)
                 return
             remote[remote_id] = slot
             self._pair(channel, remote_id, slot)
             return
         if len(remote) >= self.max_channels:
-            self._queue(0, REJECT, _uint(remote_id))  # past the limit: answered, no state kept
+            self._queue_control(REJECT, _uint(remote_id))  # past the limit: answered, no state kept
             return
         remote[remote_id] = slot
         self._incoming.setdefault(key, []).append(remote_id)
@@ -466,7 +480,7 @@ class Mux:
             if not waiting:
                 del self._incoming[key]
         del self._remote[remote_id]
-        self._queue(0, REJECT, _uint(remote_id))
+        self._queue_control(REJECT, _uint(remote_id))
 
     def _on_reject(self, view: memoryview, pos: int, end: int) -> None:
         local_id, pos = decode_uint(view, pos, end)
