@@ -358,7 +358,7 @@ class Connection(asyncio.Protocol):
         try:
             self.mux.destroy()
         finally:
-            for hook in self.on_closed:
+            for hook in list(self.on_closed):  # a hook may remove itself
                 self._run_hook(hook)
             self._closed.set_result(None)
 
@@ -368,7 +368,7 @@ class Connection(asyncio.Protocol):
         self.timers.established(self._loop.time())
         self._arm_timer()
         self.established.set_result(None)
-        for hook in self.on_established:
+        for hook in list(self.on_established):
             self._run_hook(hook)
         self.flush()  # anything queued before the handshake finished
 

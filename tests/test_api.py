@@ -582,3 +582,18 @@ async def test_concurrent_senders_are_never_parked_on_a_writable_connection(
     assert all(received[k] == list(range(per_sender)) for k in range(senders)), received
     await ps_a.close()
     await ps_b.close()
+
+
+async def test_two_peersockets_on_one_swarm_forget_an_ended_connection(net: Net) -> None:
+    """Each Peersockets registers pairing on a connection and forgets it when it ends."""
+    a, b = await net.mesh(2)
+    ps = [Peersockets(a, DRIVE), Peersockets(a, OTHER_DRIVE)]
+    Peersockets(b, DRIVE)
+    await joined(ps[0], 1)
+    (conn,) = a.connections
+    assert all(conn in p._pairings for p in ps)
+    conn.abort()
+    await conn.wait_closed()
+    assert all(not p._pairings for p in ps)
+    for p in ps:
+        await p.close()
