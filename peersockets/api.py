@@ -9,7 +9,7 @@ import itertools
 import logging
 import operator
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Sized
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sized
 from typing import Any, Generic, Literal, NamedTuple, Self, TypeVar
 
 from .connection import Connection
@@ -424,11 +424,16 @@ class Peersockets:
         Two connections to one key are one peer: while the swarm swaps a
         duplicate connection for the one it keeps, the peer stays joined.
         """
-        return any(
-            not link.conn.is_closed
+        return next(self._live_links_to(public_key), None) is not None
+
+    def _live_links_to(self, public_key: bytes) -> Iterator[_DriveLink]:
+        """Links to this key on connections that are not closing, channel open or opening."""
+        return (
+            link
+            for link in self._links.values()
+            if not link.conn.is_closed
             and not link.channel.closed
             and link.conn.remote_public_key == public_key
-            for link in self._links.values()
         )
 
     def _sending_link(self, peer_id: int) -> _DriveLink:
@@ -443,13 +448,9 @@ class Peersockets:
             for link in reversed(peer.channels):
                 if not link.conn.is_closed:
                     return link
-            for link in self._links.values():
-                if (
-                    not link.conn.is_closed
-                    and not link.channel.closed
-                    and link.conn.remote_public_key == peer.public_key
-                ):
-                    return link
+            opening = next(self._live_links_to(peer.public_key), None)
+            if opening is not None:
+                return opening
             raise PeerNotFound(f"peer {peer_id} is leaving: its connection is closing")
         if type(peer_id) is not int:
             raise TypeError(f"peer_id must be an int, got {type(peer_id).__name__}")

@@ -151,9 +151,7 @@ class Connection(asyncio.Protocol):
         """
         if self._closing or self._lost:
             return
-        self.flush()
-        self._closing = True
-        self._wake_drainers(ConnectionClosed(f"connection to {self._peer_name()} is closing"))
+        self._stop_sending(f"connection to {self._peer_name()} is closing")
         transport = self.transport
         if transport is None:
             return  # connection_made ends it
@@ -167,6 +165,12 @@ class Connection(asyncio.Protocol):
             return
         self.timers.closing(self._loop.time())
         self._arm_timer()
+
+    def _stop_sending(self, reason: str) -> None:
+        """Write what is queued, then refuse new sends and wake the senders waiting in line."""
+        self.flush()
+        self._closing = True
+        self._wake_drainers(ConnectionClosed(reason))
 
     def abort(self, error: BaseException | None = None) -> None:
         """End the connection at once, recording ``error`` as the reason."""
@@ -326,9 +330,7 @@ class Connection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         # The remote ended its side: write what is queued, then asyncio closes ours.
         if not self._closing:
-            self.flush()
-            self._closing = True
-            self._wake_drainers(ConnectionClosed(f"{self._peer_name()} closed the connection"))
+            self._stop_sending(f"{self._peer_name()} closed the connection")
         return None
 
     def pause_writing(self) -> None:
