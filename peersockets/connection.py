@@ -13,6 +13,14 @@ frame. Everything the remote makes us send while one read is processed
 Closing is graceful: ``close()`` writes what is queued, ends our side
 (half-close) and keeps reading until the remote ends its side, so nothing
 either side sent before the close is lost; ``close_timeout`` bounds the wait.
+
+Receiving is bounded: one read handles at most ``ITEMS_PER_READ`` messages
+(batch items count one each); the rest waits, unparsed, for the next loop
+turn, with the transport paused meanwhile so order holds. While something
+holds reading (a full queue, the receive budget), the rest waits for the
+release. Until a channel has opened, frames may be no larger than during the
+handshake, and the deadlines of ``wire.timers`` end strangers that hold a
+slot, dead peers and unfinished frames.
 """
 
 from __future__ import annotations
@@ -22,16 +30,20 @@ import logging
 from collections.abc import Callable
 from typing import cast
 
+from .budget import FREE_BYTES, ReceiveBudget
 from .errors import (
     ConnectionClosed,
+    FrameTimeout,
     HandshakeTimeout,
+    PairTimeout,
     PeerNotReading,
     PeersocketsError,
     ProtocolError,
+    ReadTimeout,
 )
 from .wire.crypto import KeyPair
 from .wire.protomux import Mux
-from .wire.secretstream import MAX_FRAME, Phase, SecretStream
+from .wire.secretstream import MAX_FRAME, MAX_HANDSHAKE_FRAME, Phase, SecretStream
 from .wire.timers import ConnectionTimers, Due
 
 log = logging.getLogger(__name__)
@@ -41,6 +53,12 @@ DEFAULT_KEEPALIVE = 5.0
 DEFAULT_MAX_CHANNELS = 1024
 DEFAULT_MAX_WRITE_BUFFER = 64 * 1024 * 1024
 DEFAULT_CLOSE_TIMEOUT = 5.0
+DEFAULT_PAIR_TIMEOUT = 10.0
+DEFAULT_FRAME_TIMEOUT = 30.0
+READ_TIMEOUT_KEEPALIVES = 3
+"""read_timeout defaults to this many keepalive periods."""
+ITEMS_PER_READ = 2048
+"""Messages handled per read (or loop turn) before the rest waits for the next turn."""
 
 ConnectionHook = Callable[["Connection"], None]
 
@@ -59,6 +77,10 @@ class Connection(asyncio.Protocol):
         max_channels: int = DEFAULT_MAX_CHANNELS,
         max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        pair_timeout: float = DEFAULT_PAIR_TIMEOUT,
+        read_timeout: float | None = None,
+        frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
+        receive_budget: ReceiveBudget | None = None,
         ephemeral: KeyPair | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
@@ -67,15 +89,24 @@ class Connection(asyncio.Protocol):
         self.stream = SecretStream(
             initiator, key_pair, ephemeral=ephemeral, max_frame_size=max_frame_size
         )
+        # until a channel opens, frames stay as small as during the handshake
+        self.stream.frame_limit = min(max_frame_size, MAX_HANDSHAKE_FRAME)
         self.mux = Mux(
             on_output=self._on_output,
             on_full=self.flush,
             max_channels=max_channels,
         )
+        self.mux.on_channels = self._on_channels
         self.handshake_timeout = handshake_timeout
         self.keepalive = keepalive
         self.max_write_buffer = max_write_buffer
         self.close_timeout = close_timeout
+        self.pair_timeout = pair_timeout
+        self.read_timeout = (
+            READ_TIMEOUT_KEEPALIVES * keepalive if read_timeout is None else read_timeout
+        )
+        self.frame_timeout = frame_timeout
+        self.receive_budget = receive_budget
         self.refusal: PeersocketsError | None = None
         """When set before the transport connects, the connection is ended at once with it."""
         self.error: BaseException | None = None
@@ -84,8 +115,7 @@ class Connection(asyncio.Protocol):
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self.on_established: list[ConnectionHook] = []
         self.on_closed: list[ConnectionHook] = []
-        self.message_handler: Callable[[bytearray], None] | None = None
-        """When set, decrypted messages go here instead of to the mux (raw secret-stream use)."""
+        self._message_handler: Callable[[bytearray], None] | None = None
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self.timers = ConnectionTimers(
@@ -93,6 +123,9 @@ class Connection(asyncio.Protocol):
             handshake_timeout=handshake_timeout,
             keepalive=keepalive,
             close_timeout=close_timeout,
+            pair_timeout=pair_timeout,
+            read_timeout=self.read_timeout,
+            frame_timeout=frame_timeout,
         )
         """The deadlines, sans-I/O; one loop timer is armed from timers.get_timer()."""
         self._timer: asyncio.TimerHandle | None = None
@@ -100,6 +133,11 @@ class Connection(asyncio.Protocol):
         self._closing = False  # close() or abort() was called, or the remote ended its side
         self._lost = False  # the transport is gone
         self._holders: set[object] = set()
+        self._reading = True  # the transport is being read
+        # a read's unhandled rest: the messages and the index of the first not handled
+        self._backlog: tuple[list[bytearray], int] | None = None
+        self._budgeted = False  # the receive budget counts bytes of ours
+        self._eof_pending = False  # the remote ended its side while a backlog waited
 
     # -- public -------------------------------------------------------------------
 
@@ -132,6 +170,26 @@ class Connection(asyncio.Protocol):
     def can_send_now(self) -> bool:
         """Whether a sender may queue a message without waiting: open, writable, nobody in line."""
         return not (self._write_paused or self._closing or self._drain_waiters)
+
+    @property
+    def message_handler(self) -> Callable[[bytearray], None] | None:
+        """When set, decrypted messages go here instead of to the mux (raw secret-stream use).
+
+        A raw connection has no channels: setting a handler lifts the small frame
+        cap and the pair deadline, which are for connections that use the mux.
+        """
+        return self._message_handler
+
+    @message_handler.setter
+    def message_handler(self, handler: Callable[[bytearray], None] | None) -> None:
+        self._message_handler = handler
+        if handler is not None:
+            self._on_channels(True)
+
+    @property
+    def is_reading(self) -> bool:
+        """Whether nothing holds reading (backpressure) on this connection now."""
+        return not self._holders
 
     async def wait_established(self) -> None:
         """Wait for the handshake; raises the error that ended the connection if it failed."""
@@ -261,18 +319,44 @@ class Connection(asyncio.Protocol):
         )
 
     def hold_reading(self, holder: object) -> None:
-        """Stop reading from the transport until every holder has released it (backpressure)."""
-        if not self._holders and self.transport is not None and not self._lost:
-            self.transport.pause_reading()
+        """Stop reading until every holder has released it (backpressure).
+
+        Handling stops before the next message too: the rest of a read, even of
+        one batch frame, waits unparsed.
+        """
+        if not self._holders:
+            self.mux.halted = True
+            self.timers.reading_paused()
         self._holders.add(holder)
+        self._update_reading()
 
     def release_reading(self, holder: object) -> None:
         """Undo hold_reading for ``holder``; reading resumes when no holder is left."""
         if holder not in self._holders:
             return
         self._holders.discard(holder)
-        if not self._holders and self.transport is not None and not self._lost:
+        if self._holders:
+            return
+        self.mux.halted = False
+        if self._lost:
+            return
+        self.timers.reading_resumed(self._loop.time())
+        self._arm_timer()
+        if self._backlog is not None:
+            self._loop.call_soon(self._continue)
+        else:
+            self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Pause or resume the transport: read while nothing holds it and no backlog waits."""
+        reading = not self._holders and self._backlog is None
+        if reading == self._reading or self.transport is None or self._lost:
+            return
+        self._reading = reading
+        if reading:
             self.transport.resume_reading()
+        else:
+            self.transport.pause_reading()
 
     def send_raw(self, message: bytes) -> None:
         """Encrypt and write one secret-stream message now, after anything queued on the mux."""
@@ -312,23 +396,110 @@ class Connection(asyncio.Protocol):
                     self._write_raw(out)
                 if not self.established.done() and stream.handshake_complete:
                     self._on_handshake()
-            receive = self.message_handler or self.mux.receive_frame
-            for message in messages:
-                receive(message)
-                if self._lost:
-                    return
-        except ProtocolError as exc:
-            log.info("closing connection to %s: %s", self._peer_name(), exc)
-            self.abort(exc)
-        except Exception as exc:  # a bug in a handler must not leave the connection half-alive
-            log.exception("unexpected error on connection to %s", self._peer_name())
-            self.abort(exc)
+            unfinished = stream.unfinished
+            if self.timers.received(self._loop.time(), unfinished > 0, bool(messages)):
+                self._arm_timer()
+            if self._backlog is not None:  # a transport that delivered while paused
+                self._backlog[0].extend(messages)
+            elif messages:
+                self._handle(messages, 0)
+            if unfinished > FREE_BYTES or self._budgeted or self._backlog is not None:
+                self._count_held()
+        except Exception as exc:
+            self._failed(exc)
         finally:
             mux.uncork()
             self._receiving = False
 
+    def _handle(self, messages: list[bytearray], start: int) -> None:
+        """Handle ``messages[start:]`` until ITEMS_PER_READ are spent or reading is held;
+        the rest is kept as the backlog, for the next turn or the release."""
+        handler = self._message_handler
+        if handler is not None:
+            for index in range(start, len(messages)):
+                handler(messages[index])
+                if self._lost:
+                    return
+            return
+        mux = self.mux
+        mux.item_budget = ITEMS_PER_READ
+        if mux.unfinished_batch and not mux.resume_batch():
+            self._keep_backlog(messages, start)
+            return
+        receive = mux.receive_frame
+        count = len(messages)
+        index = start
+        while index < count:
+            finished = receive(messages[index])
+            index += 1
+            if self._lost:
+                return
+            if not finished or (index < count and (mux.item_budget <= 0 or mux.halted)):
+                self._keep_backlog(messages, index)
+                return
+
+    def _keep_backlog(self, messages: list[bytearray], start: int) -> None:
+        """Keep what is not handled yet; go on next turn, or when reading is released."""
+        self._backlog = (messages, start)
+        self._update_reading()
+        if not self._holders:
+            self._loop.call_soon(self._continue)
+
+    def _continue(self) -> None:
+        """Handle the backlog kept by an earlier read (then read again, once it is done)."""
+        backlog = self._backlog
+        if backlog is None or self._holders or self._lost:
+            return
+        self._backlog = None
+        mux = self.mux
+        mux.cork()
+        self._receiving = True
+        try:
+            self._handle(*backlog)
+            self._count_held()
+        except Exception as exc:
+            self._failed(exc)
+        finally:
+            mux.uncork()
+            self._receiving = False
+        if self._backlog is None and not self._lost:
+            if self._eof_pending:
+                self._eof_pending = False
+                if not self.eof_received() and self.transport is not None:
+                    self.transport.close()
+                return
+            self._update_reading()
+
+    def _count_held(self) -> None:
+        """Tell the receive budget how many bytes this connection holds unhandled."""
+        budget = self.receive_budget
+        if budget is None:
+            return
+        held = self.stream.unfinished
+        backlog = self._backlog
+        if backlog is not None:
+            messages, start = backlog
+            if self.mux.unfinished_batch and start:
+                start -= 1  # the batch frame being parsed is held too
+            held += sum(len(message) for message in messages[start:])
+        self._budgeted = held > FREE_BYTES
+        budget.update(self, held)
+
+    def _failed(self, exc: Exception) -> None:
+        """Handling what the remote sent raised: end the connection with the error."""
+        if isinstance(exc, ProtocolError):
+            log.info("closing connection to %s: %s", self._peer_name(), exc)
+        else:  # a bug in a handler must not leave the connection half-alive
+            log.error(
+                "unexpected error on connection to %s", self._peer_name(), exc_info=exc
+            )
+        self.abort(exc)
+
     def eof_received(self) -> bool | None:
         # The remote ended its side: write what is queued, then asyncio closes ours.
+        if self._backlog is not None:
+            self._eof_pending = True  # after the backlog is handled
+            return True
         if not self._closing:
             self._stop_sending(f"{self._peer_name()} closed the connection")
         return None
@@ -357,6 +528,9 @@ class Connection(asyncio.Protocol):
             self.established.set_exception(failure)
             self.established.exception()  # mark retrieved: not every caller awaits it
         self._wake_drainers(closed)
+        self._backlog = None
+        if self.receive_budget is not None:
+            self.receive_budget.forget(self)
         try:
             self.mux.destroy()
         finally:
@@ -365,6 +539,15 @@ class Connection(asyncio.Protocol):
             self._closed.set_result(None)
 
     # -- internals ------------------------------------------------------------------
+
+    def _on_channels(self, any_open: bool) -> None:
+        """The first channel opened (the remote earned full-size frames), or the last closed."""
+        if any_open:
+            self.stream.frame_limit = self.stream.max_frame_size
+        elif self._message_handler is not None:
+            return
+        self.timers.channels_changed(self._loop.time(), any_open)
+        self._arm_timer()
 
     def _on_handshake(self) -> None:
         self.timers.established(self._loop.time())
@@ -419,7 +602,32 @@ class Connection(asyncio.Protocol):
                     " of our close"
                 )
             )
+        elif due is Due.PAIR_TIMEOUT:
+            self._timed_out(
+                PairTimeout(
+                    f"no channel was open on the connection to {self._peer_name()}"
+                    f" for {self.pair_timeout:g} s (pair_timeout)"
+                )
+            )
+        elif due is Due.READ_TIMEOUT:
+            self._timed_out(
+                ReadTimeout(
+                    f"nothing arrived from {self._peer_name()} for {self.read_timeout:g} s"
+                    " (read_timeout)"
+                )
+            )
+        elif due is Due.FRAME_TIMEOUT:
+            self._timed_out(
+                FrameTimeout(
+                    f"{self._peer_name()} did not finish a frame within {self.frame_timeout:g} s;"
+                    f" {self.stream.unfinished} bytes of it had arrived (frame_timeout)"
+                )
+            )
         self._arm_timer()
+
+    def _timed_out(self, error: ProtocolError) -> None:
+        log.info("closing connection to %s: %s", self._peer_name(), error)
+        self.abort(error)
 
     def _arm_timer(self) -> None:
         """Keep one loop timer armed for the earliest deadline (a later one re-arms on firing)."""

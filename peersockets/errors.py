@@ -4,7 +4,8 @@
     ├── ProtocolError          the remote broke the protocol; that connection ends
     │   ├── DecodeError, HandshakeError, DecryptionError, FrameTooLarge,
     │   │   ChannelError, CapabilityError, PeerNotReading
-    │   └── HandshakeTimeout   (also a TimeoutError)
+    │   └── PeerTimeout        (also a TimeoutError) the remote did not do its part in time
+    │       └── HandshakeTimeout, PairTimeout, ReadTimeout, FrameTimeout
     ├── RequestError           the caller asked for something that cannot be done
     │   ├── PeerNotFound, MessageTooLarge, TopicClosed, SwarmClosed, ChannelClosed
     │   ├── InvalidKey, InvalidTopic, InvalidSetting   (also ValueErrors)
@@ -55,8 +56,24 @@ class CapabilityError(ProtocolError):
     """The remote's replication capability does not prove knowledge of the drive key."""
 
 
-class HandshakeTimeout(ProtocolError, TimeoutError):
-    """The remote did not complete the handshake in time."""
+class PeerTimeout(ProtocolError, TimeoutError):
+    """The remote did not do its part within one of the connection's deadlines."""
+
+
+class HandshakeTimeout(PeerTimeout):
+    """The remote did not complete the handshake within handshake_timeout."""
+
+
+class PairTimeout(PeerTimeout):
+    """No protomux channel was open on the connection for pair_timeout (an unused stranger)."""
+
+
+class ReadTimeout(PeerTimeout):
+    """Nothing arrived from the remote for read_timeout while we were reading (a dead peer)."""
+
+
+class FrameTimeout(PeerTimeout):
+    """A frame the remote started did not complete within frame_timeout while we were reading."""
 
 
 class PeerNotReading(ProtocolError):

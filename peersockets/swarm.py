@@ -9,12 +9,16 @@ import socket
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
+from .budget import ReceiveBudget
 from .connection import (
     DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_FRAME_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_KEEPALIVE,
     DEFAULT_MAX_CHANNELS,
     DEFAULT_MAX_WRITE_BUFFER,
+    DEFAULT_PAIR_TIMEOUT,
+    READ_TIMEOUT_KEEPALIVES,
     Connection,
 )
 from .errors import (
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 NetworkErrorT = TypeVar("NetworkErrorT", bound=NetworkError)
 
 DEFAULT_MAX_CONNECTIONS = 4096
+DEFAULT_MAX_RECEIVE_BUFFER = 64 * 1024 * 1024
 
 ConnectionListener = Callable[[Connection], None]
 
@@ -63,6 +68,10 @@ class Swarm:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        pair_timeout: float = DEFAULT_PAIR_TIMEOUT,
+        read_timeout: float | None = None,
+        frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
+        max_receive_buffer: int = DEFAULT_MAX_RECEIVE_BUFFER,
         discovery: Discovery | None = None,
     ) -> None:
         """Options, each a limit against misbehaving peers:
@@ -76,12 +85,31 @@ class Swarm:
           remote's opens may make us hold (1024); an open past it is rejected
           and keeps no state. Answers to our own opens always pair.
         - max_connections: connections (incoming and outgoing, handshaking or
-          not) this swarm holds at once; further incoming ones are refused (4096).
+          not) this swarm holds at once (4096). When full, a new incoming one
+          evicts the oldest incoming connection with no channel open; if every
+          one has a channel open, the newcomer is refused.
         - max_write_buffer: unsent bytes a connection may pile up because the
           remote does not read before it is ended with PeerNotReading (64 MiB).
         - close_timeout: seconds a closing connection keeps reading until the
           remote ends its side too (so nothing it sent is lost) before it is
           aborted (default 5; 0 waits as long as the remote takes).
+        - pair_timeout: seconds an established connection may go without any
+          channel open before it is ended with PairTimeout (default 10; 0
+          disables): a stranger cannot hold a slot. Raw connections (with a
+          message_handler) are exempt.
+        - read_timeout: seconds without a byte from the remote, while we read,
+          before the connection is ended with ReadTimeout (default None: 3 x
+          keepalive, so 15 s; 0 disables). Peers send keepalives: JavaScript's
+          every 5 s. Keep it above the keepalive of every peer.
+        - frame_timeout: seconds a frame may take to arrive in full, while we
+          read, before the connection is ended with FrameTimeout (default 30;
+          0 disables): an unfinished frame cannot pin its buffer.
+        - max_receive_buffer: bytes of unfinished frames and received but
+          unhandled messages that all connections together may hold past 64 KiB
+          each (default 64 MiB); over it, reading pauses on the connections that
+          want more, except one, until it falls back.
+        Until a channel has opened on a connection, its frames may be at most
+        64 KiB (as during the handshake), whatever max_frame_size says.
         """
         for name, value, minimum in (
             ("handshake_timeout", handshake_timeout, 0),
@@ -90,6 +118,10 @@ class Swarm:
             ("max_connections", max_connections, 1),
             ("max_write_buffer", max_write_buffer, 1),
             ("close_timeout", close_timeout, 0),
+            ("pair_timeout", pair_timeout, 0),
+            ("read_timeout", 0 if read_timeout is None else read_timeout, 0),
+            ("frame_timeout", frame_timeout, 0),
+            ("max_receive_buffer", max_receive_buffer, 1),
         ):
             check_at_least(name, value, minimum)
         self.key_pair = key_pair if key_pair is not None else KeyPair.generate()
@@ -100,10 +132,17 @@ class Swarm:
         self.max_connections = max_connections
         self.max_write_buffer = max_write_buffer
         self.close_timeout = close_timeout
+        self.pair_timeout = pair_timeout
+        self.read_timeout = (
+            READ_TIMEOUT_KEEPALIVES * keepalive if read_timeout is None else read_timeout
+        )
+        self.frame_timeout = frame_timeout
+        self.receive_budget = ReceiveBudget(max_receive_buffer)
+        """The bytes all connections hold unhandled (max_receive_buffer is its limit)."""
         self.discovery: list[Discovery] = [discovery] if discovery is not None else []
         self.topics: set[bytes] = set()
         self._connections: dict[bytes, Connection] = {}
-        self._all: set[Connection] = set()
+        self._all: dict[Connection, None] = {}  # every connection, oldest first
         self._servers: list[asyncio.Server] = []
         self._connection_listeners: list[ConnectionListener] = []
         self._closed = False
@@ -147,12 +186,17 @@ class Swarm:
             max_channels=self.max_channels,
             max_write_buffer=self.max_write_buffer,
             close_timeout=self.close_timeout,
+            pair_timeout=self.pair_timeout,
+            read_timeout=self.read_timeout,
+            frame_timeout=self.frame_timeout,
+            receive_budget=self.receive_budget,
         )
-        if not initiator and len(self._all) >= self.max_connections:
+        if not initiator and len(self._all) >= self.max_connections and not self._evict_one():
             conn.refusal = TooManyConnections(
-                f"refused a connection: already {len(self._all)} (max_connections)"
+                f"refused a connection: already {len(self._all)}, each with a channel open"
+                " (max_connections)"
             )
-        self._all.add(conn)
+        self._all[conn] = None
         conn.on_established.append(self._on_established)
         conn.on_closed.append(self._on_closed)
         return conn
@@ -317,8 +361,25 @@ class Swarm:
         initiator_of_new = self.public_key if new.initiator else remote
         return initiator_of_new == max(self.public_key, remote)
 
+    def _evict_one(self) -> bool:
+        """Full: end the oldest incoming connection with no channel open (a stranger, or
+        one still handshaking) to make room. False if there is none."""
+        for conn in self._all:
+            if not conn.initiator and not conn.is_closed and conn.mux.open_channels == 0:
+                if conn.message_handler is not None:
+                    continue  # raw use: it has no channels by design
+                conn.abort(
+                    TooManyConnections(
+                        f"evicted to make room for a new connection: {len(self._all)}"
+                        " connections (max_connections), this one with no channel open"
+                    )
+                )
+                del self._all[conn]  # its slot is free now; _on_closed follows
+                return True
+        return False
+
     def _on_closed(self, conn: Connection) -> None:
-        self._all.discard(conn)
+        self._all.pop(conn, None)
         if conn.is_established:
             remote = conn.remote_public_key
             if self._connections.get(remote) is conn:

@@ -11,9 +11,10 @@ import os
 import socket
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import pytest_asyncio
 from conftest import next_of, wait_until
 
 from peersockets import Peersockets, Swarm, Topic
@@ -30,6 +31,7 @@ from peersockets.wire.secretstream import ID_HEADER_BYTES, Phase, SecretStream
 
 DRIVE = bytes(range(32))
 MiB = 1024 * 1024
+SLACK = 1.0  # seconds of scheduling slack on top of a documented time bound (2-core CI)
 
 
 # -- process resources ----------------------------------------------------------------------
@@ -299,13 +301,17 @@ class Cluster:
         self._stop = False
 
     @classmethod
-    async def start(cls, peers: int = 2, **server_options: Any) -> Cluster:
+    async def start(
+        cls, peers: int = 2, peer_options: dict[str, Any] | None = None, **server_options: Any
+    ) -> Cluster:
+        """A server Swarm made with ``server_options`` and ``peers`` healthy peers, each a
+        Swarm made with ``peer_options``, joined to DRIVE and dialled into the server."""
         server = Swarm(**server_options)
         log = ConnectionLog(server)
         address = await server.listen("127.0.0.1", 0)
         cluster = cls(server, address, log)
         for i in range(peers):
-            swarm = Swarm()
+            swarm = Swarm(**(peer_options or {}))
             ps = Peersockets(swarm, DRIVE)
             cluster.healthy.append(Healthy(f"h{i}", swarm, ps, ps.join("chat")))
             await swarm.connect(*address)
@@ -401,3 +407,45 @@ class Cluster:
         for h in self.healthy:
             await h.ps.close()
             await h.swarm.close()
+
+
+# -- fixtures (imported by the hostile test modules) -------------------------------------------
+
+ClusterMaker = Callable[..., Awaitable[Cluster]]
+AttackerMaker = Callable[[tuple[str, int]], Awaitable[Attacker]]
+
+
+@pytest_asyncio.fixture(name="make_cluster")
+async def fixture_make_cluster() -> AsyncIterator[ClusterMaker]:
+    """Clusters (server + healthy peers), closed after the test; no task may be left over."""
+    made: list[Cluster] = []
+
+    async def make(**options: Any) -> Cluster:
+        cluster = await Cluster.start(**options)
+        made.append(cluster)
+        return cluster
+
+    try:
+        yield make
+    finally:
+        for cluster in made:
+            await cluster.close()
+        await asyncio.sleep(0)
+        assert task_count() == 0, f"tasks left running: {asyncio.all_tasks()}"
+
+
+@pytest_asyncio.fixture(name="attackers")
+async def fixture_attackers() -> AsyncIterator[AttackerMaker]:
+    """Raw-socket attackers, all closed after the test."""
+    made: list[Attacker] = []
+
+    async def connect(address: tuple[str, int]) -> Attacker:
+        attacker = await Attacker.connect(address)
+        made.append(attacker)
+        return attacker
+
+    try:
+        yield connect
+    finally:
+        for attacker in made:
+            await attacker.close()

@@ -13,22 +13,24 @@ import asyncio
 import gc
 import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
 import pytest
-import pytest_asyncio
 from conftest import next_of, wait_until
-from hostile import (
+from hostile import (  # noqa: F401 (fixture_* are the make_cluster and attackers fixtures)
     DRIVE,
+    SLACK,
     Attacker,
-    Cluster,
+    AttackerMaker,
+    ClusterMaker,
     MiB,
     Resources,
     control_messages,
     drive_open,
     ended_by,
     fd_count,
+    fixture_attackers,
+    fixture_make_cluster,
     open_frame,
     reject_frame,
     task_count,
@@ -47,51 +49,7 @@ from peersockets.errors import (
 )
 from peersockets.wire.crypto import KeyPair, discovery_key
 from peersockets.wire.hypercore import PROTOCOL, encode_handshake
-from peersockets.wire.secretstream import MAX_FRAME
-
-SLACK = 1.0  # seconds of scheduling slack on top of a documented time bound (2-core CI)
-
-ClusterMaker = Callable[..., Awaitable[Cluster]]
-
-
-@pytest_asyncio.fixture
-async def make_cluster() -> AsyncIterator[ClusterMaker]:
-    """Clusters (server + healthy peers), closed after the test; no task may be left over."""
-    made: list[Cluster] = []
-
-    async def make(**server_options: Any) -> Cluster:
-        cluster = await Cluster.start(**server_options)
-        made.append(cluster)
-        return cluster
-
-    try:
-        yield make
-    finally:
-        for cluster in made:
-            await cluster.close()
-        await asyncio.sleep(0)
-        assert task_count() == 0, f"tasks left running: {asyncio.all_tasks()}"
-
-
-@pytest_asyncio.fixture
-async def attackers() -> AsyncIterator[Callable[[tuple[str, int]], Awaitable[Attacker]]]:
-    """Raw-socket attackers, all closed after the test."""
-    made: list[Attacker] = []
-
-    async def connect(address: tuple[str, int]) -> Attacker:
-        attacker = await Attacker.connect(address)
-        made.append(attacker)
-        return attacker
-
-    try:
-        yield connect
-    finally:
-        for attacker in made:
-            await attacker.close()
-
-
-AttackerMaker = Callable[[tuple[str, int]], Awaitable[Attacker]]
-
+from peersockets.wire.secretstream import MAX_FRAME, MAX_HANDSHAKE_FRAME
 
 # -- before the handshake ---------------------------------------------------------------------
 
@@ -245,20 +203,42 @@ async def test_garbage_after_a_valid_handshake(
     await cluster.assert_no_peer_events()
 
 
+@pytest.mark.parametrize("who", ["member", "stranger"])
 async def test_frame_over_max_frame_size_is_refused_before_its_body(
-    make_cluster: ClusterMaker, attackers: AttackerMaker
+    make_cluster: ClusterMaker, attackers: AttackerMaker, who: str
 ) -> None:
-    limit = 64 * 1024
+    """A member may send frames up to max_frame_size; a stranger (no channel open) only
+    as large as a handshake frame, whatever max_frame_size says."""
+    limit = 256 * 1024
     cluster = await make_cluster(max_frame_size=limit)
     cluster.start_chat()
     attacker = await attackers(cluster.address)
     await attacker.handshake()
     conn = await cluster.log.of(attacker)
-    attacker.send(u24(limit + 1))  # only the length prefix: the body never comes
+    if who == "member":
+        attacker.send(drive_open(attacker))
+        assert (await next_of(cluster.events)).type == "join"
+        attacker.send(u24(limit))  # as large as allowed: accepted, waits for its body
+        attacker.send(b"\0" * 1000)
+        await asyncio.sleep(0.2)
+        assert not conn.has_ended
+        await attacker.reset()
+        assert (await next_of(cluster.events)).type == "leave"
+        attacker = await attackers(cluster.address)
+        await attacker.handshake()
+        conn = await cluster.log.of(attacker)
+        attacker.send(drive_open(attacker))
+        assert (await next_of(cluster.events)).type == "join"
+        refused, allowed = limit + 1, limit
+    else:
+        refused, allowed = MAX_HANDSHAKE_FRAME + 1, MAX_HANDSHAKE_FRAME
+    attacker.send(u24(refused))  # only the length prefix: the body never comes
     error = await ended_by(conn, SLACK)
     assert isinstance(error, FrameTooLarge), error
-    assert str(limit) in str(error)
+    assert f"limit of {allowed} bytes" in str(error)
     await attacker.wait_dropped(SLACK)
+    if who == "member":
+        assert (await next_of(cluster.events)).type == "leave"
     await cluster.finish_chat()
     await cluster.assert_no_peer_events()
 

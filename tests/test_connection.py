@@ -43,7 +43,7 @@ async def test_handshake_over_a_pipe_authenticates_both_keys() -> None:
 
 async def test_keepalive_is_sent_after_idle_and_ignored_on_receipt() -> None:
     """Driven by handle_timer at the deadlines the core gives: no sleeping, no slack."""
-    a, b, _, _ = pair(keepalive=60)
+    a, b, _, _ = pair(keepalive=60, pair_timeout=0)  # a keepalive first, not the pair deadline
     await established(a, b)
     received: list[bytes] = []
     b.message_handler = lambda m: received.append(bytes(m))

@@ -32,7 +32,11 @@ FAMILIES = {
         "FrameTooLarge",
         "ChannelError",
         "CapabilityError",
+        "PeerTimeout",
         "HandshakeTimeout",
+        "PairTimeout",
+        "ReadTimeout",
+        "FrameTimeout",
         "PeerNotReading",
     },
     RequestError: {

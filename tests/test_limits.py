@@ -56,6 +56,10 @@ LIMITS: list[tuple[str, str, Any, str]] = [
     ("max_connections", "Swarm", 4096, "4096"),
     ("max_write_buffer", "Swarm", 64 * MiB, "64 MiB"),
     ("close_timeout", "Swarm", 5.0, "5 s"),
+    ("pair_timeout", "Swarm", 10.0, "10 s"),
+    ("read_timeout", "Swarm", None, "3 x `keepalive`"),
+    ("frame_timeout", "Swarm", 30.0, "30 s"),
+    ("max_receive_buffer", "Swarm", 64 * MiB, "64 MiB"),
     ("max_queue_messages", "Peersockets", 100_000, "100,000"),
     ("max_queue_bytes", "Peersockets", 64 * MiB, "64 MiB"),
     ("overflow", "Peersockets", "pause", '"pause"'),
@@ -108,6 +112,10 @@ INVALID_SETTINGS: list[tuple[str, dict[str, Any]]] = [
     ("Swarm", {"handshake_timeout": -1}),
     ("Swarm", {"max_channels": 0}),
     ("Swarm", {"close_timeout": -1}),
+    ("Swarm", {"pair_timeout": -1}),
+    ("Swarm", {"read_timeout": -0.5}),
+    ("Swarm", {"frame_timeout": -1}),
+    ("Swarm", {"max_receive_buffer": 0}),
     ("Peersockets", {"max_queue_messages": 0}),
     ("Peersockets", {"max_queue_bytes": 0}),
 ]
@@ -283,7 +291,7 @@ async def test_a_remote_that_does_not_end_its_side_after_our_close_is_aborted() 
     that never ends its side is aborted after close_timeout, and what it sent meanwhile
     was still delivered."""
     timeout = 30.0  # the loop timer never fires during the test: the test fires it
-    async with Swarm(close_timeout=timeout) as swarm:
+    async with Swarm(close_timeout=timeout, read_timeout=0) as swarm:
         log = ConnectionLog(swarm)
         ps = Peersockets(swarm, DRIVE)
         inbox = ps.join("t")
@@ -559,14 +567,21 @@ async def test_a_peer_that_does_not_read_is_ended() -> None:
 
 
 async def test_max_connections_refuses_new_incoming() -> None:
+    """Full of connections that each have a channel open: a newcomer is refused (a full
+    swarm of strangers evicts one instead: test_adversarial_budgets)."""
     from peersockets.errors import TooManyConnections
 
     async with Swarm(max_connections=2) as server, Swarm() as c1, Swarm() as c2, Swarm() as c3:
         address = await server.listen("127.0.0.1", 0)
+        server_ps = Peersockets(server, DRIVE)
+        members = [Peersockets(c, DRIVE) for c in (c1, c2)]
         await c1.connect(*address)
         await c2.connect(*address)
+        await wait_until(lambda: len(server_ps.peers) == 2)
         refused = ConnectionLog(server)
         with pytest.raises((ProtocolError, ConnectionError)):
             await c3.connect(*address, timeout=5)
         await wait_until(lambda: any(isinstance(c.error, TooManyConnections) for c in refused.made))
-        assert len(server.connections) == 2
+        assert len(server.connections) == 2 and len(server_ps.peers) == 2
+        for ps in (*members, server_ps):
+            await ps.close()

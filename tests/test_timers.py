@@ -77,3 +77,83 @@ def test_nothing_is_due_once_the_connection_has_ended() -> None:
     t.established(3.0)
     t.closing(4.0)
     assert t.get_timer() is None
+
+
+def idle(now: float = 0.0, **settings: float) -> ConnectionTimers:
+    """Timers with only the deadline under test (and the ones given) enabled."""
+    options = {"handshake_timeout": 0.0, "keepalive": 0.0, "close_timeout": 0.0} | settings
+    return ConnectionTimers(now, **options)
+
+
+def test_a_connection_with_no_channel_open_is_due_for_a_pair_timeout() -> None:
+    t = idle(pair_timeout=10.0)
+    assert t.get_timer() is None  # not before the handshake: handshake_timeout covers that
+    t.established(1.0)
+    assert t.get_timer() == 11.0
+    t.channels_changed(5.0, True)  # a channel opened in time
+    assert t.get_timer() is None and t.handle_timer(100.0) is None
+    t.channels_changed(20.0, False)  # the last one closed: the clock starts again
+    assert t.get_timer() == 30.0
+    assert t.handle_timer(29.9) is None
+    assert t.handle_timer(30.0) is Due.PAIR_TIMEOUT
+    assert t.get_timer() is None
+
+
+def test_keepalives_do_not_count_as_pairing() -> None:
+    t = idle(pair_timeout=10.0, keepalive=2.0)
+    t.established(0.0)
+    now = 0.0
+    while (due := t.handle_timer(now := t.get_timer() or 0.0)) is Due.KEEPALIVE:
+        t.wrote(now)
+    assert due is Due.PAIR_TIMEOUT and now == 10.0
+
+
+def test_the_read_deadline_moves_with_every_byte_received() -> None:
+    t = idle(read_timeout=15.0)
+    t.received(1.0, unfinished=False, completed=True)  # before the handshake: no clock
+    assert t.get_timer() is None
+    t.established(2.0)
+    assert t.get_timer() == 17.0
+    t.received(10.0, unfinished=False, completed=True)
+    assert t.handle_timer(17.0) is None  # the timer armed for 17 finds bytes came since
+    assert t.get_timer() == 25.0
+    assert t.handle_timer(25.0) is Due.READ_TIMEOUT
+    assert t.get_timer() is None
+
+
+def test_an_unfinished_frame_must_complete_within_frame_timeout() -> None:
+    t = idle(frame_timeout=30.0)
+    t.established(0.0)
+    assert t.received(1.0, unfinished=True, completed=False)  # a frame starts: new deadline
+    assert t.get_timer() == 31.0
+    assert not t.received(20.0, unfinished=True, completed=False)  # more of the same frame
+    assert t.get_timer() == 31.0  # progress does not extend it
+    assert t.received(25.0, unfinished=True, completed=True)  # done, and the next one starts
+    assert t.get_timer() == 55.0
+    assert t.handle_timer(55.0) is Due.FRAME_TIMEOUT
+    t.received(60.0, unfinished=False, completed=True)
+    assert t.get_timer() is None
+
+
+def test_read_and_frame_clocks_stop_while_reading_is_held() -> None:
+    """Backpressure is ours: a remote that cannot send because we do not read is not idle."""
+    t = idle(read_timeout=15.0, frame_timeout=30.0)
+    t.established(0.0)
+    t.received(1.0, unfinished=True, completed=False)
+    assert t.get_timer() == 16.0
+    t.reading_paused()
+    assert t.get_timer() is None and t.handle_timer(1000.0) is None
+    t.reading_resumed(1000.0)
+    assert t.get_timer() == 1015.0  # read; the frame deadline starts afresh at 1030
+    t.received(1010.0, unfinished=True, completed=False)
+    assert t.get_timer() == 1025.0
+    t.received(1024.0, unfinished=True, completed=False)
+    assert t.get_timer() == 1030.0 and t.handle_timer(1030.0) is Due.FRAME_TIMEOUT
+
+
+def test_closing_stops_the_pair_deadline_but_not_the_read_deadline() -> None:
+    t = idle(pair_timeout=10.0, read_timeout=15.0)
+    t.established(0.0)
+    t.closing(1.0)
+    t.channels_changed(2.0, False)
+    assert t.get_timer() == 15.0 and t.handle_timer(15.0) is Due.READ_TIMEOUT

@@ -6,10 +6,17 @@ queued since the last call, packed as batch frames of at most 8 MiB (a lone
 message stays a plain frame). ``on_output`` tells the owner that something
 was queued while the mux is not corked; ``cork``/``uncork`` hold it back, as
 protomux's do, so that what is queued meanwhile goes as one batch.
+
+Received work is bounded: each message (a batch item counts as one) spends
+one unit of ``item_budget``, and a batch stops between items when the budget
+is spent or the owner sets ``halted`` (it holds reading); the rest of the
+frame stays unparsed until ``resume_batch()``. So one frame of millions of
+tiny items cannot block the loop or pass a queue's bound.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from enum import Enum
 from typing import Protocol
@@ -28,6 +35,9 @@ from .secretstream import MAX_MESSAGE
 
 BATCH, OPEN, REJECT, CLOSE = 0, 1, 2, 3
 MAX_BATCH = 8 * 1024 * 1024
+# protomux seals a batch once it reaches MAX_BATCH, before adding the next message:
+# no item of a JavaScript batch starts past MAX_BATCH plus its few header bytes.
+_LAST_ITEM_START = MAX_BATCH + 64
 _UINT1 = [bytes((i,)) for i in range(0xFD)]
 
 
@@ -181,6 +191,15 @@ class Mux:
         self._queued_bytes = 0
         self._corked = 0
         self._destroyed = False
+        self.open_channels = 0
+        """Channels paired both ways now."""
+        self.on_channels: Callable[[bool], None] | None = None
+        """Called with True when the first channel pairs, False when the last one closes."""
+        self.item_budget = sys.maxsize
+        """Messages (batch items count one each) left to handle before a batch stops."""
+        self.halted = False
+        """Set by the owner while it holds reading: a batch stops before its next item."""
+        self._cursor: tuple[memoryview, int, int, int] | None = None  # a stopped batch
         self._control = Channel(self, "", None, _ControlHandler(), 0)  # channel 0: control
         self._control.state = ChannelState.OPEN
 
@@ -253,6 +272,7 @@ class Mux:
         self._destroyed = True
         self._frames = []
         self._first = self._batch = None
+        self._cursor = None
         for channel in list(self._local):
             if channel is not None:
                 self._close_channel(channel, by_remote=True)
@@ -355,48 +375,77 @@ class Mux:
 
     # -- incoming frames ----------------------------------------------------------
 
-    def receive_frame(self, frame: bytes | bytearray) -> None:
-        """Handle one decrypted message. Raises ProtocolError on invalid control messages."""
+    def receive_frame(self, frame: bytes | bytearray) -> bool:
+        """Handle one decrypted message; False if a batch stopped midway (see resume_batch).
+
+        Raises ProtocolError on invalid control messages.
+        """
         if not frame or self._destroyed:
-            return
+            return True
+        self.item_budget -= 1
         channel_id = frame[0]
         if 0 < channel_id <= 0xFC and len(frame) > 1 and frame[1] <= 0xFC:
             # the common case: a one-byte channel id and message type
             slot = self._remote.get(channel_id)
             if slot is not None and (channel := slot.channel) is not None:
                 channel.handler.channel_message(channel, frame[1], memoryview(frame)[2:])
-            return
+            return True
         view = memoryview(frame)
         channel_id, pos = decode_uint(view, 0)
-        self._dispatch(channel_id, view, pos, len(frame), in_batch=False)
+        return self._dispatch(channel_id, view, pos, len(frame), in_batch=False)
+
+    @property
+    def unfinished_batch(self) -> bool:
+        """Whether a batch stopped midway (budget spent or halted) and waits for resume_batch."""
+        return self._cursor is not None
+
+    def resume_batch(self) -> bool:
+        """Go on with the stopped batch; False if it stopped again."""
+        cursor, self._cursor = self._cursor, None
+        if cursor is None or self._destroyed:
+            return True
+        return self._batch_items(*cursor)
 
     def _dispatch(
         self, channel_id: int, view: memoryview, pos: int, end: int, in_batch: bool
-    ) -> None:
+    ) -> bool:
         message_type, pos = decode_uint(view, pos, end)
         if channel_id == 0:
             if message_type == BATCH:
                 if in_batch:
                     raise ChannelError("nested batch frames are not allowed")
-                self._on_batch(view, pos, end)
-            elif message_type == OPEN:
+                channel_id, pos = decode_uint(view, pos, end)
+                return self._batch_items(view, pos, end, channel_id)
+            if message_type == OPEN:
                 self._on_open(view, pos, end)
             elif message_type == REJECT:
                 self._on_reject(view, pos, end)
             elif message_type == CLOSE:
                 self._on_close(view, pos, end)
-            return
+            return True
         slot = self._remote.get(channel_id)
         if slot is None:
-            return  # closed or unknown channel: ignored, as protomux does
+            return True  # closed or unknown channel: ignored, as protomux does
         channel = slot.channel
         if channel is not None:
             channel.handler.channel_message(channel, message_type, view[pos:end])
+        return True
 
-    def _on_batch(self, view: memoryview, pos: int, end: int) -> None:
-        channel_id, pos = decode_uint(view, pos, end)
+    def _batch_items(self, view: memoryview, pos: int, end: int, channel_id: int) -> bool:
+        """Handle a batch's items from ``pos``; stop (keeping a cursor) when the budget is
+        spent or the owner halts. False if stopped."""
         remote = self._remote
+        budget = self.item_budget
         while pos < end:
+            if budget <= 0 or self.halted:
+                self._cursor = (view, pos, end, channel_id)
+                self.item_budget = budget
+                return False
+            if pos > _LAST_ITEM_START:
+                raise DecodeError(
+                    f"batch item at offset {pos} starts past the batch limit of {MAX_BATCH} bytes"
+                )
+            budget -= 1
             length = view[pos]
             if length <= 0xFC:
                 pos += 1
@@ -419,7 +468,9 @@ class Mux:
                 self._dispatch(channel_id, view, pos, item_end, in_batch=True)
             pos = item_end
             if self._destroyed:
-                return
+                return True
+        self.item_budget = budget
+        return True
 
     def _on_open(self, view: memoryview, pos: int, end: int) -> None:
         remote_id, pos = decode_uint(view, pos, end)
@@ -471,6 +522,9 @@ class Mux:
         slot.channel = channel
         channel.remote_id = remote_id
         channel.state = ChannelState.OPEN
+        self.open_channels += 1
+        if self.open_channels == 1 and self.on_channels is not None:
+            self.on_channels(True)
         channel.handler.channel_opened(channel, slot.handshake)
 
     def _reject(self, key: tuple[str, bytes | None], remote_id: int) -> None:
@@ -514,6 +568,9 @@ class Mux:
             self._remote.pop(channel.remote_id, None)
             channel.remote_id = 0
             self._free.append(channel.local_id - 1)
+            self.open_channels -= 1
+            if self.open_channels == 0 and self.on_channels is not None:
+                self.on_channels(False)
         if self._local[channel.local_id - 1] is channel:
             self._local[channel.local_id - 1] = None
         channel.handler.channel_closed(channel, by_remote)

@@ -65,6 +65,9 @@ class SecretStream:
         self.initiator = initiator
         self.key_pair = key_pair
         self.max_frame_size = check_max_frame_size(max_frame_size)
+        self.frame_limit = self.max_frame_size
+        """The largest frame accepted after the handshake now (the owner may keep it lower
+        until the remote has earned more: a connection with no channel open)."""
         self.phase = Phase.HANDSHAKE
         self.handshake_complete = False
         """The Noise handshake is done: keys are known and encrypt() works. The remote's
@@ -108,6 +111,11 @@ class SecretStream:
             raise MessageTooLarge(f"libsodium refused to encrypt {size} bytes")
         return out
 
+    @property
+    def unfinished(self) -> int:
+        """Bytes received of a frame not yet complete (held until the rest arrives)."""
+        return len(self._incoming)
+
     def receive_data(self, data: bytes) -> list[bytearray]:
         """Consume raw bytes; return the decrypted messages they complete.
 
@@ -127,14 +135,20 @@ class SecretStream:
         pos = 0
         size = len(source)
         transport = self.phase is Phase.TRANSPORT
-        limit = self.max_frame_size if transport else min(self.max_frame_size, MAX_HANDSHAKE_FRAME)
+        limit = self.frame_limit if transport else min(self.max_frame_size, MAX_HANDSHAKE_FRAME)
         with memoryview(source) as view:
             while size - pos >= 3:
                 length = view[pos] | (view[pos + 1] << 8) | (view[pos + 2] << 16)
                 if length > limit:
                     raise FrameTooLarge(
                         f"frame length prefix {length} exceeds the limit of {limit} bytes"
-                        + ("" if transport else " before the handshake is done")
+                        + (
+                            " before the handshake is done"
+                            if not transport
+                            else " while no channel is open"
+                            if limit < self.max_frame_size
+                            else ""
+                        )
                     )
                 end = pos + 3 + length
                 if end > size:
@@ -146,7 +160,7 @@ class SecretStream:
                     self._setup_frame(bytes(view[pos:end]))
                     transport = self.phase is Phase.TRANSPORT
                     if transport:
-                        limit = self.max_frame_size
+                        limit = self.frame_limit
                 pos = end
         if source is buffer:
             if pos:
