@@ -8,8 +8,9 @@ import inspect
 import itertools
 import logging
 import operator
-from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sized
+import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterator, Sized
 from typing import Any, Generic, Literal, NamedTuple, Self, TypeVar
 
 from .connection import Connection
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 
 EXTENSION_PREFIX = "peersockets/"
 MAX_TOPIC_BYTES = 1024
+MAX_EXTENSION_NAME_BYTES = len(EXTENSION_PREFIX) + MAX_TOPIC_BYTES
+DEFAULT_REOPEN_RATE = 1.0
+REOPEN_BURST = 10
+"""Drive channel reopens a connection may make at once before reopen_rate applies."""
 DEFAULT_QUEUE_MESSAGES = 100_000
 DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024
 
@@ -67,74 +72,30 @@ ITEM_OVERHEAD = 64
 """Bytes a queued item counts for on top of its message (the tuple and its references)."""
 
 
-class _Inbox(Generic[T]):
-    """A bounded queue behind an async iterator.
+QUANTUM = 16
+"""Messages taken from one peer's lane before the next peer's turn."""
+DROP_LOG_SECONDS = 5.0
+"""Drops are logged at the first, then as a summary at most this often."""
 
-    Past its bound it either holds reading on the connections that fill it
-    until the reader catches up ("pause": nothing is lost, the sender is slowed
-    down by TCP flow control) or drops the oldest items and counts them
-    ("drop-oldest").
-    """
 
-    def __init__(
-        self,
-        max_items: int,
-        max_bytes: int,
-        overflow: Overflow,
-        payload_of: Callable[[T], Sized],
-    ) -> None:
-        self._items: deque[T] = deque()
-        self._bytes = 0
-        self._max_items = max_items
-        self._max_bytes = max_bytes
-        self._overflow = overflow
-        self._payload_of = payload_of  # an item counts len(payload) + ITEM_OVERHEAD bytes
-        self._holding: set[Connection] = set()
+class _Waitable(Generic[T]):
+    """A queue's waiting side: readers block in get() until an item comes or it closes."""
+
+    def __init__(self) -> None:
         self._waiters: list[asyncio.Future[None]] = []  # readers blocked in get()
         self.closed = False
         self.dropped = 0
+        self._logged_at: float | None = None
 
-    def _over(self, items: int, size: int) -> bool:
-        return len(self._items) > items or (self._bytes > size and len(self._items) > 1)
+    def __len__(self) -> int:
+        raise NotImplementedError
 
-    def put(self, item: T, source: Connection | None = None) -> None:
-        """Queue ``item``; past the bound, pause ``source`` or drop the oldest items."""
-        size = len(self._payload_of(item)) + ITEM_OVERHEAD
-        items = self._items
-        if len(items) < self._max_items and self._bytes + size <= self._max_bytes:
-            if not self.closed:  # the common case: room to spare
-                items.append(item)
-                self._bytes += size
-                if self._waiters:
-                    self._wake()
-            return
-        if self.closed:
-            return
-        items.append(item)
-        self._bytes += size
-        if len(items) > self._max_items or (self._bytes > self._max_bytes and len(items) > 1):
-            if self._overflow == "pause" and source is not None:
-                if source not in self._holding and not source.has_ended:
-                    self._holding.add(source)
-                    source.hold_reading(self)
-            else:
-                while self._over(self._max_items, self._max_bytes):
-                    old = self._items.popleft()
-                    self._bytes -= len(self._payload_of(old)) + ITEM_OVERHEAD
-                    self.dropped += 1
-                log.warning("queue full: %d items dropped so far (oldest first)", self.dropped)
-        if self._waiters:
-            self._wake()
+    def pop(self) -> T:
+        raise NotImplementedError
 
     def close(self) -> None:
         self.closed = True
-        self._release()
         self._wake()
-
-    def _release(self) -> None:
-        holding, self._holding = self._holding, set()
-        for conn in holding:
-            conn.release_reading(self)
 
     def _wake(self) -> None:
         """Wake every blocked reader; each re-checks the queue (several may share one)."""
@@ -144,7 +105,7 @@ class _Inbox(Generic[T]):
                 waiter.set_result(None)
 
     async def get(self) -> T:
-        while not self._items:
+        while not len(self):
             if self.closed:
                 raise StopAsyncIteration
             waiter = asyncio.get_running_loop().create_future()
@@ -156,16 +117,188 @@ class _Inbox(Generic[T]):
                     self._waiters.remove(waiter)
         return self.pop()
 
+    def _dropped(self, count: int) -> None:
+        """Count dropped items; log the first drop, then a summary every DROP_LOG_SECONDS."""
+        self.dropped += count
+        now = time.monotonic()
+        if self._logged_at is None or now - self._logged_at >= DROP_LOG_SECONDS:
+            self._logged_at = now
+            log.warning("queue full: %d items dropped so far (oldest first)", self.dropped)
+
+
+class _Lane(Generic[T]):
+    """One peer's messages in a Topic's queue, and the connections its overflow holds."""
+
+    __slots__ = ("bytes", "holding", "items")
+
+    def __init__(self) -> None:
+        self.items: deque[T] = deque()
+        self.bytes = 0
+        self.holding: set[Connection] = set()
+
+
+class _Inbox(_Waitable[T]):
+    """A bounded queue behind an async iterator, fair between the peers that fill it.
+
+    Each peer's messages wait in their own lane; lanes are read round robin,
+    QUANTUM messages at a time, so a peer that floods does not delay the
+    others. Each peer with messages queued has an equal share of the bound
+    (max_items and max_bytes divided by the number of such peers). A lane
+    past its share either holds reading on the connection that filled it
+    until the lane is down to half its share ("pause": nothing is lost, that
+    sender alone is slowed down by TCP flow control), or drops its own oldest
+    messages and counts them ("drop-oldest").
+    """
+
+    def __init__(
+        self,
+        max_items: int,
+        max_bytes: int,
+        overflow: Overflow,
+        payload_of: Callable[[T], Sized],
+        peer_of: Callable[[T], Hashable],
+    ) -> None:
+        super().__init__()
+        self._max_items = max_items
+        self._max_bytes = max_bytes
+        self._overflow = overflow
+        self._payload_of = payload_of  # an item counts len(payload) + ITEM_OVERHEAD bytes
+        self._peer_of = peer_of
+        self._lanes: dict[Hashable, _Lane[T]] = {}  # by peer; empty ones until purged
+        self._ring: deque[_Lane[T]] = deque()  # lanes with items, the one served first
+        self._served = 0  # items taken from the first lane of the ring in its turn
+        self._count = 0
+        self._bytes = 0
+        self._share_items = max_items
+        self._share_bytes = max_bytes
+
+    def put(self, item: T, source: Connection | None = None) -> None:
+        """Queue ``item``; past its peer's share, pause ``source`` or drop that peer's oldest."""
+        if self.closed:
+            return
+        peer = self._peer_of(item)
+        lane = self._lanes.get(peer)
+        if lane is None or not lane.items:
+            lane = self._activate(peer)
+        size = len(self._payload_of(item)) + ITEM_OVERHEAD
+        items = lane.items
+        items.append(item)
+        lane.bytes += size
+        self._count += 1
+        self._bytes += size
+        if len(items) > self._share_items or (lane.bytes > self._share_bytes and len(items) > 1):
+            self._overflowed(lane, source)
+        if self._waiters:
+            self._wake()
+
+    def _activate(self, peer: Hashable) -> _Lane[T]:
+        """A lane gets its first item: it joins the ring, and the shares shrink."""
+        lanes = self._lanes
+        lane = lanes.get(peer)
+        if lane is None:
+            if len(lanes) > 2 * len(self._ring) + 16:
+                for key in [k for k, v in lanes.items() if not v.items and not v.holding]:
+                    del lanes[key]  # lanes of peers long gone
+            lane = lanes[peer] = _Lane()
+        self._ring.append(lane)
+        self._reshare()
+        return lane
+
+    def _reshare(self) -> None:
+        peers = len(self._ring) or 1
+        self._share_items = max(1, self._max_items // peers)
+        self._share_bytes = max(1, self._max_bytes // peers)
+
+    def _overflowed(self, lane: _Lane[T], source: Connection | None) -> None:
+        if self._overflow == "pause" and source is not None:
+            if source not in lane.holding and not source.has_ended:
+                lane.holding.add(source)
+                source.hold_reading(lane)
+            return
+        items = lane.items
+        dropped = 0
+        while len(items) > self._share_items or (lane.bytes > self._share_bytes and len(items) > 1):
+            size = len(self._payload_of(items.popleft())) + ITEM_OVERHEAD
+            lane.bytes -= size
+            self._bytes -= size
+            self._count -= 1
+            dropped += 1
+        self._dropped(dropped)
+
+    def close(self) -> None:
+        super().close()
+        for lane in self._lanes.values():
+            self._release(lane)
+
+    @staticmethod
+    def _release(lane: _Lane[T]) -> None:
+        holding, lane.holding = lane.holding, set()
+        for conn in holding:
+            conn.release_reading(lane)
+
     def pop(self) -> T:
-        """Take the oldest item (there must be one); releases held connections when half empty."""
-        item = self._items.popleft()
-        self._bytes -= len(self._payload_of(item)) + ITEM_OVERHEAD
-        if self._holding and not self._over(self._max_items // 2, self._max_bytes // 2):
-            self._release()
+        """Take the next item, round robin between peers (there must be one); a held
+        connection is released once its lane is down to half its share."""
+        ring = self._ring
+        lane = ring[0]
+        item = lane.items.popleft()
+        size = len(self._payload_of(item)) + ITEM_OVERHEAD
+        lane.bytes -= size
+        self._bytes -= size
+        self._count -= 1
+        if not lane.items:
+            ring.popleft()
+            self._served = 0
+            self._reshare()
+        elif len(ring) > 1:
+            self._served += 1
+            if self._served >= QUANTUM:
+                ring.rotate(-1)
+                self._served = 0
+        if (
+            lane.holding
+            and len(lane.items) <= self._share_items // 2
+            and lane.bytes <= self._share_bytes // 2
+        ):
+            self._release(lane)
         return item
 
     def __len__(self) -> int:
-        return len(self._items)
+        return self._count
+
+
+class _EventInbox(_Waitable[PeerEvent]):
+    """PeerEvents' queue: in order, bounded, dropping the oldest past the bound.
+
+    A leave that finds its peer's join still queued removes both (the reader
+    never heard of that peer), so a peer that churns keeps at most two events
+    queued (a leave of a join already read, and its latest join), and cannot
+    push other peers' events out.
+    """
+
+    def __init__(self, max_items: int, max_bytes: int) -> None:
+        super().__init__()
+        self._max = max(1, min(max_items, max_bytes // ITEM_OVERHEAD))
+        self._events: OrderedDict[tuple[int, str], PeerEvent] = OrderedDict()
+
+    def put(self, event: PeerEvent) -> None:
+        if self.closed:
+            return
+        events = self._events
+        if event.type == "leave" and events.pop((event.peer_id, "join"), None) is not None:
+            return
+        events[event.peer_id, event.type] = event
+        if len(events) > self._max:
+            events.popitem(last=False)
+            self._dropped(1)
+        if self._waiters:
+            self._wake()
+
+    def pop(self) -> PeerEvent:
+        return self._events.popitem(last=False)[1]
+
+    def __len__(self) -> int:
+        return len(self._events)
 
 
 class _Peer:
@@ -198,7 +331,12 @@ class _DriveLink:
         self._last_name: str | None = None
         self._last_topic: str | None = None
         self.channel = HypercoreChannel(
-            conn.mux, owner.drive_key, conn.handshake_hash, conn.initiator, self
+            conn.mux,
+            owner.drive_key,
+            conn.handshake_hash,
+            conn.initiator,
+            self,
+            max_name_bytes=MAX_EXTENSION_NAME_BYTES,
         )
 
     def peer_opened(self, channel: HypercoreChannel) -> None:
@@ -267,9 +405,26 @@ class Peersockets:
         max_queue_messages: int = DEFAULT_QUEUE_MESSAGES,
         max_queue_bytes: int = DEFAULT_QUEUE_BYTES,
         overflow: Overflow = "pause",
+        reopen_rate: float = DEFAULT_REOPEN_RATE,
     ) -> None:
+        """Topic messaging for the drive ``drive_key`` over ``swarm``'s connections.
+
+        Settings, each a limit against misbehaving peers (SECURITY.md):
+
+        - max_queue_messages, max_queue_bytes: the bound of each Topic's queue
+          (100,000 messages, 64 MiB), shared fairly among the peers with
+          messages queued, and of each PeerEvents.
+        - overflow: what a peer past its share of a Topic's queue gets:
+          "pause" (the default: reading from it stops until its lane is down
+          to half; nothing is lost) or "drop-oldest" (its oldest messages are
+          dropped and counted in Topic.dropped).
+        - reopen_rate: drive channel reopens per second a connection may make
+          after a burst of 10 (default 1.0); a reopen past it is rejected (the
+          peer stays connected, without the drive, and may open again later).
+        """
         check_at_least("max_queue_messages", max_queue_messages, 1)
         check_at_least("max_queue_bytes", max_queue_bytes, 1)
+        check_at_least("reopen_rate", reopen_rate, 0)
         if overflow not in ("pause", "drop-oldest"):
             raise InvalidSetting(f"overflow must be 'pause' or 'drop-oldest', got {overflow!r}")
         self.swarm = swarm
@@ -278,7 +433,11 @@ class Peersockets:
         self.discovery_key = derive_discovery_key(self.drive_key)
         self.max_queue_messages = max_queue_messages
         self.max_queue_bytes = max_queue_bytes
+        self.reopen_rate = reopen_rate
         self._links: dict[Connection, _DriveLink] = {}
+        self._by_key: dict[bytes, set[Connection]] = {}  # connections in _links, by remote
+        # per connection: reopen tokens left, when counted, whether a refusal was logged
+        self._reopens: dict[Connection, tuple[float, float, bool]] = {}
         self._peers: dict[bytes, _Peer] = {}
         self._by_id: dict[int, _Peer] = {}
         self._ids = itertools.count(1)
@@ -365,9 +524,25 @@ class Peersockets:
         self._pairings[conn] = pairing
         conn.mux.pair(hypercore.PROTOCOL, self.discovery_key, pairing)
         conn.on_closed.append(self._connection_ended)
-        self._links[conn] = _DriveLink(self, conn)
+        self._set_link(conn, _DriveLink(self, conn))
+
+    def _set_link(self, conn: Connection, link: _DriveLink) -> None:
+        self._links[conn] = link
+        self._by_key.setdefault(conn.remote_public_key, set()).add(conn)
+
+    def _drop_link(self, link: _DriveLink) -> None:
+        conn = link.conn
+        if self._links.get(conn) is not link:
+            return
+        del self._links[conn]
+        conns = self._by_key.get(conn.remote_public_key)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self._by_key[conn.remote_public_key]
 
     def _connection_ended(self, conn: Connection) -> None:
+        self._reopens.pop(conn, None)
         pairing = self._pairings.pop(conn, None)
         if pairing is not None:
             conn.mux.unpair(hypercore.PROTOCOL, self.discovery_key, pairing)
@@ -380,7 +555,25 @@ class Peersockets:
         link = self._links.get(conn)
         if link is None or link.channel.closed:
             # The remote (re)opened the drive's channel: answer with ours, which pairs at once.
-            self._links[conn] = _DriveLink(self, conn)
+            if self._may_reopen(conn):
+                self._set_link(conn, _DriveLink(self, conn))
+
+    def _may_reopen(self, conn: Connection) -> bool:
+        """Whether ``conn`` may reopen the drive's channel now (a token bucket per connection)."""
+        now = asyncio.get_running_loop().time()
+        tokens, last, logged = self._reopens.get(conn, (float(REOPEN_BURST), now, False))
+        tokens = min(float(REOPEN_BURST), tokens + (now - last) * self.reopen_rate)
+        if tokens < 1:
+            self._reopens[conn] = (tokens, now, True)
+            if not logged:  # once per connection: a churning peer must not flood the log
+                log.info(
+                    "rejecting reopens of the drive's channel by %s: past reopen_rate (%g per s)",
+                    conn.remote_public_key.hex()[:16],
+                    self.reopen_rate,
+                )
+            return False
+        self._reopens[conn] = (tokens - 1, now, logged)
+        return True
 
     def _link_opened(self, link: _DriveLink) -> None:
         key = link.conn.remote_public_key
@@ -399,8 +592,7 @@ class Peersockets:
             link.peer = peer
 
     def _link_closed(self, link: _DriveLink) -> None:
-        if self._links.get(link.conn) is link:
-            del self._links[link.conn]
+        self._drop_link(link)
         link.release()  # a newer link that ends first: what it carried is still delivered
         peer = self._peers.get(link.conn.remote_public_key) if link.conn.is_established else None
         if peer is None:
@@ -428,12 +620,11 @@ class Peersockets:
 
     def _live_links_to(self, public_key: bytes) -> Iterator[_DriveLink]:
         """Links to this key on connections that are not closing, channel open or opening."""
+        links = self._links
         return (
-            link
-            for link in self._links.values()
-            if not link.conn.is_closed
-            and not link.channel.closed
-            and link.conn.remote_public_key == public_key
+            links[conn]
+            for conn in self._by_key.get(public_key, ())
+            if not conn.is_closed and not links[conn].channel.closed
         )
 
     def _sending_link(self, peer_id: int) -> _DriveLink:
@@ -495,7 +686,7 @@ def _check_topic(topic: object) -> str:
 class _Receiver(Generic[T]):
     """What Topic and PeerEvents share: a bounded queue read by ``async for``, closed once."""
 
-    _inbox: _Inbox[T]
+    _inbox: _Waitable[T]
 
     @property
     def closed(self) -> bool:
@@ -527,10 +718,7 @@ class _Receiver(Generic[T]):
 
 
 _message_payload = operator.itemgetter(1)  # TopicMessage.message, without a Python-level call
-
-
-def _no_payload(event: PeerEvent) -> bytes:
-    return b""
+_message_peer = operator.itemgetter(0)  # TopicMessage.peer_id
 
 
 class Topic(_Receiver[TopicMessage]):
@@ -559,7 +747,11 @@ class Topic(_Receiver[TopicMessage]):
         self._callbacks: list[MessageCallback] = []
         self._dispatcher: asyncio.Task[None] | None = None
         self._inbox: _Inbox[TopicMessage] = _Inbox(
-            owner.max_queue_messages, owner.max_queue_bytes, owner.overflow, _message_payload
+            owner.max_queue_messages,
+            owner.max_queue_bytes,
+            owner.overflow,
+            _message_payload,
+            _message_peer,
         )
         self._receive: Callable[[TopicMessage, Connection | None], None] = self._inbox.put
         """Where a received message goes: the queue, or _put once a callback is set."""
@@ -707,7 +899,7 @@ class Topic(_Receiver[TopicMessage]):
 
     async def __anext__(self) -> TopicMessage:
         inbox = self._inbox
-        if inbox._items:
+        if inbox._count:
             return inbox.pop()
         return await inbox.get()
 
@@ -721,9 +913,7 @@ class PeerEvents(_Receiver[PeerEvent]):
 
     def __init__(self, owner: Peersockets) -> None:
         self._owner = owner
-        self._inbox: _Inbox[PeerEvent] = _Inbox(
-            owner.max_queue_messages, owner.max_queue_bytes, "drop-oldest", _no_payload
-        )
+        self._inbox: _EventInbox = _EventInbox(owner.max_queue_messages, owner.max_queue_bytes)
 
     def close(self) -> None:
         """Stop receiving events (connections are not affected)."""

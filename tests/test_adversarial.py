@@ -195,11 +195,8 @@ async def test_garbage_after_a_valid_handshake(
     assert type(error) is expected, error
     await attacker.wait_dropped(SLACK)
     await cluster.finish_chat()
-    if kind == "reopen-live-id":
-        # the attacker knew the drive key, so it joined, then left when its connection ended
-        events = [await next_of(cluster.events), await next_of(cluster.events)]
-        assert [e.type for e in events] == ["join", "leave"]
-        assert {e.public_key for e in events} == {conn.remote_public_key}
+    # (with "reopen-live-id" the attacker knew the drive key, so it joined, then left when
+    # its connection ended: nobody read the join meanwhile, so the two cancel out)
     await cluster.assert_no_peer_events()
 
 

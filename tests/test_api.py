@@ -104,10 +104,15 @@ async def test_closing_peersockets_emits_leaves_then_ends_watchers(net: Net) -> 
     Peersockets(c, DRIVE)
     await joined(ps_a, 2)
     events = ps_a.watch()
+    unread = ps_a.watch()
+    joins = [await next_of(events), await next_of(events)]
     await ps_a.close()
     seen = [e async for e in events]
-    assert [e.type for e in seen] == ["join", "join", "leave", "leave"]
+    assert [e.type for e in joins + seen] == ["join", "join", "leave", "leave"]
+    assert {e.peer_id for e in seen} == {e.peer_id for e in joins}
     assert events.closed
+    # a leave that finds its join unread removes both: that reader never heard of the peers
+    assert [e async for e in unread] == [] and unread.dropped == 0
 
 
 async def test_peer_without_the_drive_never_joins(net: Net) -> None:

@@ -110,6 +110,9 @@ def decode_request_id(data: Buffer) -> int:
     return request_id
 
 
+DEFAULT_MAX_NAME_BYTES = 4096
+"""Extension names longer than this are not decoded (peersockets' are at most 1036 bytes)."""
+
 NOT_AVAILABLE = 1
 """noData's reason when the block is not here: what hypercore answers for a block it lacks."""
 
@@ -155,6 +158,7 @@ class HypercoreChannel:
         handshake_hash: bytes,
         initiator: bool,
         listener: HypercoreListener,
+        max_name_bytes: int = DEFAULT_MAX_NAME_BYTES,
     ) -> None:
         if len(key) != 32:
             raise ValueError(f"core key must be 32 bytes, got {len(key)}")
@@ -162,8 +166,10 @@ class HypercoreChannel:
         self.discovery_key = discovery_key(key)
         self.listener = listener
         self._expected_capability = capability(not initiator, key, handshake_hash)
+        self.max_name_bytes = max_name_bytes
+        """Extension names longer than this are skipped undecoded (nobody listens to them)."""
         self._last_sent = ""
-        self._last_received = ""
+        self._last_received: str | None = ""  # None: the last name was skipped
         self._headers: dict[str, bytes] = {}
         handshake = encode_handshake(capability(initiator, key, handshake_hash))
         self.mux_channel: Channel = mux.open(PROTOCOL, self.discovery_key, handshake, self)
@@ -215,9 +221,14 @@ class HypercoreChannel:
     def channel_message(self, channel: Channel, message_type: int, payload: memoryview) -> None:
         if message_type == 9:  # MessageType.EXTENSION, the hot path
             if payload and payload[0] == 0:
-                self.listener.peer_extension(self, self._last_received, bytes(payload[1:]))
+                if self._last_received is not None:
+                    self.listener.peer_extension(self, self._last_received, bytes(payload[1:]))
                 return
-            name, message = decode_extension(payload, self._last_received)
+            length, _ = decode_uint(payload, 0)
+            if length > self.max_name_bytes:
+                self._last_received = None  # skipped, and so are its repeats
+                return
+            name, message = decode_extension(payload, self._last_received or "")
             self._last_received = name
             self.listener.peer_extension(self, name, message)
         elif message_type == MessageType.REQUEST:
