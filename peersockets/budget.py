@@ -6,13 +6,22 @@ bounded per connection; summed over thousands of connections it is not. The
 budget counts every connection's held bytes past a free allowance (so small
 frames never touch it) and, while the sum is over the limit, pauses reading
 on a connection whose held bytes grow, unless no other holder is still
-reading (paused by nobody): one holder always reads on, so held frames complete (or hit
-frame_timeout) and the budget frees up; then the paused ones resume.
+reading (paused by nobody): one holder always reads on, so held frames
+complete (or hit frame_timeout) and the budget frees up; then the paused ones
+resume.
+
+A read is only counted once it is in memory, so each connection that starts
+to hold while the sum is over the limit passes it by up to one read. Past
+twice the limit, such a connection is ended instead of paused
+(ReceiveBudgetExceeded): the sum stays under twice the limit plus what the
+one reader that reads on holds.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
+
+from .errors import ReceiveBudgetExceeded
 
 FREE_BYTES = 64 * 1024
 """Held bytes per connection that do not count (the frame cap before a channel opens)."""
@@ -28,6 +37,8 @@ class Reader(Protocol):
     def hold_reading(self, holder: object) -> None: ...
 
     def release_reading(self, holder: object) -> None: ...
+
+    def abort(self, error: BaseException | None = None) -> None: ...
 
 
 class ReceiveBudget:
@@ -54,6 +65,17 @@ class ReceiveBudget:
         if counted < before:
             self._release_all()
         elif self.used > self.limit and reader not in self._waiting and self._another_reads(reader):
+            if self.used > 2 * self.limit:
+                used = self.used
+                self.forget(reader)
+                reader.abort(
+                    ReceiveBudgetExceeded(
+                        f"{used} bytes received and not yet handled by all connections,"
+                        f" past twice max_receive_buffer ({self.limit}): ended a connection"
+                        f" that held {counted} of them"
+                    )
+                )
+                return
             self._waiting.add(reader)
             reader.hold_reading(self)
 

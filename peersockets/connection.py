@@ -18,9 +18,9 @@ Receiving is bounded: one read handles at most ``ITEMS_PER_READ`` messages
 (batch items count one each); the rest waits, unparsed, for the next loop
 turn, with the transport paused meanwhile so order holds. While something
 holds reading (a full queue, the receive budget), the rest waits for the
-release. Until a channel has opened, frames may be no larger than during the
-handshake, and the deadlines of ``wire.timers`` end strangers that hold a
-slot, dead peers and unfinished frames.
+release. Until a channel has opened, an unfinished frame may be at most
+MAX_UNPAIRED_FRAME, and the deadlines of ``wire.timers`` end strangers that
+hold a slot, dead peers and unfinished frames.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from .errors import (
 )
 from .wire.crypto import KeyPair
 from .wire.protomux import Mux
-from .wire.secretstream import MAX_FRAME, MAX_HANDSHAKE_FRAME, Phase, SecretStream
+from .wire.secretstream import MAX_FRAME, Phase, SecretStream
 from .wire.timers import ConnectionTimers, Due
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,12 @@ DEFAULT_PAIR_TIMEOUT = 10.0
 DEFAULT_FRAME_TIMEOUT = 30.0
 READ_TIMEOUT_KEEPALIVES = 3
 """read_timeout defaults to this many keepalive periods."""
+MAX_UNPAIRED_FRAME = 1024 * 1024
+"""The largest frame kept unfinished while no channel is open on the connection.
+
+Larger than a handshake frame because a JavaScript corestore sends the opens of
+all its cores in one batch (1,102 opens make 95 KB); 1 MiB holds ~10,000. The
+receive budget counts past 64 KiB, and pair_timeout ends such a connection."""
 ITEMS_PER_READ = 2048
 """Messages handled per read (or loop turn) before the rest waits for the next turn."""
 
@@ -89,8 +95,8 @@ class Connection(asyncio.Protocol):
         self.stream = SecretStream(
             initiator, key_pair, ephemeral=ephemeral, max_frame_size=max_frame_size
         )
-        # until a channel opens, frames stay as small as during the handshake
-        self.stream.frame_limit = min(max_frame_size, MAX_HANDSHAKE_FRAME)
+        # until a channel opens, an unfinished frame may not be large
+        self.stream.frame_limit = min(max_frame_size, MAX_UNPAIRED_FRAME)
         self.mux = Mux(
             on_output=self._on_output,
             on_full=self.flush,
@@ -403,6 +409,8 @@ class Connection(asyncio.Protocol):
                 self._backlog[0].extend(messages)
             elif messages:
                 self._handle(messages, 0)
+            if unfinished:
+                stream.check_unfinished()  # after the messages before it: an open lifts the cap
             if unfinished > FREE_BYTES or self._budgeted or self._backlog is not None:
                 self._count_held()
         except Exception as exc:

@@ -9,7 +9,8 @@
     ├── RequestError           the caller asked for something that cannot be done
     │   ├── PeerNotFound, MessageTooLarge, TopicClosed, SwarmClosed, ChannelClosed
     │   ├── InvalidKey, InvalidTopic, InvalidSetting   (also ValueErrors)
-    │   └── TooManyConnections  our own limit, not the remote's fault
+    │   └── TooManyConnections, ReceiveBudgetExceeded   our own limits, not the
+    │                                                   remote's fault
     └── NetworkError           the network failed (also an OSError)
         ├── ConnectError, ListenError   refused, unreachable, name not resolved,
         │                               port out of range, timed out, address in use
@@ -123,6 +124,11 @@ def check_at_least(name: str, value: float, minimum: float) -> None:
     """Refuse setting ``name`` with InvalidSetting unless ``value >= minimum``."""
     if not value >= minimum:
         raise InvalidSetting(f"{name} must be >= {minimum:g}, got {value!r}")
+
+
+class ReceiveBudgetExceeded(RequestError):
+    """All connections together held twice max_receive_buffer unhandled; one that wanted
+    more was ended. Our own limit, like TooManyConnections."""
 
 
 class TooManyConnections(RequestError):

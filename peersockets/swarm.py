@@ -108,8 +108,9 @@ class Swarm:
           unhandled messages that all connections together may hold past 64 KiB
           each (default 64 MiB); over it, reading pauses on the connections that
           want more, except one, until it falls back.
-        Until a channel has opened on a connection, its frames may be at most
-        64 KiB (as during the handshake), whatever max_frame_size says.
+        Until a channel has opened on a connection, a frame it leaves unfinished
+        may be at most 1 MiB (connection.MAX_UNPAIRED_FRAME), whatever
+        max_frame_size says.
         """
         for name, value, minimum in (
             ("handshake_timeout", handshake_timeout, 0),

@@ -288,28 +288,41 @@ class Healthy:
 class Cluster:
     """A listening server Swarm with healthy peers that chat through it during an attack."""
 
-    def __init__(self, server: Swarm, address: tuple[str, int], log: ConnectionLog) -> None:
+    def __init__(
+        self,
+        server: Swarm,
+        address: tuple[str, int],
+        log: ConnectionLog,
+        ps_options: dict[str, Any] | None = None,
+    ) -> None:
         self.server = server
         self.address = address
         self.log = log
-        self.ps = Peersockets(server, DRIVE)
+        self.ps = Peersockets(server, DRIVE, **(ps_options or {}))
         self.topic = self.ps.join("chat")
         self.events = self.ps.watch()
         self.healthy: list[Healthy] = []
         self.sent: dict[str, int] = {}
+        self.sent_at: dict[str, list[float]] = {}
+        """Loop time at which each message of a stream was sent, by tag."""
         self._chatting: list[asyncio.Task[None]] = []
         self._stop = False
 
     @classmethod
     async def start(
-        cls, peers: int = 2, peer_options: dict[str, Any] | None = None, **server_options: Any
+        cls,
+        peers: int = 2,
+        peer_options: dict[str, Any] | None = None,
+        ps_options: dict[str, Any] | None = None,
+        **server_options: Any,
     ) -> Cluster:
-        """A server Swarm made with ``server_options`` and ``peers`` healthy peers, each a
-        Swarm made with ``peer_options``, joined to DRIVE and dialled into the server."""
+        """A server Swarm made with ``server_options`` (its Peersockets with ``ps_options``)
+        and ``peers`` healthy peers, each a Swarm made with ``peer_options``, joined to
+        DRIVE and dialled into the server."""
         server = Swarm(**server_options)
         log = ConnectionLog(server)
         address = await server.listen("127.0.0.1", 0)
-        cluster = cls(server, address, log)
+        cluster = cls(server, address, log, ps_options)
         for i in range(peers):
             swarm = Swarm(**(peer_options or {}))
             ps = Peersockets(swarm, DRIVE)
@@ -348,29 +361,37 @@ class Cluster:
             )
 
     async def _chat(self, topic: Topic, peer_id: int, tag: str) -> None:
+        loop = asyncio.get_running_loop()
+        sent_at = self.sent_at.setdefault(tag, [])
         for i in range(CHAT_MAX):
             if self._stop and i >= CHAT_MIN:
                 break
+            sent_at.append(loop.time())
             await topic.send(peer_id, f"{tag}:{i}".encode())
             self.sent[tag] = i + 1
             if i % 5 == 4:
                 await asyncio.sleep(0.01)
 
-    async def finish_chat(self) -> int:
+    async def finish_chat(self, read_upstream: dict[str, int] | None = None) -> int:
         """Stop chatting and check that every message sent arrived, in order, exactly once.
 
-        Returns the number of messages checked.
+        ``read_upstream``: how many messages of each healthy peer's stream to the server
+        the test has already read off the server's topic (and checked). Returns the
+        number of messages checked.
         """
         self._stop = True
         tasks, self._chatting = self._chatting, []
         await asyncio.wait_for(asyncio.gather(*tasks), 30)
-        got: dict[str, list[int]] = {}
+        got: dict[str, list[int]] = {
+            tag: list(range(n)) for tag, n in (read_upstream or {}).items()
+        }
 
         def record(message: bytes) -> None:
             tag, _, number = message.decode().rpartition(":")
             got.setdefault(tag, []).append(int(number))
 
         upstream = sum(self.sent[f"{h.name}>s"] for h in self.healthy)
+        upstream -= sum((read_upstream or {}).values())
         keys = {h.swarm.public_key: h for h in self.healthy}
         for _ in range(upstream):
             msg = await next_of(self.topic, timeout=10)

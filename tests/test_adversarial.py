@@ -38,6 +38,7 @@ from hostile import (  # noqa: F401 (fixture_* are the make_cluster and attacker
 )
 
 from peersockets import Peersockets, PeersocketsError, ProtocolError, Swarm
+from peersockets.connection import MAX_UNPAIRED_FRAME
 from peersockets.errors import (
     CapabilityError,
     ChannelError,
@@ -49,7 +50,7 @@ from peersockets.errors import (
 )
 from peersockets.wire.crypto import KeyPair, discovery_key
 from peersockets.wire.hypercore import PROTOCOL, encode_handshake
-from peersockets.wire.secretstream import MAX_FRAME, MAX_HANDSHAKE_FRAME
+from peersockets.wire.secretstream import MAX_FRAME
 
 # -- before the handshake ---------------------------------------------------------------------
 
@@ -204,9 +205,9 @@ async def test_garbage_after_a_valid_handshake(
 async def test_frame_over_max_frame_size_is_refused_before_its_body(
     make_cluster: ClusterMaker, attackers: AttackerMaker, who: str
 ) -> None:
-    """A member may send frames up to max_frame_size; a stranger (no channel open) only
-    as large as a handshake frame, whatever max_frame_size says."""
-    limit = 256 * 1024
+    """A member may send frames up to max_frame_size; a stranger (no channel open) may
+    leave one unfinished only up to MAX_UNPAIRED_FRAME, whatever max_frame_size says."""
+    limit = 2 * MAX_UNPAIRED_FRAME
     cluster = await make_cluster(max_frame_size=limit)
     cluster.start_chat()
     attacker = await attackers(cluster.address)
@@ -228,7 +229,7 @@ async def test_frame_over_max_frame_size_is_refused_before_its_body(
         assert (await next_of(cluster.events)).type == "join"
         refused, allowed = limit + 1, limit
     else:
-        refused, allowed = MAX_HANDSHAKE_FRAME + 1, MAX_HANDSHAKE_FRAME
+        refused, allowed = MAX_UNPAIRED_FRAME + 1, MAX_UNPAIRED_FRAME
     attacker.send(u24(refused))  # only the length prefix: the body never comes
     error = await ended_by(conn, SLACK)
     assert isinstance(error, FrameTooLarge), error

@@ -49,6 +49,7 @@ FAMILIES = {
         "InvalidTopic",
         "InvalidSetting",
         "TooManyConnections",
+        "ReceiveBudgetExceeded",
     },
     NetworkError: {"ConnectError", "ListenError", "ConnectionClosed"},
 }

@@ -66,8 +66,10 @@ class SecretStream:
         self.key_pair = key_pair
         self.max_frame_size = check_max_frame_size(max_frame_size)
         self.frame_limit = self.max_frame_size
-        """The largest frame accepted after the handshake now (the owner may keep it lower
-        until the remote has earned more: a connection with no channel open)."""
+        """The largest unfinished frame that may be kept waiting for its rest, after the
+        handshake (the owner keeps it lower until the remote has earned more: a
+        connection with no channel open); see check_unfinished()."""
+        self._unfinished_length = 0  # the length prefix of the frame kept unfinished
         self.phase = Phase.HANDSHAKE
         self.handshake_complete = False
         """The Noise handshake is done: keys are known and encrypt() works. The remote's
@@ -116,6 +118,18 @@ class SecretStream:
         """Bytes received of a frame not yet complete (held until the rest arrives)."""
         return len(self._incoming)
 
+    def check_unfinished(self) -> None:
+        """Raise FrameTooLarge if the frame kept unfinished is larger than frame_limit.
+
+        Separate from receive_data, so that the owner can first handle the messages
+        that came with it (a channel open may raise the limit).
+        """
+        if self._incoming and self._unfinished_length > self.frame_limit:
+            raise FrameTooLarge(
+                f"frame length prefix {self._unfinished_length} exceeds the limit of"
+                f" {self.frame_limit} bytes while no channel is open"
+            )
+
     def receive_data(self, data: bytes) -> list[bytearray]:
         """Consume raw bytes; return the decrypted messages they complete.
 
@@ -135,23 +149,18 @@ class SecretStream:
         pos = 0
         size = len(source)
         transport = self.phase is Phase.TRANSPORT
-        limit = self.frame_limit if transport else min(self.max_frame_size, MAX_HANDSHAKE_FRAME)
+        limit = self.max_frame_size if transport else min(self.max_frame_size, MAX_HANDSHAKE_FRAME)
         with memoryview(source) as view:
             while size - pos >= 3:
                 length = view[pos] | (view[pos + 1] << 8) | (view[pos + 2] << 16)
                 if length > limit:
                     raise FrameTooLarge(
                         f"frame length prefix {length} exceeds the limit of {limit} bytes"
-                        + (
-                            " before the handshake is done"
-                            if not transport
-                            else " while no channel is open"
-                            if limit < self.max_frame_size
-                            else ""
-                        )
+                        + ("" if transport else " before the handshake is done")
                     )
                 end = pos + 3 + length
                 if end > size:
+                    self._unfinished_length = length
                     break
                 pos += 3
                 if transport:
@@ -160,7 +169,7 @@ class SecretStream:
                     self._setup_frame(bytes(view[pos:end]))
                     transport = self.phase is Phase.TRANSPORT
                     if transport:
-                        limit = self.frame_limit
+                        limit = self.max_frame_size
                 pos = end
         if source is buffer:
             if pos:
