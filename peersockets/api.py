@@ -553,10 +553,9 @@ class Peersockets:
         if self._closed or conn.is_closed:
             return  # not answered: rejected
         link = self._links.get(conn)
-        if link is None or link.channel.closed:
-            # The remote (re)opened the drive's channel: answer with ours, which pairs at once.
-            if self._may_reopen(conn):
-                self._set_link(conn, _DriveLink(self, conn))
+        # The remote (re)opened the drive's channel: answer with ours, which pairs at once.
+        if (link is None or link.channel.closed) and self._may_reopen(conn):
+            self._set_link(conn, _DriveLink(self, conn))
 
     def _may_reopen(self, conn: Connection) -> bool:
         """Whether ``conn`` may reopen the drive's channel now (a token bucket per connection)."""

@@ -498,9 +498,7 @@ class Connection(asyncio.Protocol):
         if isinstance(exc, ProtocolError):
             log.info("closing connection to %s: %s", self._peer_name(), exc)
         else:  # a bug in a handler must not leave the connection half-alive
-            log.error(
-                "unexpected error on connection to %s", self._peer_name(), exc_info=exc
-            )
+            log.error("unexpected error on connection to %s", self._peer_name(), exc_info=exc)
         self.abort(exc)
 
     def eof_received(self) -> bool | None:

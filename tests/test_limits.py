@@ -63,6 +63,7 @@ LIMITS: list[tuple[str, str, Any, str]] = [
     ("max_queue_messages", "Peersockets", 100_000, "100,000"),
     ("max_queue_bytes", "Peersockets", 64 * MiB, "64 MiB"),
     ("overflow", "Peersockets", "pause", '"pause"'),
+    ("reopen_rate", "Peersockets", 1.0, "1 per second"),
 ]
 
 
@@ -90,7 +91,9 @@ async def test_defaults_on_live_objects() -> None:
 
 @pytest.mark.parametrize(("name", "owner", "default", "spelled"), LIMITS)
 def test_every_limit_is_documented(name: str, owner: str, default: Any, spelled: str) -> None:
-    docstring = {"Swarm": Swarm.__init__.__doc__, "Peersockets": Topic.__doc__}[owner]
+    docstring = {"Swarm": Swarm.__init__.__doc__, "Peersockets": Peersockets.__init__.__doc__}[
+        owner
+    ]
     assert docstring is not None and name in docstring, f"{owner} does not document {name}"
     rows = [line for line in SECURITY.read_text().splitlines() if f"`{name}`" in line]
     assert any(line.startswith("|") and spelled in line for line in rows), (
