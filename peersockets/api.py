@@ -7,10 +7,9 @@ import functools
 import inspect
 import itertools
 import logging
-import operator
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterator, Sized
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, Generic, Literal, NamedTuple, Self, TypeVar
 
 from .connection import Connection
@@ -126,18 +125,18 @@ class _Waitable(Generic[T]):
             log.warning("queue full: %d items dropped so far (oldest first)", self.dropped)
 
 
-class _Lane(Generic[T]):
+class _Lane:
     """One peer's messages in a Topic's queue, and the connections its overflow holds."""
 
     __slots__ = ("bytes", "holding", "items")
 
     def __init__(self) -> None:
-        self.items: deque[T] = deque()
+        self.items: deque[TopicMessage] = deque()
         self.bytes = 0
         self.holding: set[Connection] = set()
 
 
-class _Inbox(_Waitable[T]):
+class _Inbox(_Waitable[TopicMessage]):
     """A bounded queue behind an async iterator, fair between the peers that fill it.
 
     Each peer's messages wait in their own lane; lanes are read round robin,
@@ -155,61 +154,56 @@ class _Inbox(_Waitable[T]):
         max_items: int,
         max_bytes: int,
         overflow: Overflow,
-        payload_of: Callable[[T], Sized],
-        peer_of: Callable[[T], Hashable],
     ) -> None:
         super().__init__()
         self._max_items = max_items
         self._max_bytes = max_bytes
         self._overflow = overflow
-        self._payload_of = payload_of  # an item counts len(payload) + ITEM_OVERHEAD bytes
-        self._peer_of = peer_of
-        self._lanes: dict[Hashable, _Lane[T]] = {}  # by peer; empty ones until purged
-        self._ring: deque[_Lane[T]] = deque()  # lanes with items, the one served first
+        self._lanes: dict[int, _Lane] = {}  # by peer id; empty ones until purged
+        self._ring: deque[_Lane] = deque()  # lanes with items, the one served first
         self._served = 0  # items taken from the first lane of the ring in its turn
         self._count = 0
-        self._bytes = 0
         self._share_items = max_items
         self._share_bytes = max_bytes
 
-    def put(self, item: T, source: Connection | None = None) -> None:
+    def put(self, item: TopicMessage, source: Connection | None = None) -> None:
         """Queue ``item``; past its peer's share, pause ``source`` or drop that peer's oldest."""
         if self.closed:
             return
-        peer = self._peer_of(item)
+        peer = item[0]
         lane = self._lanes.get(peer)
-        if lane is None or not lane.items:
-            lane = self._activate(peer)
-        size = len(self._payload_of(item)) + ITEM_OVERHEAD
+        if lane is None:
+            lane = self._new_lane(peer)
         items = lane.items
+        if not items:  # the lane joins the ring (and the shares shrink if it is not alone)
+            ring = self._ring
+            ring.append(lane)
+            if len(ring) > 1:
+                self._reshare()
         items.append(item)
-        lane.bytes += size
         self._count += 1
-        self._bytes += size
-        if len(items) > self._share_items or (lane.bytes > self._share_bytes and len(items) > 1):
+        size = lane.bytes = lane.bytes + len(item[1]) + ITEM_OVERHEAD
+        if len(items) > self._share_items or (size > self._share_bytes and len(items) > 1):
             self._overflowed(lane, source)
         if self._waiters:
             self._wake()
 
-    def _activate(self, peer: Hashable) -> _Lane[T]:
-        """A lane gets its first item: it joins the ring, and the shares shrink."""
+    def _new_lane(self, peer: int) -> _Lane:
+        """A lane for a peer not seen lately (empty lanes are kept for a while, then purged)."""
         lanes = self._lanes
-        lane = lanes.get(peer)
-        if lane is None:
-            if len(lanes) > 2 * len(self._ring) + 16:
-                for key in [k for k, v in lanes.items() if not v.items and not v.holding]:
-                    del lanes[key]  # lanes of peers long gone
-            lane = lanes[peer] = _Lane()
-        self._ring.append(lane)
-        self._reshare()
+        if len(lanes) > 2 * len(self._ring) + 16:
+            for key in [k for k, v in lanes.items() if not v.items and not v.holding]:
+                del lanes[key]  # lanes of peers long gone
+        lane = lanes[peer] = _Lane()
         return lane
 
     def _reshare(self) -> None:
+        """Each peer with messages queued gets an equal share (with one or none: all)."""
         peers = len(self._ring) or 1
         self._share_items = max(1, self._max_items // peers)
         self._share_bytes = max(1, self._max_bytes // peers)
 
-    def _overflowed(self, lane: _Lane[T], source: Connection | None) -> None:
+    def _overflowed(self, lane: _Lane, source: Connection | None) -> None:
         if self._overflow == "pause" and source is not None:
             if source not in lane.holding and not source.has_ended:
                 lane.holding.add(source)
@@ -218,9 +212,7 @@ class _Inbox(_Waitable[T]):
         items = lane.items
         dropped = 0
         while len(items) > self._share_items or (lane.bytes > self._share_bytes and len(items) > 1):
-            size = len(self._payload_of(items.popleft())) + ITEM_OVERHEAD
-            lane.bytes -= size
-            self._bytes -= size
+            lane.bytes -= len(items.popleft()[1]) + ITEM_OVERHEAD
             self._count -= 1
             dropped += 1
         self._dropped(dropped)
@@ -231,40 +223,42 @@ class _Inbox(_Waitable[T]):
             self._release(lane)
 
     @staticmethod
-    def _release(lane: _Lane[T]) -> None:
+    def _release(lane: _Lane) -> None:
         holding, lane.holding = lane.holding, set()
         for conn in holding:
             conn.release_reading(lane)
 
-    def pop(self) -> T:
+    def pop(self) -> TopicMessage:
         """Take the next item, round robin between peers (there must be one); a held
         connection is released once its lane is down to half its share."""
         ring = self._ring
         lane = ring[0]
         item = lane.items.popleft()
-        size = len(self._payload_of(item)) + ITEM_OVERHEAD
-        lane.bytes -= size
-        self._bytes -= size
+        lane.bytes -= len(item[1]) + ITEM_OVERHEAD
         self._count -= 1
         if not lane.items:
             ring.popleft()
             self._served = 0
-            self._reshare()
+            if ring:
+                self._reshare()
         elif len(ring) > 1:
             self._served += 1
             if self._served >= QUANTUM:
                 ring.rotate(-1)
                 self._served = 0
-        if (
-            lane.holding
-            and len(lane.items) <= self._share_items // 2
-            and lane.bytes <= self._share_bytes // 2
+        if lane.holding and (
+            len(lane.items) <= self._share_items // 2 and lane.bytes <= self._share_bytes // 2
         ):
             self._release(lane)
         return item
 
     def __len__(self) -> int:
         return self._count
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes the queued items count for (each its message + ITEM_OVERHEAD)."""
+        return sum(lane.bytes for lane in self._ring)
 
 
 class _EventInbox(_Waitable[PeerEvent]):
@@ -716,10 +710,6 @@ class _Receiver(Generic[T]):
         return self
 
 
-_message_payload = operator.itemgetter(1)  # TopicMessage.message, without a Python-level call
-_message_peer = operator.itemgetter(0)  # TopicMessage.peer_id
-
-
 class Topic(_Receiver[TopicMessage]):
     """One joined instance of a topic: send to a peer id, receive by callback or ``async for``.
 
@@ -745,12 +735,8 @@ class Topic(_Receiver[TopicMessage]):
         """The largest message this topic can send in one frame."""
         self._callbacks: list[MessageCallback] = []
         self._dispatcher: asyncio.Task[None] | None = None
-        self._inbox: _Inbox[TopicMessage] = _Inbox(
-            owner.max_queue_messages,
-            owner.max_queue_bytes,
-            owner.overflow,
-            _message_payload,
-            _message_peer,
+        self._inbox: _Inbox = _Inbox(
+            owner.max_queue_messages, owner.max_queue_bytes, owner.overflow
         )
         self._receive: Callable[[TopicMessage, Connection | None], None] = self._inbox.put
         """Where a received message goes: the queue, or _put once a callback is set."""

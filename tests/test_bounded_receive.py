@@ -218,8 +218,8 @@ def message(peer: int, text: bytes) -> TopicMessage:
     return TopicMessage(peer, text, bytes(32))
 
 
-def inbox(max_items: int = 100, overflow: Any = "pause") -> _Inbox[TopicMessage]:
-    return _Inbox(max_items, 1 << 30, overflow, lambda m: m.message, lambda m: m.peer_id)
+def inbox(max_items: int = 100, overflow: Any = "pause") -> _Inbox:
+    return _Inbox(max_items, 1 << 30, overflow)
 
 
 def test_peers_are_read_round_robin_a_quantum_at_a_time() -> None:

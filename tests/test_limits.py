@@ -437,7 +437,7 @@ async def test_pause_bounds_memory_by_max_queue_bytes_and_loses_nothing() -> Non
 
         task = asyncio.create_task(send_all())
         assert await _stalled(sent, OFFERED), "the sender was never slowed down"
-        queued = inbox._inbox._bytes
+        queued = inbox._inbox.queued_bytes
         # Past the bound, reading stops; what one read already holds may still be queued.
         assert queued <= bound + 1 * MiB, f"{queued} bytes queued for a bound of {bound}"
         assert sent[0] < OFFERED // 2
@@ -461,7 +461,7 @@ async def test_drop_oldest_never_blocks_the_sender_and_keeps_the_newest() -> Non
         for i in range(OFFERED):  # nobody reads, and yet every send returns
             await asyncio.wait_for(outbox.send(peer, _numbered(i)), 10)
         await wait_until(lambda: inbox.dropped + len(inbox._inbox) == OFFERED, 20)
-        assert inbox._inbox._bytes <= bound
+        assert inbox._inbox.queued_bytes <= bound
         assert rss_bytes() - rss_before < 16 * MiB
         kept = [await next_of(inbox) for _ in range(len(inbox._inbox))]
         first = OFFERED - len(kept)
