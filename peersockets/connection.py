@@ -594,46 +594,37 @@ class Connection(asyncio.Protocol):
         if due is Due.KEEPALIVE:
             if self.transport is not None and not self._closing:
                 self.transport.write(self.stream.encrypt(b""))
-        elif due is Due.HANDSHAKE_TIMEOUT:
-            self.abort(
-                HandshakeTimeout(
-                    f"{self._peer_name()} did not complete the handshake within"
-                    f" {self.handshake_timeout:g} s"
-                )
-            )
-        elif due is Due.CLOSE_TIMEOUT:
-            self.abort(
-                ConnectionClosed(
-                    f"{self._peer_name()} did not end its side within {self.close_timeout:g} s"
-                    " of our close"
-                )
-            )
-        elif due is Due.PAIR_TIMEOUT:
-            self._timed_out(
-                PairTimeout(
-                    f"no channel was open on the connection to {self._peer_name()}"
-                    f" for {self.pair_timeout:g} s (pair_timeout)"
-                )
-            )
-        elif due is Due.READ_TIMEOUT:
-            self._timed_out(
-                ReadTimeout(
-                    f"nothing arrived from {self._peer_name()} for {self.read_timeout:g} s"
-                    " (read_timeout)"
-                )
-            )
-        elif due is Due.FRAME_TIMEOUT:
-            self._timed_out(
-                FrameTimeout(
-                    f"{self._peer_name()} did not finish a frame within {self.frame_timeout:g} s;"
-                    f" {self.stream.unfinished} bytes of it had arrived (frame_timeout)"
-                )
-            )
+        elif due is not None:
+            error = self._deadline_error(due)
+            if isinstance(error, ProtocolError):
+                log.info("closing connection to %s: %s", self._peer_name(), error)
+            self.abort(error)
         self._arm_timer()
 
-    def _timed_out(self, error: ProtocolError) -> None:
-        log.info("closing connection to %s: %s", self._peer_name(), error)
-        self.abort(error)
+    def _deadline_error(self, due: Due) -> PeersocketsError:
+        """The error that ends the connection when deadline ``due`` passes."""
+        peer = self._peer_name()
+        if due is Due.HANDSHAKE_TIMEOUT:
+            return HandshakeTimeout(
+                f"{peer} did not complete the handshake within {self.handshake_timeout:g} s"
+            )
+        if due is Due.PAIR_TIMEOUT:
+            return PairTimeout(
+                f"no channel was open on the connection to {peer}"
+                f" for {self.pair_timeout:g} s (pair_timeout)"
+            )
+        if due is Due.READ_TIMEOUT:
+            return ReadTimeout(
+                f"nothing arrived from {peer} for {self.read_timeout:g} s (read_timeout)"
+            )
+        if due is Due.FRAME_TIMEOUT:
+            return FrameTimeout(
+                f"{peer} did not finish a frame within {self.frame_timeout:g} s;"
+                f" {self.stream.unfinished} bytes of it had arrived (frame_timeout)"
+            )
+        return ConnectionClosed(
+            f"{peer} did not end its side within {self.close_timeout:g} s of our close"
+        )
 
     def _arm_timer(self) -> None:
         """Keep one loop timer armed for the earliest deadline (a later one re-arms on firing)."""

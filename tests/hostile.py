@@ -257,6 +257,16 @@ class ConnectionLog:
         return conn
 
 
+async def handshaken(
+    attackers: Callable[[tuple[str, int]], Awaitable[Attacker]], cluster: Cluster
+) -> tuple[Attacker, Connection]:
+    """A new attacker that completed the handshake with the cluster's server, and the
+    server's side of its connection."""
+    attacker = await attackers(cluster.address)
+    await attacker.handshake()
+    return attacker, await cluster.log.of(attacker)
+
+
 async def ended_by(conn: Connection, timeout: float) -> BaseException | None:
     """Wait until ``conn`` has ended and return the error that ended it."""
     try:
@@ -438,8 +448,10 @@ AttackerMaker = Callable[[tuple[str, int]], Awaitable[Attacker]]
 
 @pytest_asyncio.fixture(name="make_cluster")
 async def fixture_make_cluster() -> AsyncIterator[ClusterMaker]:
-    """Clusters (server + healthy peers), closed after the test; no task may be left over."""
+    """Clusters (server + healthy peers), closed after the test; no task or file
+    descriptor may be left over."""
     made: list[Cluster] = []
+    fds = fd_count()
 
     async def make(**options: Any) -> Cluster:
         cluster = await Cluster.start(**options)
@@ -453,6 +465,7 @@ async def fixture_make_cluster() -> AsyncIterator[ClusterMaker]:
             await cluster.close()
         await asyncio.sleep(0)
         assert task_count() == 0, f"tasks left running: {asyncio.all_tasks()}"
+        await wait_until(lambda: fd_count() <= fds, 5)
 
 
 @pytest_asyncio.fixture(name="attackers")

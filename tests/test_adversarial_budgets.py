@@ -25,6 +25,7 @@ from hostile import (  # noqa: F401 (fixture_* are the make_cluster and attacker
     ended_by,
     fixture_attackers,
     fixture_make_cluster,
+    handshaken,
     rss_bytes,
     u24,
 )
@@ -85,12 +86,11 @@ async def test_idle_strangers_are_evicted_for_a_newcomer_and_ended_by_the_pair_t
     cluster = await make_cluster(max_connections=2 + strangers, pair_timeout=pair_timeout)
     before = Resources()
     cluster.start_chat()
-    idle: list[Attacker] = []
+    idle, conns = [], []
     for _ in range(strangers):
-        attacker = await attackers(cluster.address)
-        await attacker.handshake()
+        attacker, conn = await handshaken(attackers, cluster)
         idle.append(attacker)
-    conns = [await cluster.log.of(a) for a in idle]
+        conns.append(conn)
     for attacker in idle[::2]:
         attacker.send(attacker.encrypt(b""))  # a keepalive is not a channel
     assert not any(c.has_ended for c in conns)
@@ -129,9 +129,7 @@ async def test_a_silent_member_is_ended_by_the_read_timeout(
     keepalive = 0.2  # read_timeout: 3 x keepalive
     cluster = await make_cluster(keepalive=keepalive, peer_options={"keepalive": keepalive})
     cluster.start_chat()
-    attacker = await attackers(cluster.address)
-    await attacker.handshake()
-    conn = await cluster.log.of(attacker)
+    attacker, conn = await handshaken(attackers, cluster)
     attacker.send(drive_open(attacker))
     join = await next_of(cluster.events)
     assert join.type == "join" and join.public_key == conn.remote_public_key
@@ -162,9 +160,7 @@ async def test_strangers_cannot_pin_large_unfinished_frames(
     cluster.start_chat()
     rss_before = rss_bytes()
     for _ in range(16):
-        attacker = await attackers(cluster.address)
-        await attacker.handshake()
-        conn = await cluster.log.of(attacker)
+        attacker, conn = await handshaken(attackers, cluster)
         attacker.send(u24(MAX_FRAME) + bytes(MiB))
         error = await ended_by(conn, SLACK)
         assert isinstance(error, FrameTooLarge) and "no channel is open" in str(error), error
@@ -172,9 +168,8 @@ async def test_strangers_cannot_pin_large_unfinished_frames(
     conns = []
     peak = 0
     for _ in range(24):  # 24 MiB offered
-        attacker = await attackers(cluster.address)
-        await attacker.handshake()
-        conns.append(await cluster.log.of(attacker))
+        attacker, conn = await handshaken(attackers, cluster)
+        conns.append(conn)
         attacker.send(u24(MAX_UNPAIRED_FRAME) + bytes(MAX_UNPAIRED_FRAME - 1))
         await asyncio.sleep(0.02)
         peak = max(peak, cluster.server.receive_budget.used)
@@ -202,9 +197,8 @@ async def test_members_unfinished_frames_stay_within_the_receive_budget_and_time
     rss_before = rss_bytes()
     conns = []
     for _ in range(members):
-        attacker = await attackers(cluster.address)
-        await attacker.handshake()
-        conns.append(await cluster.log.of(attacker))
+        attacker, conn = await handshaken(attackers, cluster)
+        conns.append(conn)
         attacker.send(drive_open(attacker))
         attacker.send(u24(frame) + bytes(frame - 1))
     peak = 0
@@ -313,9 +307,7 @@ async def test_one_frame_of_a_million_messages_is_bounded_and_does_not_block_the
     cluster = await make_cluster(peers=1, ps_options={"max_queue_messages": bound})
     topic = cluster.ps.join("bulk")
     cluster.start_chat()
-    attacker = await attackers(cluster.address)
-    await attacker.handshake()
-    conn = await cluster.log.of(attacker)
+    attacker, conn = await handshaken(attackers, cluster)
     attacker.send(drive_open(attacker))
     await wait_until(lambda: len(cluster.ps.peers) == 2)
     batch, items = tiny_items_batch(4 * MiB)
@@ -356,9 +348,7 @@ async def test_extension_names_that_can_never_be_topics_are_skipped_unkept(
     cluster.start_chat()
     rss_before = rss_bytes()
     for peer in range(4):
-        attacker = await attackers(cluster.address)
-        await attacker.handshake()
-        conn = await cluster.log.of(attacker)
+        attacker, conn = await handshaken(attackers, cluster)
         attacker.send(drive_open(attacker))
         join = await next_of(cluster.events)
         long_name = encode_string("peersockets/" + "n" * (4 * MiB))
@@ -389,9 +379,7 @@ async def test_a_churning_member_cannot_evict_others_events_or_flood_the_log(
     events = cluster.events
     cluster.start_chat()
     caplog.set_level(logging.INFO, logger="peersockets")
-    attacker = await attackers(cluster.address)
-    await attacker.handshake()
-    conn = await cluster.log.of(attacker)
+    attacker, conn = await handshaken(attackers, cluster)
     attacker.send(drive_open(attacker))
     await wait_until(lambda: len(cluster.ps.peers) == 3)
     churn = b"".join(attacker.encrypt(b"\x00\x03\x01") + drive_open(attacker) for _ in range(2000))

@@ -309,7 +309,8 @@ async def test_reopens_past_the_rate_are_rejected() -> None:
 # -- a connection's backlog ------------------------------------------------------------------
 
 
-async def test_a_large_batch_is_handled_over_several_turns_in_order() -> None:
+async def channel_over_a_pipe() -> tuple[Connection, Connection, Recorder]:
+    """Two connections over a pipe with channel "p" paired; b's messages are recorded."""
     a = Connection(KeyPair.generate(), True)
     b = Connection(KeyPair.generate(), False)
     create_pipe(a, b)
@@ -319,6 +320,11 @@ async def test_a_large_batch_is_handled_over_several_turns_in_order() -> None:
     b.mux.open("p", None, b"", recorder)
     a.flush()
     await asyncio.sleep(0.01)
+    return a, b, recorder
+
+
+async def test_a_large_batch_is_handled_over_several_turns_in_order() -> None:
+    a, b, recorder = await channel_over_a_pipe()
     count = 5 * ITEMS_PER_READ
     turns = 0
     a.send_raw(batch(count))
@@ -334,15 +340,7 @@ async def test_a_large_batch_is_handled_over_several_turns_in_order() -> None:
 
 
 async def test_the_remote_ending_its_side_waits_for_the_backlog() -> None:
-    a = Connection(KeyPair.generate(), True)
-    b = Connection(KeyPair.generate(), False)
-    create_pipe(a, b)
-    await asyncio.wait_for(asyncio.gather(a.wait_established(), b.wait_established()), 5)
-    recorder = Recorder()
-    a.mux.open("p", None, b"", Recorder())
-    b.mux.open("p", None, b"", recorder)
-    a.flush()
-    await asyncio.sleep(0.01)
+    a, b, recorder = await channel_over_a_pipe()
     b.hold_reading("app")
     a.send_raw(batch(3 * ITEMS_PER_READ))
     a.close()  # our side ends right after the batch
