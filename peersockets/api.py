@@ -715,14 +715,15 @@ class Topic(_Receiver[TopicMessage]):
 
     Messages are queued from the moment the Topic exists, unless an
     on_message callback is set, in which case they go to the callbacks
-    instead. The queue is bounded by the Peersockets' ``max_queue_messages``
-    and ``max_queue_bytes``; past the bound, ``overflow="pause"`` (the default)
-    stops reading from the sending peer's connection until the queue is half
-    empty, and ``overflow="drop-oldest"`` drops the oldest messages and counts
-    them in ``dropped``. With "pause" the queue can pass its bound by what one
-    received frame carries (at most max_frame_size bytes: JavaScript peers
-    batch up to 8 MiB, a hostile one may fill a whole frame). A Topic that nobody
-    reads should be closed, or it will hold its peers' connections.
+    instead. The queue is fair: each peer's messages wait in their own lane,
+    read round robin, so one peer's flood does not delay the others. It is
+    bounded by the Peersockets' ``max_queue_messages`` and ``max_queue_bytes``,
+    shared equally among the peers with messages queued; past its share,
+    ``overflow="pause"`` (the default) stops reading from that peer's
+    connection until its lane is half empty (the rest of what it sent waits
+    unparsed: nothing is lost), and ``overflow="drop-oldest"`` drops that
+    peer's oldest messages and counts them in ``dropped``. A Topic that
+    nobody reads should be closed, or it will hold its peers' connections.
     """
 
     def __init__(self, owner: Peersockets, name: str) -> None:
@@ -894,7 +895,12 @@ class Topic(_Receiver[TopicMessage]):
 
 
 class PeerEvents(_Receiver[PeerEvent]):
-    """Join and leave events of a drive's peers, by ``async for``; bounded like a Topic."""
+    """Join and leave events of a drive's peers, by ``async for``; bounded like a Topic.
+
+    Past the bound the oldest events are dropped (``dropped``). A leave whose
+    join is still queued (not read yet) removes that join instead of being
+    queued: the reader never hears of a peer that came and went meanwhile.
+    """
 
     def __init__(self, owner: Peersockets) -> None:
         self._owner = owner

@@ -409,7 +409,7 @@ class Connection(asyncio.Protocol):
                 self._backlog[0].extend(messages)
             elif messages:
                 self._handle(messages, 0)
-            if unfinished:
+            if unfinished and self._backlog is None:
                 stream.check_unfinished()  # after the messages before it: an open lifts the cap
             if unfinished > FREE_BYTES or self._budgeted or self._backlog is not None:
                 self._count_held()

@@ -436,12 +436,13 @@ class Mux:
         spent or the owner halts. False if stopped."""
         remote = self._remote
         budget = self.item_budget
+        last_start = _LAST_ITEM_START
         while pos < end:
             if budget <= 0 or self.halted:
                 self._cursor = (view, pos, end, channel_id)
                 self.item_budget = budget
                 return False
-            if pos > _LAST_ITEM_START:
+            if pos > last_start:
                 raise DecodeError(
                     f"batch item at offset {pos} starts past the batch limit of {MAX_BATCH} bytes"
                 )
