@@ -17,7 +17,7 @@ from typing import Any
 import pytest_asyncio
 from conftest import next_of, wait_until
 
-from peersockets import Peersockets, Swarm, Topic
+from peersockets import Peersockets, Swarm, Topic, TopicMessage
 from peersockets.connection import Connection
 from peersockets.wire.crypto import KeyPair, capability, discovery_key
 from peersockets.wire.encoding import (
@@ -281,6 +281,7 @@ async def ended_by(conn: Connection, timeout: float) -> BaseException | None:
 
 CHAT_MIN = 30  # every stream sends at least this many messages, attack or not
 CHAT_MAX = 5000  # and at most this many (at 5 messages per 10 ms: at most ~10 s)
+CHAT_LATENCY = 2.0  # seconds a healthy message may take from send to read, attack or not
 
 
 class Healthy:
@@ -316,6 +317,10 @@ class Cluster:
         self.sent_at: dict[str, list[float]] = {}
         """Loop time at which each message of a stream was sent, by tag."""
         self._chatting: list[asyncio.Task[None]] = []
+        self._reading: list[asyncio.Task[None]] = []
+        self.got: dict[str, list[int]] = {}
+        """The numbers of the chat messages read so far, by stream tag."""
+        self.worst_latency = 0.0
         self._stop = False
 
     @classmethod
@@ -359,8 +364,12 @@ class Cluster:
 
     # -- chatting --------------------------------------------------------------------------
 
-    def start_chat(self) -> None:
-        """Every healthy peer and the server send numbered messages to each other until stopped."""
+    def start_chat(self, read_upstream: bool = True) -> None:
+        """Every healthy peer and the server send numbered messages to each other until stopped.
+
+        What arrives is read as it arrives and checked (sender, order, latency); with
+        ``read_upstream=False`` the test reads the server's topic itself.
+        """
         self._stop = False
         for h in self.healthy:
             self._chatting.append(
@@ -369,6 +378,9 @@ class Cluster:
             self._chatting.append(
                 asyncio.create_task(self._chat(self.topic, h.id_at_server, f"s>{h.name}"))
             )
+            self._reading.append(asyncio.create_task(self._read(h.topic, h)))
+        if read_upstream:
+            self._reading.append(asyncio.create_task(self._read(self.topic, None)))
 
     async def _chat(self, topic: Topic, peer_id: int, tag: str) -> None:
         loop = asyncio.get_running_loop()
@@ -382,42 +394,61 @@ class Cluster:
             if i % 5 == 4:
                 await asyncio.sleep(0.01)
 
+    async def _read(self, topic: Topic, receiver: Healthy | None) -> None:
+        """Read a chat topic as messages arrive: on the server (``receiver`` None) or on a
+        healthy peer; check who sent each, and record its number and latency."""
+        async for msg in topic:
+            self._check(msg, receiver)
+
+    def _check(self, msg: TopicMessage, receiver: Healthy | None) -> None:
+        tag, _, number = msg.message.decode().rpartition(":")
+        if receiver is None:
+            sender = next(h for h in self.healthy if h.swarm.public_key == msg.public_key)
+            assert tag == f"{sender.name}>s" and msg.peer_id == sender.id_at_server, msg
+        else:
+            assert tag == f"s>{receiver.name}", msg
+            assert msg.public_key == self.server.public_key and msg.peer_id == receiver.server_id
+        self.got.setdefault(tag, []).append(int(number))
+        latency = asyncio.get_running_loop().time() - self.sent_at[tag][int(number)]
+        self.worst_latency = max(self.worst_latency, latency)
+
     async def finish_chat(self, read_upstream: dict[str, int] | None = None) -> int:
-        """Stop chatting and check that every message sent arrived, in order, exactly once.
+        """Stop chatting and check that every message sent arrived, in order, exactly once,
+        each within CHAT_LATENCY of its sending.
 
         ``read_upstream``: how many messages of each healthy peer's stream to the server
-        the test has already read off the server's topic (and checked). Returns the
-        number of messages checked.
+        the test has already read off the server's topic (and checked), after
+        ``start_chat(read_upstream=False)``. Returns the number of messages checked.
         """
         self._stop = True
         tasks, self._chatting = self._chatting, []
         await asyncio.wait_for(asyncio.gather(*tasks), 30)
-        got: dict[str, list[int]] = {
-            tag: list(range(n)) for tag, n in (read_upstream or {}).items()
-        }
+        for tag, count in (read_upstream or {}).items():
+            self.got[tag] = list(range(count)) + self.got.get(tag, [])
+        if read_upstream is not None:
+            upstream = sum(self.sent[f"{h.name}>s"] for h in self.healthy)
+            for _ in range(upstream - sum(read_upstream.values())):
+                self._check(await next_of(self.topic, timeout=10), None)
+        readers, self._reading = self._reading, []
 
-        def record(message: bytes) -> None:
-            tag, _, number = message.decode().rpartition(":")
-            got.setdefault(tag, []).append(int(number))
+        def arrived() -> bool:
+            return any(task.done() for task in readers) or all(
+                len(self.got.get(tag, ())) >= count for tag, count in self.sent.items()
+            )
 
-        upstream = sum(self.sent[f"{h.name}>s"] for h in self.healthy)
-        upstream -= sum((read_upstream or {}).values())
-        keys = {h.swarm.public_key: h for h in self.healthy}
-        for _ in range(upstream):
-            msg = await next_of(self.topic, timeout=10)
-            tag = msg.message.decode().rpartition(":")[0]
-            sender = keys[msg.public_key]
-            assert tag == f"{sender.name}>s" and msg.peer_id == sender.id_at_server
-            record(msg.message)
-        for h in self.healthy:
-            for _ in range(self.sent[f"s>{h.name}"]):
-                msg = await next_of(h.topic, timeout=10)
-                assert msg.public_key == self.server.public_key and msg.peer_id == h.server_id
-                record(msg.message)
-        assert got == {tag: list(range(count)) for tag, count in self.sent.items()}
+        await wait_until(arrived, 30)
+        for task in readers:
+            if task.done():
+                task.result()  # a failed check in a reader
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        assert self.got == {tag: list(range(count)) for tag, count in self.sent.items()}
         for topic in [self.topic, *(h.topic for h in self.healthy)]:
             assert len(topic._inbox) == 0, "a message arrived that nobody sent"
             assert topic.dropped == 0
+        assert self.worst_latency < CHAT_LATENCY, (
+            f"a healthy message took {self.worst_latency:.3f} s to be read"
+        )
         return sum(self.sent.values())
 
     async def assert_no_peer_events(self, wait: float = 0.2) -> None:
@@ -430,9 +461,10 @@ class Cluster:
 
     async def close(self) -> None:
         self._stop = True
-        for task in self._chatting:
+        tasks = self._chatting + self._reading
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._chatting, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.ps.close()
         await self.server.close()
         for h in self.healthy:
