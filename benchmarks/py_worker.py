@@ -58,6 +58,11 @@ def _echo_callback(topic: Topic) -> Callable[[TopicMessage], None]:
     return echo
 
 
+async def _echo_loop(topic: Topic) -> None:
+    async for msg in topic:
+        await topic.send(msg.peer_id, msg.message)
+
+
 class LocalPeer:
     """One Swarm and its Peersockets for the drive (and the joined Topic, if any)."""
 
@@ -209,11 +214,16 @@ class Worker:
         emit({"event": "sent", "messages": count * len(targets), "start_ns": start, "end_ns": end})
 
     async def echo(self, cmd: dict[str, Any]) -> None:
-        # Like the JavaScript worker's onmessage -> ext.send: a sync callback
-        # that replies in the same loop iteration.
+        # "callback": like the JavaScript worker's onmessage -> ext.send, a sync
+        # callback that replies in the same loop iteration. "loop": the plain loop
+        # of the README, async for + await send.
         for peer in self.locals:
             topic = peer.topic
-            if topic is not None:
+            if topic is None:
+                continue
+            if cmd.get("mode", "callback") == "loop":
+                self._spawn(_echo_loop(topic))
+            else:
                 topic.on_message(_echo_callback(topic))
         emit({"event": "echoing"})
 

@@ -63,6 +63,9 @@ MAX_UNPAIRED_FRAME = 1024 * 1024
 Larger than a handshake frame because a JavaScript corestore sends the opens of
 all its cores in one batch (1,102 opens make 95 KB); 1 MiB holds ~10,000. The
 receive budget counts past 64 KiB, and pair_timeout ends such a connection."""
+BURST_WINDOW = 0.001
+"""Seconds after a lone message within which another one (nothing read between) starts a
+burst, batched until the loop turn ends; a lone message is written at once."""
 ITEMS_PER_READ = 2048
 """Messages handled per read (or loop turn) before the rest waits for the next turn."""
 
@@ -136,6 +139,7 @@ class Connection(asyncio.Protocol):
         """The deadlines, sans-I/O; one loop timer is armed from timers.get_timer()."""
         self._timer: asyncio.TimerHandle | None = None
         self._receiving = False  # inside data_received: output waits for the read's end
+        self._lone_at: float | None = None  # when a lone message was written (None: a read since)
         self._closing = False  # close() or abort() was called, or the remote ended its side
         self._lost = False  # the transport is gone
         self._holders: set[object] = set()
@@ -391,6 +395,7 @@ class Connection(asyncio.Protocol):
         mux = self.mux
         mux.cork()  # what this read makes us send goes as one frame
         self._receiving = True
+        self._lone_at = None  # the next lone message after a read goes at once
         try:
             stream = self.stream
             if stream.phase is Phase.TRANSPORT:
@@ -572,17 +577,30 @@ class Connection(asyncio.Protocol):
             log.exception("connection hook %r failed", hook)
 
     def _on_output(self) -> None:
-        """The uncorked mux has something to send: write it now, then cork until the turn ends.
+        """The uncorked mux has something to send: write it now, or batch a burst.
 
-        So a lone message goes at once, and whatever else this loop turn queues
-        goes as one batch in one frame when the turn ends. At the end of a read
-        (the mux was corked for it) the replies are simply written: they are one
-        frame already, and no extra loop turn is spent.
+        A lone message goes at once, with nothing scheduled: a round trip costs
+        no extra loop turn. A second message within BURST_WINDOW of a lone one,
+        with nothing read in between, is a burst: the mux is corked until the
+        turn ends, so the rest of the burst goes as one batch in one frame. At
+        the end of a read (the mux was corked for it) the replies are simply
+        written: they are one frame already.
         """
-        self.flush()
-        if not self._receiving:
-            self.mux.cork()
-            self._loop.call_soon(self.mux.uncork)
+        if self._receiving:
+            self.flush()
+            return
+        now = self._loop.time()
+        if self._lone_at is None or now - self._lone_at > BURST_WINDOW:
+            self.flush()
+            self._lone_at = now
+            return
+        self.mux.cork()
+        self._loop.call_soon(self._end_burst)
+
+    def _end_burst(self) -> None:
+        """The turn of a burst has ended: write what it queued, as one frame."""
+        self._lone_at = None
+        self.mux.uncork()
 
     def _write_raw(self, data: bytes) -> None:
         if data and self.transport is not None and not self._lost:

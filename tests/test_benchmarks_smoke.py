@@ -18,7 +18,8 @@ TIMEOUT = 240
 EXPECTED = {
     "throughput_64b": ["msgs_per_s", "first_to_last_msgs_per_s", "mb_per_s"],
     "throughput_64k": ["mb_per_s", "first_to_last_mb_per_s", "msgs_per_s"],
-    "round_trip": ["p50_us", "p99_us", "mean_us"],
+    "round_trip": ["p50_us", "p99_us", "mean_us", "floor_us"],
+    "round_trip_loop": ["p50_us", "p99_us", "mean_us", "floor_us"],
     "fan_out": ["msgs_per_s"],
     "scale": ["client_kib_per_peer", "server_kib_per_peer", "connect_s", "all_joined_s"],
 }
@@ -59,7 +60,12 @@ def test_quick_benchmark_run(tmp_path: Path) -> None:
                 for metric in metrics:
                     assert ratios[metric] > 0, (workload, pair, metric)
 
+    for workload in ("round_trip", "round_trip_loop"):  # the stack's own cost, may be < 0
+        for pair in PAIRS:
+            figures = report["workloads"][workload]["pairs"][pair]["figures"]
+            assert figures["stack_us"] == figures["p50_us"] - figures["floor_us"]
+
     targets = {t["target"]: t for t in report["targets"]}
-    assert len(targets) == 4
+    assert len(targets) == 9
     for target in targets.values():
         assert isinstance(target["met"], bool), target
