@@ -81,7 +81,8 @@ class _Waitable(Generic[T]):
     """A queue's waiting side: readers block in get() until an item comes or it closes."""
 
     def __init__(self) -> None:
-        self._waiters: list[asyncio.Future[None]] = []  # readers blocked in get()
+        # readers blocked in get(): woken with None (look again) or handed an item
+        self._waiters: list[asyncio.Future[T | None]] = []
         self.closed = False
         self.dropped = 0
         self._logged_at: float | None = None
@@ -90,6 +91,10 @@ class _Waitable(Generic[T]):
         raise NotImplementedError
 
     def pop(self) -> T:
+        raise NotImplementedError
+
+    def _put_back(self, item: T) -> None:
+        """Queue ``item`` first again: it was handed to a reader cancelled before it ran."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -107,13 +112,20 @@ class _Waitable(Generic[T]):
         while not len(self):
             if self.closed:
                 raise StopAsyncIteration
-            waiter = asyncio.get_running_loop().create_future()
+            waiter: asyncio.Future[T | None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
-                await waiter
+                item = await waiter
+            except asyncio.CancelledError:
+                handed = waiter.result() if waiter.done() and not waiter.cancelled() else None
+                if handed is not None:
+                    self._put_back(handed)  # handed over, but never taken: not lost
+                raise
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
+            if item is not None:
+                return item  # handed straight over by put()
         return self.pop()
 
     def _dropped(self, count: int) -> None:
@@ -167,9 +179,18 @@ class _Inbox(_Waitable[TopicMessage]):
         self._share_bytes = max_bytes
 
     def put(self, item: TopicMessage, source: Connection | None = None) -> None:
-        """Queue ``item``; past its peer's share, pause ``source`` or drop that peer's oldest."""
+        """Queue ``item``; past its peer's share, pause ``source`` or drop that peer's oldest.
+
+        A reader already waiting on an empty queue is handed the item directly.
+        """
         if self.closed:
             return
+        waiters = self._waiters
+        if waiters and not self._count:
+            waiter = waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(item)
+                return
         peer = item[0]
         lane = self._lanes.get(peer)
         if lane is None:
@@ -255,6 +276,20 @@ class _Inbox(_Waitable[TopicMessage]):
     def __len__(self) -> int:
         return self._count
 
+    def _put_back(self, item: TopicMessage) -> None:
+        lane = self._lanes.get(item[0])
+        if lane is None:
+            lane = self._new_lane(item[0])
+        if not lane.items:
+            self._ring.appendleft(lane)
+            self._served = 0
+            self._reshare()
+        lane.items.appendleft(item)
+        lane.bytes += len(item[1]) + ITEM_OVERHEAD
+        self._count += 1
+        if self._waiters:
+            self._wake()
+
     @property
     def queued_bytes(self) -> int:
         """Bytes the queued items count for (each its message + ITEM_OVERHEAD)."""
@@ -290,6 +325,10 @@ class _EventInbox(_Waitable[PeerEvent]):
 
     def pop(self) -> PeerEvent:
         return self._events.popitem(last=False)[1]
+
+    def _put_back(self, item: PeerEvent) -> None:
+        self._events[item.peer_id, item.type] = item
+        self._events.move_to_end((item.peer_id, item.type), last=False)
 
     def __len__(self) -> int:
         return len(self._events)

@@ -349,3 +349,22 @@ async def test_the_remote_ending_its_side_waits_for_the_backlog() -> None:
     b.release_reading("app")
     await asyncio.wait_for(b.wait_closed(), 5)
     assert sum(1 for e in recorder.events if e[0] == "message") == 3 * ITEMS_PER_READ
+
+
+async def test_a_message_handed_to_a_waiting_reader_that_is_cancelled_is_not_lost() -> None:
+    """put() hands a message straight to a reader already waiting; if that reader is
+    cancelled before it runs (a wait_for timeout), the message goes back first in line."""
+    queue = inbox()
+    reader = asyncio.create_task(queue.get())
+    await asyncio.sleep(0)  # the reader waits
+    queue.put(message(1, b"first"))
+    queue.put(message(1, b"second"))
+    assert len(queue) == 1  # the first went straight to the reader
+    reader.cancel()  # ... which is cancelled before it could run
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    assert [queue.pop().message for _ in range(len(queue))] == [b"first", b"second"]
+    waiting = asyncio.create_task(queue.get())
+    await asyncio.sleep(0)
+    queue.put(message(2, b"direct"))
+    assert len(queue) == 0 and (await waiting).message == b"direct"
