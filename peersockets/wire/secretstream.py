@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 from enum import Enum
+from typing import Any
 
 import nacl.bindings as sodium
 from nacl._sodium import ffi, lib
@@ -29,6 +30,12 @@ ID_HEADER_BYTES = 32 + HEADERBYTES
 MAX_FRAME = 2**24 - 1
 MAX_MESSAGE = MAX_FRAME - ABYTES  # 16,777,198 bytes of plaintext
 MAX_HANDSHAKE_FRAME = 65535  # the largest Noise message: nothing bigger is sent before keys exist
+
+# libsodium's calls and cffi's helpers, looked up once: a frame's crypto is on the hot path
+_push = lib.crypto_secretstream_xchacha20poly1305_push
+_pull = lib.crypto_secretstream_xchacha20poly1305_pull
+_from_buffer = ffi.from_buffer
+_NULL = ffi.NULL
 
 
 class Phase(Enum):
@@ -103,12 +110,13 @@ class SecretStream:
             raise MessageTooLarge(
                 f"message of {size} bytes exceeds the frame limit of {MAX_MESSAGE}"
             )
-        out = bytearray(size + 3 + ABYTES)
-        out[0:3] = (size + ABYTES).to_bytes(3, "little")
-        source = plaintext if type(plaintext) is bytes else ffi.from_buffer(plaintext)
-        rc = lib.crypto_secretstream_xchacha20poly1305_push(
-            self._push, ffi.from_buffer(out) + 3, ffi.NULL, source, size, ffi.NULL, 0, 0
-        )
+        length = size + ABYTES
+        out = bytearray(length + 3)
+        out[0] = length & 0xFF
+        out[1] = (length >> 8) & 0xFF
+        out[2] = length >> 16
+        source = plaintext if type(plaintext) is bytes else _from_buffer(plaintext)
+        rc = _push(self._push, _from_buffer(out) + 3, _NULL, source, size, _NULL, 0, 0)
         if rc != 0:  # pragma: no cover - libsodium only fails on impossible lengths
             raise MessageTooLarge(f"libsodium refused to encrypt {size} bytes")
         return out
@@ -150,9 +158,11 @@ class SecretStream:
         size = len(source)
         transport = self.phase is Phase.TRANSPORT
         limit = self.max_frame_size if transport else min(self.max_frame_size, MAX_HANDSHAKE_FRAME)
-        with memoryview(source) as view:
+        # one C view of the read for every frame in it; released before the buffer is resized
+        base = _from_buffer(source) if transport else None
+        try:
             while size - pos >= 3:
-                length = view[pos] | (view[pos + 1] << 8) | (view[pos + 2] << 16)
+                length = source[pos] | (source[pos + 1] << 8) | (source[pos + 2] << 16)
                 if length > limit:
                     raise FrameTooLarge(
                         f"frame length prefix {length} exceeds the limit of {limit} bytes"
@@ -163,14 +173,17 @@ class SecretStream:
                     self._unfinished_length = length
                     break
                 pos += 3
-                if transport:
-                    messages.append(self._decrypt(view[pos:end]))
+                if base is not None:
+                    messages.append(self._decrypt(base, pos, length))
                 else:
-                    self._setup_frame(bytes(view[pos:end]))
+                    self._setup_frame(bytes(source[pos:end]))
                     transport = self.phase is Phase.TRANSPORT
                     if transport:
                         limit = self.max_frame_size
+                        base = _from_buffer(source)
                 pos = end
+        finally:
+            base = None
         if source is buffer:
             if pos:
                 del buffer[:pos]
@@ -179,24 +192,18 @@ class SecretStream:
                 buffer += tail[pos:]
         return messages
 
-    def _decrypt(self, body: memoryview) -> bytearray:
-        size = len(body) - ABYTES
+    def _decrypt(self, base: Any, start: int, length: int) -> bytearray:
+        """Decrypt the ``length`` bytes at ``start`` of the C view ``base`` of a read."""
+        size = length - ABYTES
         if size < 0:
-            raise DecryptionError(f"encrypted frame of {len(body)} bytes is shorter than {ABYTES}")
+            raise DecryptionError(f"encrypted frame of {length} bytes is shorter than {ABYTES}")
         plaintext = bytearray(size)
-        rc = lib.crypto_secretstream_xchacha20poly1305_pull(
-            self._pull,
-            ffi.from_buffer(plaintext),
-            ffi.NULL,
-            self._tag,
-            ffi.from_buffer(body),
-            len(body),
-            ffi.NULL,
-            0,
+        rc = _pull(
+            self._pull, _from_buffer(plaintext), _NULL, self._tag, base + start, length, _NULL, 0
         )
         if rc != 0:
             raise DecryptionError(
-                f"frame of {len(body)} bytes failed authentication (tampered, replayed or reordered)"
+                f"frame of {length} bytes failed authentication (tampered, replayed or reordered)"
             )
         return plaintext
 
