@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import socket
 import subprocess
@@ -541,3 +542,22 @@ async def test_a_line_too_long_for_the_topic_is_reported_once(
         f"(not sent: the line of {len(too_long)} bytes exceeds the limit of"
         f" {len(too_long) - 1} bytes for topic 'chat')"
     ]
+
+
+@pytest.mark.parametrize(
+    ("env", "loop"), [({}, "uvloop"), ({"PEERSOCKETS_LOOP": "asyncio"}, "asyncio")]
+)
+def test_the_command_runs_on_uvloop_when_it_is_installed(env: dict[str, str], loop: str) -> None:
+    """uvloop (the speed extra, installed with the test extra) makes round trips cheaper;
+    PEERSOCKETS_LOOP=asyncio asks for asyncio's own loop."""
+    result = subprocess.run(
+        [*COMMAND, "demo", "-v"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        cwd=ROOT,
+        env={**os.environ, **env},
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"event loop: {loop}" in result.stderr
