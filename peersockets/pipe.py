@@ -141,9 +141,13 @@ class PipeTransport(asyncio.Transport):
 
 
 def create_pipe(
-    protocol_a: asyncio.Protocol, protocol_b: asyncio.Protocol
+    protocol_a: asyncio.BaseProtocol, protocol_b: asyncio.BaseProtocol
 ) -> tuple[PipeTransport, PipeTransport]:
-    """Join two protocols with an in-memory pipe and call their connection_made."""
+    """Join two protocols with an in-memory pipe and call their connection_made.
+
+    Received chunks go to each protocol's data_received (a buffered protocol
+    needs one too, as Connection has).
+    """
     loop = asyncio.get_running_loop()
     a = PipeTransport(loop, protocol_a)
     b = PipeTransport(loop, protocol_b)

@@ -2,7 +2,8 @@
 
 It shows how much of a round trip the runtime's event loop costs before the
 protocol does anything: the same 1-byte ping-pong over loopback TCP between
-two processes, in Node.js (net) and in Python (asyncio protocols, or uvloop).
+two processes, in Node.js (net) and in Python (asyncio buffered protocols reading into
+one buffer, as peersockets does, on asyncio or uvloop).
 """
 
 from __future__ import annotations

@@ -138,7 +138,7 @@ class SecretStream:
                 f" {self.frame_limit} bytes while no channel is open"
             )
 
-    def receive_data(self, data: bytes) -> list[bytearray]:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[bytearray]:
         """Consume raw bytes; return the decrypted messages they complete.
 
         Empty messages are returned too: they are keepalives to protomux, which
@@ -150,7 +150,7 @@ class SecretStream:
         buffer = self._incoming
         if buffer:
             buffer += data
-            source: bytes | bytearray = buffer
+            source: bytes | bytearray | memoryview = buffer
         else:
             source = data
         messages: list[bytearray] = []
