@@ -141,8 +141,11 @@ def main() -> None:
         asyncio.run(echo(args.mode, args.rounds))
         return
     proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.loop_counts", "--role", "echo"]
-        + ["--mode", args.mode, "--rounds", str(args.rounds)],
+        [
+            sys.executable,
+            *("-m", "benchmarks.loop_counts", "--role", "echo"),
+            *("--mode", args.mode, "--rounds", str(args.rounds)),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
