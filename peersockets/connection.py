@@ -335,13 +335,16 @@ class Connection(asyncio.BufferedProtocol):
         self._wrote(transport)
 
     def _wrote(self, transport: asyncio.Transport) -> None:
-        """After a write: the keepalive clock restarts, and the unsent bytes are checked.
+        """After a write: no keepalive is owed yet, and the unsent bytes are checked.
 
         Senders wait for drain; only replies the protocol owes (rejects, noData)
         and one flush can pass the high-water mark. A peer that makes us owe
-        max_write_buffer without reading is flooding us.
+        max_write_buffer without reading is flooding us. (Below the transport's
+        high-water mark there is nothing to check.)
         """
-        self.timers.wrote(self._loop.time())
+        self.timers.wrote()
+        if not self._write_paused:
+            return
         unsent = transport.get_write_buffer_size()
         if unsent <= self.max_write_buffer:
             return
@@ -439,7 +442,11 @@ class Connection(asyncio.BufferedProtocol):
                 if not self.established.done() and stream.handshake_complete:
                     self._on_handshake()
             unfinished = stream.unfinished
-            if self.timers.received(self._loop.time(), unfinished > 0, bool(messages)):
+            timers = self.timers
+            timers.received()
+            if (unfinished or timers.frame_pending) and timers.frame_state(
+                self._loop.time(), unfinished > 0, bool(messages)
+            ):
                 self._arm_timer()
             if self._backlog is not None:  # a transport that delivered while paused
                 self._backlog[0].extend(messages)

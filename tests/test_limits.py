@@ -327,7 +327,7 @@ async def test_messages_held_during_a_connection_swap_are_bounded() -> None:
     bound reading from it pauses; close_timeout ends the first, and everything held is
     then delivered, in order."""
     timeout, bound = 30.0, 10  # close_timeout: fired by the test, not by waiting
-    async with Swarm(close_timeout=timeout) as swarm:
+    async with Swarm(close_timeout=timeout, read_timeout=0) as swarm:
         log = ConnectionLog(swarm)
         ps = Peersockets(swarm, DRIVE, max_queue_messages=bound)
         events, inbox = ps.watch(), ps.join("t")
@@ -353,7 +353,7 @@ async def test_messages_held_during_a_connection_swap_are_bounded() -> None:
             deadline = old.timers.get_timer()
             assert deadline is not None
             old.handle_timer(deadline)  # the first never ended its side: close_timeout
-            await ended_by(old, 5)
+            assert isinstance(await ended_by(old, 5), ConnectionClosed)
             got = [(await next_of(inbox)).message for _ in range(flood)]
             assert got == [b"%d" % i for i in range(flood)]
             assert ps.peers == [joined.peer_id]  # one peer throughout, no leave

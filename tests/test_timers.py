@@ -26,19 +26,21 @@ def test_finishing_the_handshake_ends_its_deadline_and_starts_the_keepalive_cloc
     assert t.get_timer() == 115.0  # the keepalive counts as written at 110
 
 
-def test_a_keepalive_is_owed_only_after_keepalive_seconds_without_writing() -> None:
+def test_a_keepalive_is_owed_only_after_a_keepalive_period_without_writing() -> None:
+    """Writes are marked without a time and checked when the deadline comes (as in
+    JavaScript's secret-stream): a keepalive goes out within one to two periods."""
     t = timers(0.0)
     t.established(0.0)
-    t.wrote(4.0)
-    assert t.handle_timer(5.0) is None  # the timer armed for 5.0 finds nothing due
-    assert t.get_timer() == 9.0
-    assert t.handle_timer(9.0) is Due.KEEPALIVE
-    assert t.handle_timer(9.5) is None and t.get_timer() == 14.0
+    t.wrote()  # at 4
+    assert t.handle_timer(5.0) is None  # written since: the clock moves on from 5
+    assert t.get_timer() == 10.0
+    assert t.handle_timer(10.0) is Due.KEEPALIVE  # silent since 4: 6 s
+    assert t.handle_timer(10.5) is None and t.get_timer() == 15.0
 
 
 def test_no_keepalive_before_the_handshake() -> None:
     t = timers(0.0, handshake_timeout=0.0)
-    t.wrote(1.0)
+    t.wrote()
     assert t.get_timer() is None and t.handle_timer(1000.0) is None
 
 
@@ -62,7 +64,7 @@ def test_zero_disables_each_deadline() -> None:
     t = timers(0.0, handshake_timeout=0.0, keepalive=0.0, close_timeout=0.0)
     assert t.get_timer() is None
     t.established(1.0)
-    t.wrote(2.0)
+    t.wrote()
     assert t.get_timer() is None
     t.closing(3.0)
     assert t.get_timer() is None and t.handle_timer(1e9) is None
@@ -104,50 +106,50 @@ def test_keepalives_do_not_count_as_pairing() -> None:
     t.established(0.0)
     now = 0.0
     while (due := t.handle_timer(now := t.get_timer() or 0.0)) is Due.KEEPALIVE:
-        t.wrote(now)
+        pass
     assert due is Due.PAIR_TIMEOUT and now == 10.0
 
 
-def test_the_read_deadline_moves_with_every_byte_received() -> None:
+def test_a_silent_peer_is_due_for_a_read_timeout_within_one_to_two_periods() -> None:
+    """Reads are marked without a time; the deadline checks the mark when it comes."""
     t = idle(read_timeout=15.0)
-    t.received(1.0, unfinished=False, completed=True)  # before the handshake: no clock
+    t.received()  # before the handshake: no clock
     assert t.get_timer() is None
     t.established(2.0)
     assert t.get_timer() == 17.0
-    t.received(10.0, unfinished=False, completed=True)
-    assert t.handle_timer(17.0) is None  # the timer armed for 17 finds bytes came since
-    assert t.get_timer() == 25.0
-    assert t.handle_timer(25.0) is Due.READ_TIMEOUT
+    t.received()  # bytes at 10
+    assert t.handle_timer(17.0) is None  # alive: the deadline moves on from 17
+    assert t.get_timer() == 32.0
+    assert t.handle_timer(32.0) is Due.READ_TIMEOUT  # silent since 10: 22 s, under 2 x 15
     assert t.get_timer() is None
 
 
 def test_an_unfinished_frame_must_complete_within_frame_timeout() -> None:
     t = idle(frame_timeout=30.0)
     t.established(0.0)
-    assert t.received(1.0, unfinished=True, completed=False)  # a frame starts: new deadline
-    assert t.get_timer() == 31.0
-    assert not t.received(20.0, unfinished=True, completed=False)  # more of the same frame
+    assert t.frame_state(1.0, unfinished=True, completed=False)  # a frame starts: new deadline
+    assert t.frame_pending and t.get_timer() == 31.0
+    assert not t.frame_state(20.0, unfinished=True, completed=False)  # more of the same frame
     assert t.get_timer() == 31.0  # progress does not extend it
-    assert t.received(25.0, unfinished=True, completed=True)  # done, and the next one starts
+    assert t.frame_state(25.0, unfinished=True, completed=True)  # done, and the next one starts
     assert t.get_timer() == 55.0
     assert t.handle_timer(55.0) is Due.FRAME_TIMEOUT
-    t.received(60.0, unfinished=False, completed=True)
-    assert t.get_timer() is None
+    t.frame_state(60.0, unfinished=False, completed=True)
+    assert not t.frame_pending and t.get_timer() is None
 
 
 def test_read_and_frame_clocks_stop_while_reading_is_held() -> None:
     """Backpressure is ours: a remote that cannot send because we do not read is not idle."""
     t = idle(read_timeout=15.0, frame_timeout=30.0)
     t.established(0.0)
-    t.received(1.0, unfinished=True, completed=False)
-    assert t.get_timer() == 16.0
+    t.frame_state(1.0, unfinished=True, completed=False)
+    assert t.get_timer() == 15.0
     t.reading_paused()
     assert t.get_timer() is None and t.handle_timer(1000.0) is None
     t.reading_resumed(1000.0)
     assert t.get_timer() == 1015.0  # read; the frame deadline starts afresh at 1030
-    t.received(1010.0, unfinished=True, completed=False)
-    assert t.get_timer() == 1025.0
-    t.received(1024.0, unfinished=True, completed=False)
+    t.received()
+    assert t.handle_timer(1015.0) is None  # alive
     assert t.get_timer() == 1030.0 and t.handle_timer(1030.0) is Due.FRAME_TIMEOUT
 
 

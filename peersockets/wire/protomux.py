@@ -367,6 +367,12 @@ class Mux:
 
     def take_frames(self) -> list[bytes | bytearray]:
         """What is queued, as frames: a lone message as a plain frame, more as batches of <= 8 MiB."""
+        first = self._first
+        if first is not None and self._batch is None and not self._frames:  # the lone message
+            self._first = None
+            self._batch_bytes = self._queued_bytes = 0
+            channel_id, header, payload = first
+            return [b"".join((_uint(channel_id), header, payload))]
         self._seal()
         frames = self._frames
         self._frames = []

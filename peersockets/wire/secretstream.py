@@ -77,6 +77,8 @@ class SecretStream:
         handshake (the owner keeps it lower until the remote has earned more: a
         connection with no channel open); see check_unfinished()."""
         self._unfinished_length = 0  # the length prefix of the frame kept unfinished
+        self.unfinished = 0
+        """Bytes received of a frame not yet complete (held until the rest arrives)."""
         self.phase = Phase.HANDSHAKE
         self.handshake_complete = False
         """The Noise handshake is done: keys are known and encrypt() works. The remote's
@@ -120,11 +122,6 @@ class SecretStream:
         if rc != 0:  # pragma: no cover - libsodium only fails on impossible lengths
             raise MessageTooLarge(f"libsodium refused to encrypt {size} bytes")
         return out
-
-    @property
-    def unfinished(self) -> int:
-        """Bytes received of a frame not yet complete (held until the rest arrives)."""
-        return len(self._incoming)
 
     def check_unfinished(self) -> None:
         """Raise FrameTooLarge if the frame kept unfinished is larger than frame_limit.
@@ -190,6 +187,7 @@ class SecretStream:
         elif pos < size:
             with memoryview(data) as tail:
                 buffer += tail[pos:]
+        self.unfinished = len(buffer)
         return messages
 
     def _decrypt(self, base: Any, start: int, length: int) -> bytearray:

@@ -12,12 +12,18 @@ Deadlines, each disabled by a setting of 0:
 - handshake: the Noise handshake must finish within ``handshake_timeout`` of
   the start;
 - keepalive: after ``keepalive`` seconds without writing, an empty frame is
-  owed (JavaScript peers time out silent streams);
+  owed (JavaScript peers time out silent streams). Writes are marked without
+  a time (``wrote()``) and checked when the deadline comes, as JavaScript's
+  secret-stream keepalive does: a keepalive goes out between ``keepalive`` and
+  twice that after the last write;
 - pair: once established, a connection on which no protomux channel is open
   for ``pair_timeout`` seconds is of no use to anyone: a stranger holding a
   slot;
 - read: once established, ``read_timeout`` seconds without a byte from the
-  remote while we read means the peer is dead (peers send keepalives);
+  remote while we read means the peer is dead (peers send keepalives). Reads
+  are marked without a time (``received()``, on the hot path) and checked when
+  the deadline comes, as JavaScript's secret-stream timeout does: a silent peer
+  is ended between ``read_timeout`` and twice that after its last byte;
 - frame: a frame the remote started must complete within ``frame_timeout``
   seconds of reading, so an unfinished frame cannot pin its buffer;
 - close: a closing connection whose remote has not ended its side within
@@ -69,10 +75,13 @@ class ConnectionTimers:
         self._pair_deadline: float | None = None
         self._frame_deadline: float | None = None
         self._last_write: float | None = None  # None until established: no keepalive before
+        self._write_seen = False  # something was written since the keepalive clock last moved
         self._last_read: float | None = None  # None when the read deadline does not run
+        self._read_seen = False  # bytes arrived since the read deadline was last moved
         self._established = False
         self._paused = False  # the owner holds reading
-        self._unfinished = False  # the remote has started a frame it has not finished
+        self.frame_pending = False
+        """The remote has started a frame it has not finished (frame_state() tracks it)."""
         self._channels_open = False
         self._closing = False
         self._ended = False
@@ -89,20 +98,22 @@ class ConnectionTimers:
             self._pair_deadline = now + self.pair_timeout
         self._start_reading(now)
 
-    def wrote(self, now: float) -> None:
-        """Something was written at ``now``: no keepalive is owed before now + keepalive."""
-        if self._last_write is not None:
-            self._last_write = now
+    def wrote(self) -> None:
+        """Something was written (no time needed: the keepalive clock is checked when due)."""
+        self._write_seen = True
 
-    def received(self, now: float, unfinished: bool, completed: bool) -> bool:
-        """Bytes arrived at ``now``; ``unfinished``: a frame is still incomplete after them;
-        ``completed``: they finished at least one frame.
+    def received(self) -> None:
+        """Bytes arrived (no time needed: the read deadline is checked when it comes)."""
+        self._read_seen = True
+
+    def frame_state(self, now: float, unfinished: bool, completed: bool) -> bool:
+        """After a read at ``now``: ``unfinished``, a frame is still incomplete; ``completed``,
+        the read finished at least one frame. Call it when a frame is unfinished, or was
+        (``frame_pending``).
 
         Returns True when a new, earlier deadline was set (the owner re-arms its timer).
         """
-        if self._last_read is not None:
-            self._last_read = now
-        self._unfinished = unfinished
+        self.frame_pending = unfinished
         if not unfinished:
             self._frame_deadline = None
             return False
@@ -161,7 +172,8 @@ class ConnectionTimers:
     def handle_timer(self, now: float) -> Due | None:
         """What is due at ``now``, the most severe first; None if nothing is (a timer fired early).
 
-        A deadline is reported once. A keepalive reported due is taken as written at ``now``.
+        A deadline is reported once. A keepalive reported due is taken as written at ``now``
+        (the owner need not call wrote() for it).
         """
         if self._handshake_deadline is not None and now >= self._handshake_deadline:
             self._handshake_deadline = None
@@ -173,13 +185,20 @@ class ConnectionTimers:
             self._frame_deadline = None
             return Due.FRAME_TIMEOUT
         if self._last_read is not None and now >= self._last_read + self.read_timeout:
-            self._last_read = None
-            return Due.READ_TIMEOUT
+            if self._read_seen:  # alive: the deadline moves on
+                self._read_seen = False
+                self._last_read = now
+            else:
+                self._last_read = None
+                return Due.READ_TIMEOUT
         if self._pair_deadline is not None and now >= self._pair_deadline:
             self._pair_deadline = None
             return Due.PAIR_TIMEOUT
         if self._last_write is not None and now >= self._last_write + self.keepalive:
             self._last_write = now
+            if self._write_seen:  # written meanwhile: no keepalive owed yet
+                self._write_seen = False
+                return None
             return Due.KEEPALIVE
         return None
 
@@ -191,5 +210,6 @@ class ConnectionTimers:
             return
         if self.read_timeout > 0:
             self._last_read = now
-        if self._unfinished and self._frame_clock_runs():
+            self._read_seen = False
+        if self.frame_pending and self._frame_clock_runs():
             self._frame_deadline = now + self.frame_timeout
