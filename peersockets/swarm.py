@@ -78,7 +78,8 @@ class Swarm:
 
         - handshake_timeout: seconds a new connection has to finish the Noise
           handshake before it is dropped (default 10; 0 disables).
-        - keepalive: seconds of send silence after which an empty frame is sent (5).
+        - keepalive: seconds of send silence after which an empty frame is sent
+          (5; checked when due, so after up to twice this).
         - max_frame_size: largest encrypted frame accepted, bytes (the wire's
           16 MiB - 1); a larger length prefix ends the connection at once.
         - max_channels: live protomux channels on one connection that a
@@ -98,8 +99,8 @@ class Swarm:
           disables): a stranger cannot hold a slot. Raw connections (with a
           message_handler) are exempt.
         - read_timeout: seconds without a byte from the remote, while we read,
-          before the connection is ended with ReadTimeout (default None: 3 x
-          keepalive, so 15 s; 0 disables). Peers send keepalives: JavaScript's
+          before the connection is ended with ReadTimeout (checked when due, so
+          up to twice this; default None: 3 x keepalive, so 15 s; 0 disables). Peers send keepalives: JavaScript's
           every 5 s. Keep it above the keepalive of every peer.
         - frame_timeout: seconds a frame may take to arrive in full, while we
           read, before the connection is ended with FrameTimeout (default 30;
