@@ -394,9 +394,11 @@ class _DriveLink:
         if not instances or peer is None:
             return  # nobody joined this topic here: discarded, as Beaker did
         event = _new_message(TopicMessage, (peer.peer_id, message, peer.public_key))
-        conn = self.conn
-        for instance in instances if len(instances) == 1 else list(instances):
-            instance._receive(event, conn)
+        if len(instances) == 1:
+            instances[0]._receive(event, self.conn)
+            return
+        for instance in list(instances):  # a callback may close its Topic meanwhile
+            instance._receive(event, self.conn)
 
     def peer_closed(self, channel: HypercoreChannel, by_remote: bool) -> None:
         self.owner._link_closed(self)

@@ -200,6 +200,8 @@ class Mux:
         self.halted = False
         """Set by the owner while it holds reading: a batch stops before its next item."""
         self._cursor: tuple[memoryview, int, int, int] | None = None  # a stopped batch
+        self.unfinished_batch = False
+        """A batch stopped midway (budget spent or halted) and waits for resume_batch()."""
         self._control = Channel(self, "", None, _ControlHandler(), 0)  # channel 0: control
         self._control.state = ChannelState.OPEN
 
@@ -273,6 +275,7 @@ class Mux:
         self._frames = []
         self._first = self._batch = None
         self._cursor = None
+        self.unfinished_batch = False
         for channel in list(self._local):
             if channel is not None:
                 self._close_channel(channel, by_remote=True)
@@ -400,14 +403,10 @@ class Mux:
         channel_id, pos = decode_uint(view, 0)
         return self._dispatch(channel_id, view, pos, len(frame), in_batch=False)
 
-    @property
-    def unfinished_batch(self) -> bool:
-        """Whether a batch stopped midway (budget spent or halted) and waits for resume_batch."""
-        return self._cursor is not None
-
     def resume_batch(self) -> bool:
         """Go on with the stopped batch; False if it stopped again."""
         cursor, self._cursor = self._cursor, None
+        self.unfinished_batch = False
         if cursor is None or self._destroyed:
             return True
         return self._batch_items(*cursor)
@@ -446,6 +445,7 @@ class Mux:
         while pos < end:
             if budget <= 0 or self.halted:
                 self._cursor = (view, pos, end, channel_id)
+                self.unfinished_batch = True
                 self.item_budget = budget
                 return False
             if pos > last_start:
