@@ -74,16 +74,17 @@ ITEMS_PER_READ = 2048
 
 ConnectionHook = Callable[["Connection"], None]
 
-_read_buffers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, bytearray] = (
+_read_buffers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, memoryview] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _read_buffer_of(loop: asyncio.AbstractEventLoop) -> bytearray:
-    """The receive buffer every connection of ``loop`` reads into (one per loop)."""
+def _read_buffer_of(loop: asyncio.AbstractEventLoop) -> memoryview:
+    """The receive buffer every connection of ``loop`` reads into (one per loop), as a view:
+    the buffer is never resized, so the view stays valid."""
     buffer = _read_buffers.get(loop)
     if buffer is None:
-        buffer = _read_buffers[loop] = bytearray(READ_BUFFER)
+        buffer = _read_buffers[loop] = memoryview(bytearray(READ_BUFFER))
     return buffer
 
 
@@ -417,11 +418,11 @@ class Connection(asyncio.BufferedProtocol):
         self._write_raw(self.stream.data_to_send())
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return memoryview(self._read_buffer)
+        return self._read_buffer
 
     def buffer_updated(self, nbytes: int) -> None:
         # not released explicitly: an error's traceback may still hold a view of it
-        self.data_received(memoryview(self._read_buffer)[:nbytes])
+        self.data_received(self._read_buffer[:nbytes])
 
     def data_received(self, data: bytes | memoryview) -> None:
         if self._lost:
