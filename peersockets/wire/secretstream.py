@@ -155,6 +155,7 @@ class SecretStream:
         size = len(source)
         transport = self.phase is Phase.TRANSPORT
         limit = self.max_frame_size if transport else min(self.max_frame_size, MAX_HANDSHAKE_FRAME)
+        self._unfinished_length = 0
         # one C view of the read for every frame in it; released before the buffer is resized
         base = _from_buffer(source) if transport else None
         try:
