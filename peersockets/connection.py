@@ -672,7 +672,7 @@ class Connection(asyncio.BufferedProtocol):
             )
         if due is Due.READ_TIMEOUT:
             return ReadTimeout(
-                f"nothing arrived from {peer} for {self.read_timeout:g} s (read_timeout)"
+                f"nothing arrived from {peer} for at least {self.read_timeout:g} s (read_timeout)"
             )
         if due is Due.FRAME_TIMEOUT:
             return FrameTimeout(
