@@ -677,16 +677,19 @@ def headline(workload: str, figures: Figures) -> str:
 # -- results ----------------------------------------------------------------------------
 
 
-def add_stack_cost(workload: dict[str, Any], floor: dict[str, Any]) -> None:
+def add_stack_cost(workload: dict[str, Any], floor: dict[str, Any], task_echo: bool) -> None:
     """Each pair's round trip p50 above its event loop's floor (``stack_us``): what the
     stack itself costs. A pair's floor is its receiving side's (the echo runs there)
-    averaged with its pinging side's."""
+    averaged with its pinging side's. With ``task_echo`` (the loop workload) a Python
+    echo's floor is the bare ping-pong whose echo replies from a task, as ``async for``
+    does: the task switch is the loop's cost, not the stack's."""
     for pair, entry in workload["pairs"].items():
         figures = entry.get("figures")
         if not figures:
             continue
         ping, echo = pair.split("->")
-        base = (floor[ping]["p50_us"] + floor[echo]["p50_us"]) / 2
+        echo_floor = floor["py_task_echo"] if task_echo and echo == "py" else floor[echo]
+        base = (floor[ping]["p50_us"] + echo_floor["p50_us"]) / 2
         figures["floor_us"] = base
         figures["stack_us"] = figures["p50_us"] - base
 
@@ -1069,13 +1072,19 @@ async def amain(args: argparse.Namespace) -> int:
                     stack, opts.sizes.rtt_rounds, opts.node, pin, opts.uvloop
                 )
             floor["ratio_p50"] = floor["py"]["p50_us"] / floor["js"]["p50_us"]
+            if "round_trip_loop" in round_trips:
+                floor["py_task_echo"] = await event_loop_floor(
+                    "py", opts.sizes.rtt_rounds, opts.node, pin, opts.uvloop, task_echo=True
+                )
             for workload in round_trips:
                 results[workload]["floor"] = floor
-                add_stack_cost(results[workload], floor)
+                add_stack_cost(results[workload], floor, workload == "round_trip_loop")
+            task_floor = floor.get("py_task_echo")
             print(
                 f" p50 node {floor['js']['p50_us']:.0f} us, python"
                 f"{' + uvloop' if opts.uvloop else ' asyncio'} {floor['py']['p50_us']:.0f} us"
-                f" ({floor['ratio_p50']:.2f}x)",
+                f" ({floor['ratio_p50']:.2f}x)"
+                + (f", echo from a task {task_floor['p50_us']:.0f} us" if task_floor else ""),
                 flush=True,
             )
         except Exception as exc:

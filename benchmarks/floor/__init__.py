@@ -37,15 +37,22 @@ async def _line(proc: asyncio.subprocess.Process, timeout: float) -> dict[str, A
 
 
 async def measure(
-    stack: str, rounds: int, node: str, pin: tuple[int, int] | None, uvloop: bool
+    stack: str,
+    rounds: int,
+    node: str,
+    pin: tuple[int, int] | None,
+    uvloop: bool,
+    task_echo: bool = False,
 ) -> dict[str, float]:
-    """p50, p99 and mean round trip in µs of a bare ping-pong on ``stack`` ("py" or "js")."""
+    """p50, p99 and mean round trip in µs of a bare ping-pong on ``stack`` ("py" or "js");
+    ``task_echo``: the Python echo replies from a task, not from the protocol callback."""
     if stack == "js":
         server = [node, str(HERE / "echo.mjs")]
         client = [node, str(HERE / "ping.mjs"), str(rounds)]
     else:
         flag = ["--uvloop"] if uvloop else []
-        server = [sys.executable, "-m", "benchmarks.floor.echo", *flag]
+        task = ["--task"] if task_echo else []
+        server = [sys.executable, "-m", "benchmarks.floor.echo", *flag, *task]
         client = [sys.executable, "-m", "benchmarks.floor.ping", str(rounds), *flag]
     echo = await _run(server, pin[1] if pin else None)
     try:

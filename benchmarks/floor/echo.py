@@ -1,4 +1,9 @@
-"""Bare asyncio TCP echo on 127.0.0.1: prints {"port": N}, echoes until killed."""
+"""Bare asyncio TCP echo on 127.0.0.1: prints {"port": N}, echoes until killed.
+
+With ``--task`` the echo is written as a reader task (what ``async for`` over a
+queue costs the loop: the read wakes a task, which writes the reply), instead
+of replying from the protocol callback.
+"""
 
 from __future__ import annotations
 
@@ -24,9 +29,37 @@ class Echo(asyncio.BufferedProtocol):
         self.transport.write(self.buffer[:nbytes])
 
 
+class TaskEcho(Echo):
+    """Hands each read to a task that writes the reply (one task switch per round trip)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiter: asyncio.Future[bytes] | None = None
+        self.pending: list[bytes] = []
+        self.task = asyncio.get_running_loop().create_task(self.replies())
+
+    def buffer_updated(self, nbytes: int) -> None:
+        data = self.buffer[:nbytes]
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(data)
+        else:
+            self.pending.append(data)
+
+    async def replies(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.pending:
+                data = self.pending.pop(0)
+            else:
+                self.waiter = loop.create_future()
+                data = await self.waiter
+            self.transport.write(data)
+
+
 async def main() -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(Echo, "127.0.0.1", 0)
+    protocol = TaskEcho if "--task" in sys.argv else Echo
+    server = await loop.create_server(protocol, "127.0.0.1", 0)
     print(json.dumps({"port": server.sockets[0].getsockname()[1]}), flush=True)
     await asyncio.sleep(600)
 
