@@ -31,6 +31,7 @@ from hostile import (  # noqa: F401 (fixture_* are the make_cluster and attacker
     fd_count,
     fixture_attackers,
     fixture_make_cluster,
+    handshaken,
     open_frame,
     reject_frame,
     task_count,
@@ -210,9 +211,7 @@ async def test_frame_over_max_frame_size_is_refused_before_its_body(
     limit = 2 * MAX_UNPAIRED_FRAME
     cluster = await make_cluster(max_frame_size=limit)
     cluster.start_chat()
-    attacker = await attackers(cluster.address)
-    await attacker.handshake()
-    conn = await cluster.log.of(attacker)
+    attacker, conn = await handshaken(attackers, cluster)
     if who == "member":
         attacker.send(drive_open(attacker))
         assert (await next_of(cluster.events)).type == "join"
@@ -222,9 +221,7 @@ async def test_frame_over_max_frame_size_is_refused_before_its_body(
         assert not conn.has_ended
         await attacker.reset()
         assert (await next_of(cluster.events)).type == "leave"
-        attacker = await attackers(cluster.address)
-        await attacker.handshake()
-        conn = await cluster.log.of(attacker)
+        attacker, conn = await handshaken(attackers, cluster)
         attacker.send(drive_open(attacker))
         assert (await next_of(cluster.events)).type == "join"
         refused, allowed = limit + 1, limit
@@ -257,9 +254,7 @@ async def test_bad_capability_ends_the_connection_without_a_join(
 ) -> None:
     cluster = await make_cluster()
     cluster.start_chat()
-    attacker = await attackers(cluster.address)
-    await attacker.handshake()
-    conn = await cluster.log.of(attacker)
+    attacker, conn = await handshaken(attackers, cluster)
     # The server opens the drive's channel on every connection; its open frame tells us the
     # (public) discovery key and carries its capability, which a reflection attack replays.
     dkey = discovery_key(DRIVE)
@@ -291,9 +286,7 @@ async def test_tampered_or_replayed_ciphertext_ends_the_connection(
 ) -> None:
     cluster = await make_cluster()
     cluster.start_chat()
-    attacker = await attackers(cluster.address)
-    await attacker.handshake()
-    conn = await cluster.log.of(attacker)
+    attacker, conn = await handshaken(attackers, cluster)
     first = attacker.encrypt(b"")  # a keepalive: valid, and ignored by the server
     second = attacker.encrypt(b"")
     if kind == "tampered":
@@ -335,9 +328,7 @@ async def test_channel_open_flood_is_rejected_without_state(
     limit = 32
     cluster = await make_cluster(max_channels=limit)
     cluster.start_chat()
-    attacker = await attackers(cluster.address)
-    await attacker.handshake()
-    conn = await cluster.log.of(attacker)
+    attacker, conn = await handshaken(attackers, cluster)
     total = 10 * limit
     for start in range(1, total + 1, limit):
         attacker.send(
@@ -365,9 +356,7 @@ async def test_channel_id_that_skips_ahead_is_a_protocol_error(
     """As protomux: a new remote id may pass the highest seen by one, no more."""
     cluster = await make_cluster()
     cluster.start_chat()
-    attacker = await attackers(cluster.address)
-    await attacker.handshake()
-    conn = await cluster.log.of(attacker)
+    attacker, conn = await handshaken(attackers, cluster)
     attacker.send(
         attacker.encrypt(open_frame(1, "x", None)) + attacker.encrypt(open_frame(3, "x", None))
     )
