@@ -7,7 +7,8 @@
     │   └── PeerTimeout        (also a TimeoutError) the remote did not do its part in time
     │       └── HandshakeTimeout, PairTimeout, ReadTimeout, FrameTimeout
     ├── RequestError           the caller asked for something that cannot be done
-    │   ├── PeerNotFound, MessageTooLarge, TopicClosed, SwarmClosed, ChannelClosed
+    │   ├── PeerNotFound, MessageTooLarge, TopicClosed, SwarmClosed, ChannelClosed,
+    │   │   SocketClosed, StreamIdInUse (also a ValueError)
     │   ├── InvalidKey, InvalidTopic, InvalidSetting   (also ValueErrors)
     │   └── TooManyConnections, ReceiveBudgetExceeded   our own limits, not the
     │                                                   remote's fault
@@ -15,11 +16,14 @@
         ├── ConnectError, ListenError   refused, unreachable, name not resolved,
         │                               port out of range, timed out, address in use
         └── ConnectionClosed   the connection ended; nothing more can be sent on it
+            └── StreamReset (ECONNRESET), StreamTimeout (also a TimeoutError)   UDX streams
 
 Every message names the value that was wrong.
 """
 
 from __future__ import annotations
+
+import errno
 
 
 class PeersocketsError(Exception):
@@ -116,6 +120,14 @@ class InvalidTopic(RequestError, ValueError):
     """A topic name that is empty or too long."""
 
 
+class StreamIdInUse(RequestError, ValueError):
+    """A UDX stream id already taken by a live stream of the same UDX instance."""
+
+
+class SocketClosed(RequestError):
+    """The UDX socket is closed; it cannot send or make streams."""
+
+
 class InvalidSetting(RequestError, ValueError):
     """A setting out of its range, refused when the object is made (not at first use)."""
 
@@ -155,3 +167,17 @@ class ListenError(NetworkError):
 
 class ConnectionClosed(NetworkError):
     """The connection is closed; nothing more can be sent on it."""
+
+
+class StreamReset(ConnectionClosed):
+    """The remote aborted the UDX stream (a DESTROY packet); ``errno`` is ECONNRESET."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.ECONNRESET, message)
+
+
+class StreamTimeout(ConnectionClosed, TimeoutError):
+    """A UDX stream's data went unacknowledged through every retransmission; ``errno`` is ETIMEDOUT."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.ETIMEDOUT, message)
