@@ -119,7 +119,9 @@ class StreamCore:
     and resent by the peer), ``keepalive`` (seconds between heartbeats on an
     idle stream, None for none), ``min_rto`` (the retransmission timer's floor,
     1 s as libudx), ``max_mtu`` (1500; probing starts at 1200 and stops here),
-    ``ipv6`` (the header overhead of the remote's family).
+    ``ipv6`` (the header overhead of the remote's family), ``seq`` and ``ack``
+    (the first sequence numbers sent and expected; both sides must agree, and
+    hyperdht always uses 0, as udx-native's ``seq`` and ``ack`` options).
     """
 
     def __init__(
@@ -132,6 +134,8 @@ class StreamCore:
         min_rto: float = MIN_RTO,
         max_mtu: int = MAX_MTU,
         ipv6: bool = False,
+        seq: int = 0,
+        ack: int = 0,
     ) -> None:
         if not 0 <= local_id <= p.SEQ_MASK:
             raise InvalidSetting(f"a stream id is a 32-bit unsigned number, got {local_id!r}")
@@ -143,6 +147,9 @@ class StreamCore:
             raise InvalidSetting(f"keepalive must be > 0 seconds or None, got {keepalive!r}")
         if not 0 < min_rto <= MAX_RTO:
             raise InvalidSetting(f"min_rto must be in (0, {MAX_RTO}] seconds, got {min_rto!r}")
+        for name, value in (("seq", seq), ("ack", ack)):
+            if not isinstance(value, int) or not 0 <= value <= p.SEQ_MASK:
+                raise InvalidSetting(f"{name} is a 32-bit unsigned number, got {value!r}")
         if max_mtu < BASE_MTU:
             raise InvalidSetting(f"max_mtu must be >= {BASE_MTU}, got {max_mtu!r}")
         self.local_id = local_id
@@ -166,7 +173,8 @@ class StreamCore:
         self._overhead = IPV6_OVERHEAD if ipv6 else IPV4_OVERHEAD
 
         # receiving
-        self._rcv_nxt = 0
+        self._rcv_nxt = ack
+        self._received = False
         self._ooo: dict[int, tuple[int, bytes]] = {}
         self._ranges: list[list[int]] = []
         self._remote_end: int | None = None
@@ -175,8 +183,8 @@ class StreamCore:
         self._unread = 0
 
         # sending
-        self._snd_una = 0
-        self._snd_nxt = 0
+        self._snd_una = seq
+        self._snd_nxt = seq
         self._queue: deque[memoryview] = deque()
         self.queued = 0
         """Bytes written and not yet sent once."""
@@ -194,8 +202,8 @@ class StreamCore:
         self._state = _State.OPEN
         self._high_seq = 0
         self._peer_rwnd = DEFAULT_WINDOW
-        self._wl1 = 0
-        self._wl2 = 0
+        self._wl1 = ack
+        self._wl2 = seq
 
         # round-trip time (RFC 6298, seconds)
         self._srtt = 0.0
@@ -206,9 +214,9 @@ class StreamCore:
 
         # RACK-TLP
         self._rack_sent_at = -1.0
-        self._rack_seq = -1
+        self._rack_seq = seq - 1
         self._rack_rtt = 0.0
-        self._high_delivered = -1
+        self._high_delivered = seq - 1
         self._reordering = False
         self._sample_since_probe = True
 
@@ -244,7 +252,7 @@ class StreamCore:
         self.remote_id = remote_id
         self.path = path
         self.connected = True
-        if self._rcv_nxt or self._ooo:
+        if self._received or self._ooo:
             self._ack_due = True
         self._arm_keepalive(now)
 
@@ -471,6 +479,7 @@ class StreamCore:
             self._close(None, now, linger=True)
 
     def _accept(self, seq: int, flags: int, payload: memoryview | bytes) -> None:
+        self._received = True
         if flags & p.END and (self._remote_end is None or seq < self._remote_end):
             self._remote_end = seq
         if seq == self._rcv_nxt:

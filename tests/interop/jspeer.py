@@ -43,6 +43,7 @@ _REQUIRED_PACKAGES = (
     "hyperdrive",
     "compact-encoding",
     "hypercore-crypto",
+    "udx-native",
 )
 _LINE_LIMIT = 64 * 1024 * 1024
 _STDERR_LINES = 2000
