@@ -5,14 +5,16 @@
     a.write(b"x"); net.flush(a)
     net.run_until(lambda: ..., limit=30.0)
 
-Datagrams travel with a fixed one-way delay; ``drop(direction, datagram)``
-decides losses (deterministic tests pass a predicate or a seeded random).
+Datagrams travel with a one-way delay plus seeded ``jitter`` (which reorders
+them) and seeded ``duplicate`` copies; ``drop(direction, datagram)`` decides
+losses (deterministic tests pass a predicate or a seeded random).
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import random
 from collections.abc import Callable
 
 from peersockets.udx.stream import StreamCore
@@ -23,9 +25,21 @@ Drop = Callable[[str, bytes], bool]
 class Sim:
     """Two cores, a clock, and a queue of datagrams in flight."""
 
-    def __init__(self, delay: float = 0.005, drop: Drop | None = None, **options: object) -> None:
+    def __init__(
+        self,
+        delay: float = 0.005,
+        drop: Drop | None = None,
+        *,
+        jitter: float = 0.0,
+        duplicate: float = 0.0,
+        seed: int = 1,
+        **options: object,
+    ) -> None:
         self.now = 0.0
         self.delay = delay
+        self.jitter = jitter
+        self.duplicate = duplicate
+        self.random = random.Random(seed)
         self.drop: Drop = drop or (lambda _d, _b: False)
         self.options = options
         self._queue: list[tuple[float, int, str, bytes]] = []
@@ -51,8 +65,12 @@ class Sim:
         direction = "a->b" if core is self.a else "b->a"
         for datagram, _path in core.outgoing:
             self.sent[direction].append(datagram)
-            if not self.drop(direction, datagram):
-                heapq.heappush(self._queue, (self.now + self.delay, next(self._order), direction, datagram))
+            if self.drop(direction, datagram):
+                continue
+            copies = 2 if self.duplicate and self.random.random() < self.duplicate else 1
+            for _ in range(copies):
+                at = self.now + self.delay + (self.random.random() * self.jitter if self.jitter else 0.0)
+                heapq.heappush(self._queue, (at, next(self._order), direction, datagram))
         core.outgoing.clear()
         name = self.name(core)
         if core.incoming:
@@ -102,7 +120,14 @@ class Sim:
                 raise AssertionError("the network went quiet before it was done")
 
     def run_for(self, seconds: float) -> None:
-        """Step until the clock reaches now + seconds or nothing is left to happen."""
+        """Let ``seconds`` of virtual time pass, handling everything due meanwhile."""
         end = self.now + seconds
-        while self.now < end and self.step():
-            pass
+        while self._next_time() is not None and self._next_time() <= end:  # type: ignore[operator]
+            self.step()
+        self.now = max(self.now, end)
+
+    def _next_time(self) -> float | None:
+        times = [t for t in (self.a.get_timer(), self.b.get_timer()) if t is not None]
+        if self._queue:
+            times.append(self._queue[0][0])
+        return min(times) if times else None

@@ -485,7 +485,7 @@ class StreamCore:
         if seq == self._rcv_nxt:
             if flags & p.DATA:
                 if self._unread >= self._window:
-                    return  # the reader is this far behind: the peer resends later
+                    return  # the reader is a window behind: the peer resends later
                 self.incoming.append(payload)
                 self._unread += len(payload)
             self._rcv_nxt += 1
