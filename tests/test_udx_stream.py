@@ -293,7 +293,8 @@ def test_mtu_probing_reaches_1500_with_zero_padding() -> None:
         data += chunk
         net.a.write(chunk)
         net.flush(net.a)
-        net.run_until(lambda: len(net.received["b"]) == len(data), limit=10)
+        expected = len(data)
+        net.run_until(lambda: len(net.received["b"]) == expected, limit=10)  # noqa: B023
     assert net.a.mtu == 1500
     probes = [d for d in net.sent["a->b"] if header(d)[1]]
     assert probes
