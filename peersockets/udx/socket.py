@@ -281,8 +281,13 @@ class UDXSocket:
             if size >= p.HEADER_SIZE and buffer[0] == p.MAGIC and buffer[1] == p.VERSION:
                 stream = streams.get(int.from_bytes(buffer[4:8], "little"))
                 if stream is not None:
-                    if stream.socket is not self and stream.firewall(self, source):
-                        continue
+                    if stream.socket is not self:
+                        firewall = stream.firewall
+                        if firewall is None:
+                            if not stream.core.connected:
+                                continue  # udx-native's default: an unconnected stream eats it
+                        elif firewall(self, source):
+                            continue
                     stream._receive(view[:size], now)
                     touched[stream] = None
                     continue

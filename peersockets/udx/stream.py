@@ -316,6 +316,13 @@ class StreamCore:
             if self._ack_due and self.connected:
                 self._send_ack()
             return
+        if self._ooo and self._rcv_nxt in self._ooo and self._unread < self._window:
+            self._drain_out_of_order()  # the reader caught up: what waited above a full window
+            self._check_remote_end()
+            if self._ended and self._ended_remote:
+                self._close(None, now, linger=True)
+                self.flush(now)
+                return
         if not self.connected:
             return
         sent = False
@@ -494,7 +501,10 @@ class StreamCore:
         elif seq - self._rcv_nxt < self._max_ooo and seq not in self._ooo:
             self._ooo[seq] = (flags, bytes(payload) if flags & p.DATA else b"")
             self._add_range(seq)
-        if self._remote_end is not None and self._rcv_nxt > self._remote_end:
+        self._check_remote_end()
+
+    def _check_remote_end(self) -> None:
+        if self._remote_end is not None and self._rcv_nxt > self._remote_end and not self._ended_remote:
             self._ended_remote = True
             self.events.append(Ended())
             if self._ooo:

@@ -27,18 +27,15 @@ __all__ = ["Firewall", "UDXStream"]
 log = logging.getLogger(__name__)
 
 Firewall = Callable[["UDXSocket", "Address"], bool]
-"""firewall(socket, source) for a packet arriving on a socket other than the stream's:
-True drops it, False processes it (udx-native's convention). It may call ``connect``."""
+"""firewall(socket, source) for a packet arriving on a socket other than the stream's
+(every packet, before ``connect``): True drops it, False processes it (udx-native's
+convention). It may call ``connect`` to adopt the packet's source as the remote."""
 
 HIGH_WATER = 1024 * 1024
 """Bytes queued or unacknowledged above which the protocol is asked to pause writing."""
 
 CLOSE_TIMEOUT = 10.0
 """Seconds ``close()`` waits for the remote to end its side before aborting with DESTROY."""
-
-
-def _drop_all(_socket: UDXSocket, _source: Address) -> bool:
-    return True
 
 
 class UDXStream(asyncio.Transport):
@@ -58,7 +55,9 @@ class UDXStream(asyncio.Transport):
             raise InvalidSetting(f"close_timeout must be > 0 seconds, got {close_timeout!r}")
         self.core = core
         self._loop = loop
-        self.firewall: Firewall = firewall or _drop_all
+        self.firewall: Firewall | None = firewall
+        """Decides packets that arrive on another socket than the stream's (see ``Firewall``).
+        None: dropped until the stream is connected, accepted after (same UDX instance)."""
         self._unregister = unregister
         self._close_timeout = close_timeout
         self.socket: UDXSocket | None = None
@@ -73,6 +72,7 @@ class UDXStream(asyncio.Transport):
         self._low = HIGH_WATER // 4
         self._closing = False
         self._lost = False
+        self._lost_reported = False
         self._forgotten = False
         self._timer: asyncio.TimerHandle | None = None
         self._close_deadline: float | None = None
@@ -220,7 +220,7 @@ class UDXStream(asyncio.Transport):
     # ---------------------------------------------------------------- reading
 
     def is_reading(self) -> bool:
-        return not self._paused_reading and not self._lost
+        return not self._paused_reading and not self._lost_reported
 
     def pause_reading(self) -> None:
         self._paused_reading = True
@@ -233,12 +233,16 @@ class UDXStream(asyncio.Transport):
             self._loop.call_soon(self._release_held)
 
     def _release_held(self) -> None:
-        while self._held and not self._paused_reading and not self._lost:
+        while self._held and not self._paused_reading:
             piece = self._held.popleft()
             self._hand(piece)
         if not self._held and self._eof_held and not self._paused_reading:
             self._eof_held = False
             self._on_ended()
+        if self._lost:
+            if not self._held and not self._eof_held:
+                self._report_lost(self.core.error)
+            return
         self._flush()
 
     def _hand(self, piece: bytes | memoryview) -> None:
@@ -264,18 +268,27 @@ class UDXStream(asyncio.Transport):
         core = self.core
         core.receive(datagram, now)
         if core.incoming:
-            if self._paused_reading or self._held:
-                self._held.extend(bytes(piece) for piece in core.incoming)
-            else:
-                for piece in core.incoming:
-                    self._hand(piece)
-            core.incoming.clear()
+            self._take_incoming()
         if core.messages:
+            messages = core.messages
+            core.messages = []
             handler = self.message_handler
             if handler is not None:
-                for message in core.messages:
+                for message in messages:
                     handler(message)
-            core.messages.clear()
+
+    def _take_incoming(self) -> None:
+        core = self.core
+        incoming = core.incoming
+        core.incoming = []  # the protocol may write, and so flush, while we hand these over
+        if self._paused_reading or self._held:
+            self._held.extend(bytes(piece) for piece in incoming)
+            return
+        for index, piece in enumerate(incoming):
+            if self._paused_reading:
+                self._held.extend(bytes(rest) for rest in incoming[index:])
+                return
+            self._hand(piece)
 
     # ------------------------------------------------------------ batch & timers
 
@@ -284,6 +297,8 @@ class UDXStream(asyncio.Transport):
         core = self.core
         now = self._loop.time()
         core.flush(now)
+        if core.incoming:
+            self._take_incoming()
         self._send_outgoing()
         if core.events:
             self._dispatch_events()
@@ -354,16 +369,17 @@ class UDXStream(asyncio.Transport):
         keep_open = False
         if protocol is not None and not self._closing:
             keep_open = bool(protocol.eof_received())  # type: ignore[attr-defined]
-        if not keep_open:
+        if not keep_open and not self._lost:
             self.close()
 
     def _on_closed(self, error: Exception | None) -> None:
         if self._lost:
             return
         self._lost = True
-        self._closing = True
         self._close_deadline = None
-        self._held.clear()
+        if error is not None:
+            self._held.clear()
+            self._eof_held = False
         for future in self._remote_changed:
             if not future.done():
                 future.set_exception(error or ConnectionClosed(f"UDX stream {self.local_id} closed"))
@@ -371,15 +387,24 @@ class UDXStream(asyncio.Transport):
         self._remote_changed = []
         if not self.core.lingering:
             self._forget()
-        protocol = self._protocol
-        if protocol is not None:
-            self._loop.call_soon(protocol.connection_lost, error)
         if not self.closed.done():
             if error is None:
                 self.closed.set_result(None)
             else:
                 self.closed.set_exception(error)
                 self.closed.exception()
+        if not self._held and not self._eof_held:
+            self._report_lost(error)
+        # otherwise the held bytes and EOF go to the protocol first (_release_held)
+
+    def _report_lost(self, error: Exception | None) -> None:
+        if self._lost_reported:
+            return
+        self._lost_reported = True
+        self._closing = True
+        protocol = self._protocol
+        if protocol is not None:
+            self._loop.call_soon(protocol.connection_lost, error)
 
     def _forget(self) -> None:
         if self._forgotten:
