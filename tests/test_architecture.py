@@ -40,3 +40,27 @@ def test_imports_go_down_only(layer: str) -> None:
     above = set(LAYERS[LAYERS.index(layer) + 1 :])
     imported = _imports(PACKAGE / f"{layer}.py")
     assert not imported & above, f"{layer}.py imports {imported & above}"
+
+
+UDX_CORES = ["packet.py", "stream.py", "congestion.py"]
+
+
+@pytest.mark.parametrize("name", UDX_CORES)
+def test_the_udx_cores_are_sans_io(name: str) -> None:
+    source = (PACKAGE / "udx" / name).read_text()
+    tree = ast.parse(source)
+    imported = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    } | {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert not imported & {"asyncio", "socket", "selectors", "time"}, imported
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "udx").glob("*.py")), ids=lambda p: p.name)
+def test_udx_sits_below_connection_and_above_errors_only(path: Path) -> None:
+    """udx/ is a transport: it imports nothing of peersockets but errors and itself."""
+    tree = ast.parse(path.read_text())
+    relative = {
+        (node.level, node.module or "") for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level
+    }
+    outside = {module for level, module in relative if level >= 2 and module != "errors"}
+    assert not outside, f"{path.name} imports {outside}"
