@@ -50,8 +50,10 @@ FAMILIES = {
         "InvalidSetting",
         "TooManyConnections",
         "ReceiveBudgetExceeded",
+        "StreamIdInUse",
+        "SocketClosed",
     },
-    NetworkError: {"ConnectError", "ListenError", "ConnectionClosed"},
+    NetworkError: {"ConnectError", "ListenError", "ConnectionClosed", "StreamReset", "StreamTimeout"},
 }
 
 
