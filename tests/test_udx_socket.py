@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 import socket
@@ -334,3 +335,55 @@ async def test_a_secret_stream_connection_runs_over_udx(pair: tuple[UDXSocket, U
     assert await asyncio.wait_for(got.get(), TIMEOUT) == big
     initiator.close()
     await asyncio.wait_for(asyncio.gather(initiator.wait_closed(), responder.wait_closed()), TIMEOUT)
+
+
+@pytest.mark.parametrize("offload", [True, False], ids=["offload", "plain"])
+async def test_with_and_without_segmentation_offload(monkeypatch: pytest.MonkeyPatch, offload: bool) -> None:
+    """UDP_SEGMENT / UDP_GRO where the kernel has them, one datagram per call where not."""
+    import peersockets.udx.socket as udx_socket
+
+    monkeypatch.setattr(udx_socket, "SEGMENTATION", offload)
+    monkeypatch.setattr(udx_socket, "COALESCING", offload)
+    async with await UDXSocket.bind("127.0.0.1", 0) as a, await UDXSocket.bind("127.0.0.1", 0) as b:
+        got: list[bytes] = []
+        b.on_message = lambda data, _source: got.append(data)
+        (_ra, wa), (rb, _wb) = await open_pair(a, b)
+        data = os.urandom(2 * 1024 * 1024)
+        wa.write(data)
+        wa.write_eof()
+        assert await asyncio.wait_for(rb.read(), TIMEOUT) == data
+        a.send(b"\x03" * 2048, b.address)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+            raw.sendto(b"\x03" * 3000, b.address)  # libudx truncates past 2048; so do we
+        for _ in range(100):
+            if len(got) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert [len(x) for x in got] == [2048, 2048]
+        wa.transport.abort()
+
+
+async def test_a_kernel_that_refuses_segmentation_falls_back_to_single_datagrams(
+    pair: tuple[UDXSocket, UDXSocket],
+) -> None:
+    a, b = pair
+    refusals: list[int] = []
+    real = a._sock
+
+    class Refusing:
+        """The socket, except that a segmented send fails as a kernel without GSO fails."""
+
+        def sendmsg(self, *args: object) -> int:
+            refusals.append(1)
+            raise OSError(errno.EIO, "no UDP_SEGMENT here")
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+    a._sock = Refusing()  # type: ignore[assignment]
+    (_ra, wa), (rb, _wb) = await open_pair(a, b)
+    data = os.urandom(1024 * 1024)
+    wa.write(data)
+    assert await asyncio.wait_for(rb.readexactly(len(data)), TIMEOUT) == data
+    assert refusals == [1] and not a._segmentation
+    a._sock = real

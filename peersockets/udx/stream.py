@@ -34,6 +34,7 @@ __all__ = [
     "RemoteChanged",
     "StreamCore",
     "StreamEvent",
+    "StreamStats",
 ]
 
 BASE_MTU: Final = 1200
@@ -78,6 +79,21 @@ class RemoteChanged:
 
 
 StreamEvent = Ended | Closed | RemoteChanged
+
+
+@dataclass(slots=True)
+class StreamStats:
+    """Counters of one stream, for diagnostics and benchmarks."""
+
+    packets_sent: int = 0
+    """DATA and END packets sent, retransmissions included."""
+    retransmits: int = 0
+    loss_events: int = 0
+    """Times a loss sent the stream into recovery (the window halved)."""
+    timeouts: int = 0
+    """Retransmission timer expiries."""
+    packets_received: int = 0
+    """DATA and END packets received, duplicates included."""
 
 
 class _Sent:
@@ -165,6 +181,7 @@ class StreamCore:
         self.messages: list[bytes] = []
         """MESSAGE datagrams received (unordered, unreliable)."""
         self.events: list[StreamEvent] = []
+        self.stats = StreamStats()
 
         self._window = receive_window
         self._max_ooo = max_out_of_order
@@ -424,6 +441,7 @@ class StreamCore:
         return taken
 
     def _transmit(self, sent: _Sent) -> None:
+        self.stats.packets_sent += 1
         pad = sent.pad
         body = bytes(pad) + sent.payload if pad else sent.payload
         datagram = p.encode(sent.flags, sent.remote_id, self._rwnd(), sent.seq, self._rcv_nxt, body, pad)
@@ -446,6 +464,7 @@ class StreamCore:
         return sent
 
     def _resend(self, packet: _Sent, now: float) -> None:
+        self.stats.retransmits += 1
         packet.lost = False
         packet.retransmitted = True
         packet.pad = 0
@@ -475,6 +494,7 @@ class StreamCore:
                     self._close(StreamReset(f"UDX stream {self.local_id} was reset by its peer"), now, linger=False)
                 return
             self._ack_due = True
+            self.stats.packets_received += 1
             if seq >= self._rcv_nxt and not self._ended_remote:
                 self._accept(seq, flags, body[data_offset:] if not flags & p.SACK else b"")
         elif flags & p.MESSAGE:
@@ -728,6 +748,7 @@ class StreamCore:
 
     def _mark_lost(self, lost: list[_Sent], now: float) -> None:
         if self._state is _State.OPEN:
+            self.stats.loss_events += 1
             self._state = _State.RECOVERY
             self._high_seq = self._snd_nxt
             self._cc.on_loss_event(len(self._by_time))
@@ -823,6 +844,7 @@ class StreamCore:
         self._rto_at = now + self.rto
 
     def _retransmission_timeout(self, now: float) -> None:
+        self.stats.timeouts += 1
         self._rto_expiries += 1
         if self._rto_expiries >= RTO_GIVE_UP:
             elapsed = self.rto * (2 * RTO_GIVE_UP - 1)

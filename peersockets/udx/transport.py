@@ -308,13 +308,27 @@ class UDXStream(asyncio.Transport):
 
     def _send_outgoing(self) -> None:
         outgoing = self.core.outgoing
-        if outgoing:
-            for datagram, path in outgoing:
-                socket: UDXSocket
-                address: Address
-                socket, address = path  # type: ignore[misc]
-                socket._send(datagram, address)
-            outgoing.clear()
+        if not outgoing:
+            return
+        self.core.outgoing = []
+        socket: UDXSocket
+        address: Address
+        if len(outgoing) == 1:
+            datagram, path = outgoing[0]
+            socket, address = path  # type: ignore[misc]
+            socket._send(datagram, address)
+            return
+        run: list[bytes] = []
+        run_path: object = None
+        for datagram, path in outgoing:
+            if path is not run_path and run:
+                socket, address = run_path  # type: ignore[misc]
+                socket._send_many(run, address)
+                run = []
+            run_path = path
+            run.append(datagram)
+        socket, address = run_path  # type: ignore[misc]
+        socket._send_many(run, address)
 
     def _arm_timer(self, now: float) -> None:
         when = self.core.get_timer()
