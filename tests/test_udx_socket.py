@@ -387,3 +387,30 @@ async def test_a_kernel_that_refuses_segmentation_falls_back_to_single_datagrams
     assert await asyncio.wait_for(rb.readexactly(len(data)), TIMEOUT) == data
     assert refusals == [1] and not a._segmentation
     a._sock = real
+
+
+async def test_a_reply_written_by_a_task_carries_the_ack(pair: tuple[UDXSocket, UDXSocket]) -> None:
+    """The pure ack after a batch waits one loop turn: an echo sends one datagram per message, not two."""
+    a, b = pair
+    (ra, wa), (rb, wb) = await open_pair(a, b)
+    sent = {"a": 0, "b": 0}
+    for name, sock in (("a", a), ("b", b)):
+        real = sock._send
+
+        def counting(datagram: bytes, address: tuple[str, int], real: object = real, name: str = name) -> None:
+            sent[name] += 1
+            real(datagram, address)  # type: ignore[operator]
+
+        sock._send = counting  # type: ignore[method-assign]
+
+    async def echo() -> None:
+        while data := await rb.read(1):
+            wb.write(data)
+
+    echoing = asyncio.ensure_future(echo())
+    for _ in range(200):
+        wa.write(b"x")
+        assert await asyncio.wait_for(ra.readexactly(1), TIMEOUT) == b"x"
+    assert sent["b"] <= 205  # the echo replies within a loop turn: its data carried every ack
+    assert sent["a"] <= 405  # the pinger's next write comes turns later: data, then an ack
+    echoing.cancel()

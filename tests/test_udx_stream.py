@@ -437,3 +437,34 @@ def test_unwrap_picks_the_nearest_sequence_number() -> None:
     assert p.unwrap(5, 2**32 - 3) == 2**32 + 5
     assert p.unwrap(2**32 - 3, 2**32 + 5) == 2**32 - 3
     assert p.unwrap(7, 7) == 7
+
+
+def test_a_deferred_ack_is_carried_by_data_written_before_the_next_flush() -> None:
+    core = StreamCore(2)
+    core.connect(1, None, 0.0)
+    core.receive(memoryview(p.encode(p.DATA, 2, 1000, 0, 0, b"ping")), 0.0)
+    assert core.flush(0.0, defer_ack=True) is True
+    assert core.outgoing == []
+    core.write(b"pong")
+    assert core.flush(0.0) is False
+    (reply, _path), = core.outgoing
+    assert header(reply)[0] == p.DATA and header(reply)[5] == 1
+
+
+def test_a_deferred_ack_is_sent_by_the_next_flush_when_nothing_was_written() -> None:
+    core = StreamCore(2)
+    core.connect(1, None, 0.0)
+    core.receive(memoryview(p.encode(p.DATA, 2, 1000, 0, 0, b"ping")), 0.0)
+    assert core.flush(0.0, defer_ack=True) is True
+    core.flush(0.0)
+    (ack, _path), = core.outgoing
+    assert header(ack)[0] == p.STATE and header(ack)[5] == 1
+
+
+def test_an_ack_with_sack_blocks_is_never_deferred() -> None:
+    core = StreamCore(2)
+    core.connect(1, None, 0.0)
+    core.receive(memoryview(p.encode(p.DATA, 2, 1000, 1, 0, b"ahead")), 0.0)
+    assert core.flush(0.0, defer_ack=True) is False
+    (ack, _path), = core.outgoing
+    assert header(ack)[0] == p.SACK

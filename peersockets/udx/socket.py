@@ -335,7 +335,7 @@ class UDXSocket:
         else:
             self._read_each(now, touched)
         for stream in touched:
-            stream._flush()
+            stream._flush(defer_ack=True)
 
     def _read_each(self, now: float, touched: dict[UDXStream, None]) -> None:
         sock = self._sock

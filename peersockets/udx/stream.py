@@ -327,30 +327,40 @@ class StreamCore:
         """Bytes queued or unacknowledged: what a writer waiting for drain waits on."""
         return self.queued + self.unacked_bytes
 
-    def flush(self, now: float) -> None:
-        """Send what may be sent now: retransmissions, new data, a due ack."""
+    def flush(self, now: float, defer_ack: bool = False) -> bool:
+        """Send what may be sent now: retransmissions, new data, a due ack.
+
+        With ``defer_ack``, a pure ack (nothing out of order to report) is left due
+        and True returned: the caller flushes again soon, and a reply written
+        meanwhile carries the ack instead (one datagram, not two).
+        """
         if self.closed:
             if self._ack_due and self.connected:
                 self._send_ack()
-            return
+            return False
         if self._ooo and self._rcv_nxt in self._ooo and self._unread < self._window:
             self._drain_out_of_order()  # the reader caught up: what waited above a full window
             self._check_remote_end()
             if self._ended and self._ended_remote:
                 self._close(None, now, linger=True)
                 self.flush(now)
-                return
+                return False
         if not self.connected:
-            return
+            return False
         sent = False
         if self._lost:
             sent = self._retransmit_lost(now)
         if self._queue or (self._end_requested and self._end_seq is None):
             sent = self._send_new(now) or sent
+        deferred = False
         if self._ack_due and (not sent or self._ooo):
-            self._send_ack()
-        self._ack_due = False
+            if defer_ack and not sent and not self._ooo:
+                deferred = True
+            else:
+                self._send_ack()
+        self._ack_due = deferred
         self._arm_timers(now)
+        return deferred
 
     def _rwnd(self) -> int:
         return max(0, self._window - self._unread)

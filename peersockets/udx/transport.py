@@ -73,6 +73,7 @@ class UDXStream(asyncio.Transport):
         self._closing = False
         self._lost = False
         self._lost_reported = False
+        self._ack_scheduled = False
         self._forgotten = False
         self._timer: asyncio.TimerHandle | None = None
         self._close_deadline: float | None = None
@@ -292,11 +293,18 @@ class UDXStream(asyncio.Transport):
 
     # ------------------------------------------------------------ batch & timers
 
-    def _flush(self) -> None:
-        """Let the core send what it may, then deliver events and re-arm the timer."""
+    def _flush(self, defer_ack: bool = False) -> None:
+        """Let the core send what it may, then deliver events and re-arm the timer.
+
+        After a batch of received datagrams the socket defers a pure ack to the next
+        loop turn, so that a protocol answering in a task (asyncio streams) sends one
+        datagram carrying data and ack, not an ack and then the data.
+        """
         core = self.core
         now = self._loop.time()
-        core.flush(now)
+        if core.flush(now, defer_ack) and not self._ack_scheduled:
+            self._ack_scheduled = True
+            self._loop.call_soon(self._flush_deferred_ack)
         if core.incoming:
             self._take_incoming()
         self._send_outgoing()
@@ -305,6 +313,10 @@ class UDXStream(asyncio.Transport):
         self._arm_timer(now)
         if self._writing_paused:
             self._check_write_pressure()
+
+    def _flush_deferred_ack(self) -> None:
+        self._ack_scheduled = False
+        self._flush()
 
     def _send_outgoing(self) -> None:
         outgoing = self.core.outgoing
