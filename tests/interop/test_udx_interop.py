@@ -284,3 +284,16 @@ async def test_messages_and_socket_datagrams_both_ways(js: StartPeer, py: UDXSoc
     await peer.send({"cmd": "socket_send", "port": py.address[1], "host": "127.0.0.1", "hex": b"\x13reply".hex()})
     assert await asyncio.wait_for(datagrams.get(), TIMEOUT) == b"\x13reply"
     writer.transport.abort()
+
+
+async def test_ipv6_both_ways(js: StartPeer) -> None:
+    peer = await js(SCRIPT, "--host", "::1")
+    port = int((await peer.expect("listening"))["port"])
+    async with await UDXSocket.bind("::1", 0) as sock:
+        await js_stream(peer, local_id=JS_ID, remote_id=PY_ID, port=sock.address[1], host="::1", mode="echo")
+        reader, writer = await sock.open_stream(PY_ID, JS_ID, ("::1", port))
+        data = pattern(2 * MIB, 12)
+        writer.write(data)
+        writer.write_eof()
+        assert await asyncio.wait_for(read_all(reader), TIMEOUT) == (len(data), digest(2 * MIB, 12))
+        await asyncio.wait_for(writer.wait_closed(), TIMEOUT)
