@@ -1,8 +1,10 @@
 // A hyperdrive 13 peer that exchanges hypercore extension messages
-// ("peersockets/<topic>") with the peers of its drive, over loopback TCP.
+// ("peersockets/<topic>") with the peers of its drive, over loopback TCP
+// (and, with --udx, over udx-native streams on loopback UDP).
 //
 //   node hyperdrive_peer.mjs --storage DIR [--key HEX32] [--listen] [--connect PORT]...
 //        [--seed HEX32] [--topic NAME]... [--echo] [--print-text] [--extra-cores N [--extra-cores-first]]
+//        [--udx]
 //
 // Without --key: Corestore(DIR), Hyperdrive(store), ready, put /hello.txt (the owner).
 // With --key: a read-only Hyperdrive(store, key) (a second peer of that drive).
@@ -14,16 +16,26 @@
 // where keyPair is this process's static key pair (from --seed, else random), so
 // "public_key" is known up front. --listen accepts any number of connections;
 // --connect may be repeated; {"cmd":"connect"} opens more.
+// --udx: also bind one udx-native socket (new UDX(), createSocket(), bind(0, '127.0.0.1'));
+// {"cmd":"udx_connect"} then makes a UDX connection the way hyperswarm uses one:
+//   const raw = udx.createStream(local_id); raw.connect(socket, remote_id, port, '127.0.0.1')
+//   const noise = new NoiseSecretStream(initiator, raw, { keyPair }); store.replicate(noise)
+// (the Noise XX handshake runs over the stream itself), with the same events as a TCP one.
 // Extensions: drive.core.registerExtension('peersockets/<topic>', {encoding: 'binary', onmessage})
 // for every --topic (default: chat).
 //
 // Events (stdout, one JSON object per line):
 //   {"event":"ready","key":hex32,"discovery_key":hex32,"public_key":hex32,"writable":bool,"version":N,"topics":[str],"extra_cores":N}
 //   {"event":"listening","port":N}
+//   {"event":"udx-listening","port":N}                    with --udx: the UDX socket's port (127.0.0.1)
+//   {"event":"udx-stream","local_id":N,"remote_id":N,"port":P,"initiator":bool}
+//        udx_connect made and connected its stream (packets for local_id are taken from now on)
 //   {"event":"connection","remote_public_key":hex32,"initiator":bool,"handshake_hash":hex64,"channels":N}   handshake done;
 //        channels: protomux channels this side has opened on the stream by then (one per replicated core)
 //   {"event":"stream-error","message":str,"remote_public_key":hex32|null}
 //   {"event":"stream-close","remote_public_key":hex32|null}
+//        connection, stream-error and stream-close also carry "transport":"udx","local_id":N
+//        for a UDX connection (a TCP connection's events are unchanged)
 //   {"event":"peer-add","remote_public_key":hex32}        hypercore/alpha channel open on drive.core
 //   {"event":"peer-remove","remote_public_key":hex32}
 //   {"event":"ext","topic":str,"length":N,"sha256":hex,"from":hex32[,"text":str]}   text with --print-text if utf-8
@@ -35,6 +47,10 @@
 //   {"cmd":"send","topic":str,"sizes":[N,...],"seed":K,"to"?:hex32}       one message per size, seeds seed + j
 //   {"cmd":"send_text","topic":str,"text":str,"to"?:hex32}
 //   {"cmd":"connect","port":N}
+//   {"cmd":"udx_connect","local_id":N,"remote_id":N,"port":P,"initiator":bool,"framed"?:false}
+//        with --udx: one UDX stream to (remote_id, 127.0.0.1:P), replicated as above;
+//        "framed": createStream(local_id, { framed: true }), as hyperdht makes its raw streams
+//        (libudx's read framing; the bytes on the wire are the same)
 //   {"cmd":"exit"}   closes the drive and the store, exit 0
 
 import {
@@ -59,6 +75,8 @@ import {
 const Corestore = require('corestore')
 const Hyperdrive = require('hyperdrive')
 const crypto = require('hypercore-crypto')
+const NoiseSecretStream = require('@hyperswarm/secret-stream')
+const UDX = require('udx-native')
 
 installCrashHandlers()
 
@@ -72,7 +90,8 @@ const args = parseArgs({
   echo: 'flag',
   'print-text': 'flag',
   'extra-cores': 'string',
-  'extra-cores-first': 'flag'
+  'extra-cores-first': 'flag',
+  udx: 'flag'
 })
 if (!args.storage) throw new Error('--storage DIR is required')
 const topics = args.topic.length ? args.topic : ['chat']
@@ -138,7 +157,12 @@ function replicate(socket, isInitiator) {
 
   const s = store.replicate(isInitiator, { keyPair })
   s.pipe(socket).pipe(s)
+  report(s, () => socket.destroy(), {})
+}
 
+// The events of one replication stream s (s.noiseStream is its secret stream); onclose runs
+// when s closes; extra: fields added to its connection, stream-error and stream-close events.
+function report(s, onclose, extra) {
   const noise = s.noiseStream
   noise.opened.then((ok) => {
     if (!ok || closing) return
@@ -147,16 +171,53 @@ function replicate(socket, isInitiator) {
       remote_public_key: hex(noise.remotePublicKey),
       initiator: noise.isInitiator,
       handshake_hash: hex(noise.handshakeHash),
-      channels: [...noise.userData].length
+      channels: [...noise.userData].length,
+      ...extra
     })
   })
   s.on('error', (err) => {
-    if (!closing) emit({ event: 'stream-error', message: err.message, remote_public_key: hex(noise.remotePublicKey) })
+    if (!closing) emit({ event: 'stream-error', message: err.message, remote_public_key: hex(noise.remotePublicKey), ...extra })
   })
   s.on('close', () => {
-    socket.destroy()
-    if (!closing) emit({ event: 'stream-close', remote_public_key: hex(noise.remotePublicKey) })
+    onclose()
+    if (!closing) emit({ event: 'stream-close', remote_public_key: hex(noise.remotePublicKey), ...extra })
   })
+}
+
+// As hyperswarm does with a connection hyperdht made over UDX: a secret stream over the raw
+// UDX stream, handed to the store (store.replicate(stream) attaches the cores to its muxer).
+function udxConnect(cmd) {
+  if (!udxSocket) throw commandError('udx_connect needs --udx')
+  const localId = checkStreamId(cmd.local_id, 'local_id')
+  const remoteId = checkStreamId(cmd.remote_id, 'remote_id')
+  const port = cmd.port
+  if (!Number.isInteger(port) || port <= 0 || port > 65535) throw commandError(`bad port ${JSON.stringify(port)}`)
+  if (typeof cmd.initiator !== 'boolean') throw commandError('"initiator" must be a boolean')
+  if (cmd.framed !== undefined && typeof cmd.framed !== 'boolean') throw commandError('"framed" must be a boolean')
+  if (udxStreams.has(localId)) throw commandError(`UDX stream id ${localId} is in use`)
+
+  const raw = udx.createStream(localId, cmd.framed ? { framed: true } : {})
+  udxStreams.add(localId)
+  sockets.add(raw)
+  raw.on('error', (err) => log(`udx stream ${localId} error:`, err.message))
+  raw.on('close', () => {
+    sockets.delete(raw)
+    udxStreams.delete(localId)
+  })
+  raw.connect(udxSocket, remoteId, port, '127.0.0.1')
+
+  const noise = new NoiseSecretStream(cmd.initiator, raw, { keyPair })
+  const s = store.replicate(noise)
+  // the secret stream owns raw: it ends raw when it ends, destroys raw when it is destroyed
+  report(s, () => {}, { transport: 'udx', local_id: localId })
+  emit({ event: 'udx-stream', local_id: localId, remote_id: remoteId, port, initiator: cmd.initiator })
+}
+
+function checkStreamId(value, what) {
+  if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
+    throw commandError(`${what}: expected a 32-bit unsigned integer, got ${JSON.stringify(value)}`)
+  }
+  return value
 }
 
 function connectTo(port) {
@@ -205,6 +266,9 @@ async function handle(cmd) {
     case 'connect':
       connectTo(cmd.port)
       return
+    case 'udx_connect':
+      udxConnect(cmd)
+      return
     case 'exit':
       await shutdown()
       return
@@ -225,6 +289,7 @@ async function shutdown() {
     await drive.close()
     await store.close()
     for (const socket of sockets) socket.destroy()
+    if (udxSocket) await udxSocket.close()
   } catch (err) {
     log('error while closing:', err.message)
   }
@@ -234,6 +299,16 @@ async function shutdown() {
 
 let server = null
 if (args.listen) server = await listen((socket) => replicate(socket, false))
+
+let udx = null
+let udxSocket = null
+const udxStreams = new Set() // local ids of the live UDX streams
+if (args.udx) {
+  udx = new UDX()
+  udxSocket = udx.createSocket()
+  udxSocket.bind(0, '127.0.0.1')
+  emit({ event: 'udx-listening', port: udxSocket.address().port })
+}
 for (const port of args.connect) connectTo(Number(port))
 
 commands(handle, shutdown)
