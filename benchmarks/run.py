@@ -30,17 +30,20 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from benchmarks.floor import measure as event_loop_floor
+from benchmarks.floor import measure_udp as event_loop_floor_udp
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 JS_WORKER = HERE / "js" / "worker.mjs"
 PY_WORKER = HERE / "py_worker.py"
+UDX_JS_WORKER = HERE / "js" / "udx_worker.mjs"
+UDX_PY_WORKER = HERE / "udx_worker.py"
 JS_PACKAGES = ROOT / "tests" / "interop" / "js"
 DEFAULT_JSON = HERE / "results" / "latest.json"
 
@@ -55,8 +58,13 @@ WORKLOADS = [
     "round_trip_loop",
     "fan_out",
     "scale",
+    "udx_bulk",
+    "udx_round_trip",
+    "udx_streams",
+    "udx_lossy",
 ]
 ROUND_TRIPS = ("round_trip", "round_trip_loop")
+UDX_WORKLOADS = ("udx_bulk", "udx_round_trip", "udx_streams", "udx_lossy")
 
 Event = dict[str, Any]
 Figures = dict[str, float]
@@ -82,6 +90,15 @@ class Sizes:
     scale_settle: float
     connect_concurrency: int
     timeout: float
+    udx_bulk_bytes: int
+    udx_warmup_bytes: int
+    udx_rtt_rounds: int
+    udx_rtt_warmup: int
+    udx_streams: int
+    udx_stream_bytes: int
+    udx_lossy_bytes: int
+    udx_loss: float
+    udx_timeout: float
 
 
 FULL = Sizes(
@@ -98,6 +115,15 @@ FULL = Sizes(
     scale_settle=1.0,
     connect_concurrency=64,
     timeout=300.0,
+    udx_bulk_bytes=64 * 2**20,
+    udx_warmup_bytes=4 * 2**20,
+    udx_rtt_rounds=5_000,
+    udx_rtt_warmup=500,
+    udx_streams=100,
+    udx_stream_bytes=256 * 2**10,
+    udx_lossy_bytes=64 * 2**20,
+    udx_loss=0.01,
+    udx_timeout=120.0,
 )
 
 QUICK = Sizes(
@@ -114,11 +140,21 @@ QUICK = Sizes(
     scale_settle=0.2,
     connect_concurrency=16,
     timeout=60.0,
+    udx_bulk_bytes=2**20,
+    udx_warmup_bytes=64 * 2**10,
+    udx_rtt_rounds=200,
+    udx_rtt_warmup=20,
+    udx_streams=100,
+    udx_stream_bytes=8 * 2**10,
+    udx_lossy_bytes=2**20,
+    udx_loss=0.01,
+    udx_timeout=30.0,
 )
 
 SMALL = 64
 LARGE = 64 * 1024
 TOPIC = "bench"
+HOST = "127.0.0.1"
 
 # (workload, metric, unit, higher_is_better, label)
 METRICS: list[tuple[str, str, str, bool, str]] = [
@@ -139,6 +175,14 @@ METRICS: list[tuple[str, str, str, bool, str]] = [
     ("scale", "server_kib_per_peer", "KiB", False, "server memory / peer"),
     ("scale", "connect_s", "s", False, "connect all"),
     ("scale", "all_joined_s", "s", False, "server saw all joins"),
+    ("udx_bulk", "mb_per_s", "MB/s", True, "UDX bulk MB/s"),
+    ("udx_bulk", "first_to_end_mb_per_s", "MB/s", True, "  (first byte->END)"),
+    ("udx_round_trip", "p50_us", "us", False, "UDX round trip p50"),
+    ("udx_round_trip", "p99_us", "us", False, "UDX round trip p99"),
+    ("udx_round_trip", "stack_us", "us", False, "  (above the UDP floor)"),
+    ("udx_streams", "mb_per_s", "MB/s", True, "UDX many streams MB/s"),
+    ("udx_streams", "seconds", "s", False, "  (all streams done)"),
+    ("udx_lossy", "mb_per_s", "MB/s", True, "UDX 1% loss MB/s"),
 ]
 
 # (label, workload, metric, pair, op, bound): a ratio to js->js, or an absolute figure
@@ -159,6 +203,9 @@ TARGETS: list[tuple[str, str, str, str, str, float]] = [
         1.0,
     ),
     ("memory per idle Python peer <= 64 KiB", "scale", "client_kib_per_peer", "py->py", "<=", 64.0),
+    ("UDX bulk >= 0.5x JS", "udx_bulk", "mb_per_s", "ratio", ">=", 0.5),
+    ("UDX round-trip p50 <= 1.5x JS", "udx_round_trip", "p50_us", "ratio", "<=", 1.5),
+    ("UDX bulk through 1% loss >= 0.5x JS", "udx_lossy", "mb_per_s", "ratio", ">=", 0.5),
 ]
 UVLOOP_P50_BOUND = 0.9
 """On uvloop the round-trip p50 targets are tighter: at most 0.9x JavaScript's."""
@@ -309,17 +356,35 @@ def pin_cpus() -> tuple[int, int]:
 
 
 def worker_argv(
-    stack: str, opts: Options, profile_name: str | None, side: str | None = None
+    stack: str,
+    opts: Options,
+    profile_name: str | None,
+    side: str | None = None,
+    kind: str = "hyperdrive",
 ) -> list[str]:
+    """The command line of a worker: ``kind`` "hyperdrive" (py_worker.py, js/worker.mjs)
+    or "udx" (udx_worker.py, js/udx_worker.mjs), pinned to A's or B's core."""
     prefix: list[str] = []
     if opts.pin and side is not None:
         cpu_a, cpu_b = pin_cpus()
         taskset = shutil.which("taskset") or "taskset"
         prefix = [taskset, "-c", str(cpu_a if side == "A" else cpu_b)]
-    return prefix + _worker_command(stack, opts, profile_name)
+    return prefix + _worker_command(stack, opts, profile_name, kind)
 
 
-def _worker_command(stack: str, opts: Options, profile_name: str | None) -> list[str]:
+def _worker_command(
+    stack: str, opts: Options, profile_name: str | None, kind: str = "hyperdrive"
+) -> list[str]:
+    if kind == "udx":
+        if stack == "js":
+            return [opts.node, str(UDX_JS_WORKER)]
+        argv = [sys.executable, str(UDX_PY_WORKER)]
+        if opts.uvloop:
+            argv.append("--uvloop")
+        if opts.cprofile_dir is not None and profile_name is not None:
+            opts.cprofile_dir.mkdir(parents=True, exist_ok=True)
+            argv += ["--cprofile", str(opts.cprofile_dir / f"{profile_name}.pstats")]
+        return argv
     if stack == "js":
         return [
             opts.node,
@@ -644,6 +709,320 @@ async def run_scale(workload: str, pair: str, opts: Options) -> Figures:
         await asyncio.gather(setup.a.close(), setup.b.close())
 
 
+# -- the UDX workloads ------------------------------------------------------------------
+
+UDX_A_BASE = 1
+"""Worker A's stream ids are UDX_A_BASE + n, worker B's UDX_B_BASE + n (n: 0, 1, ...)."""
+UDX_B_BASE = 1 << 20
+UDX_LOSS_SEED = 20240601
+"""The lossy relay's seed: every pair and every run sees the same loss draws."""
+
+
+@dataclass
+class UdxPair:
+    """Two UDX workers (A sends or pings, B receives or echoes), each with one bound socket."""
+
+    a: Worker
+    b: Worker
+    port_a: int = 0
+    port_b: int = 0
+    clock_shared: bool = True
+    next_stream: int = 0
+    relay: Any = None  # tests/udxrelay.py's LossyRelay, in udx_lossy
+
+    async def close(self, timeout: float = 15.0) -> None:
+        """Stop both workers (and the relay). After a failure ``timeout`` is short: a
+        worker still sending to a dead peer would only answer "exit" once its stream
+        gives up (~13 s), so it is killed instead."""
+        if self.relay is not None:
+            with contextlib.suppress(Exception):
+                await self.relay.close()
+        await asyncio.gather(self.a.close(timeout), self.b.close(timeout))
+
+
+@contextlib.asynccontextmanager
+async def udx_pair(workload: str, pair: str, opts: Options) -> AsyncIterator[UdxPair]:
+    """Two started, bound UDX workers, closed at the end (at once if the run failed)."""
+    p = await start_udx_pair(workload, pair, opts)
+    try:
+        yield p
+    except BaseException:
+        await p.close(timeout=2.0)
+        raise
+    await p.close()
+
+
+async def start_udx_pair(workload: str, pair: str, opts: Options) -> UdxPair:
+    sa, sb = pair.split("->")
+    timeout = opts.sizes.timeout
+    tag = f"{workload}-{sa}-{sb}"
+    a = Worker(sa, f"{STACK_NAMES[sa]} UDX worker A ({pair})", opts.log_dir / f"{tag}-A-{sa}.log")
+    b = Worker(sb, f"{STACK_NAMES[sb]} UDX worker B ({pair})", opts.log_dir / f"{tag}-B-{sb}.log")
+    p = UdxPair(a, b)
+    try:
+        await asyncio.gather(
+            a.start(worker_argv(sa, opts, f"{tag}-A-{sa}", "A", kind="udx"), timeout),
+            b.start(worker_argv(sb, opts, f"{tag}-B-{sb}", "B", kind="udx"), timeout),
+        )
+        bound_a, bound_b = await asyncio.gather(
+            a.call({"cmd": "bind"}, "bound", timeout), b.call({"cmd": "bind"}, "bound", timeout)
+        )
+    except BaseException:
+        await p.close(timeout=2.0)
+        raise
+    p.port_a, p.port_b = int(bound_a["port"]), int(bound_b["port"])
+    p.clock_shared = bool(a.started["clock_shared"] and b.started["clock_shared"])
+    return p
+
+
+async def both(first: Awaitable[Event], second: Awaitable[Event]) -> tuple[Event, Event]:
+    """Wait for two replies at once; the first failure (a worker died, said "error" or
+    timed out) is raised at once and the other wait is cancelled."""
+    tasks = [asyncio.ensure_future(first), asyncio.ensure_future(second)]
+    try:
+        x, y = await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    return x, y
+
+
+async def open_udx_streams(
+    p: UdxPair,
+    count: int,
+    opts: Options,
+    *,
+    port_for_a: int | None = None,
+    port_for_b: int | None = None,
+    b_mode: str = "data",
+) -> tuple[list[int], list[int]]:
+    """Open ``count`` streams on both sides (fresh ids): A's stream n talks to B's stream n.
+    A's remote port is B's socket unless ``port_for_a`` (the relay) is given, and the other
+    way round. UDX has no handshake: both sides are open before anything is sent."""
+    first = p.next_stream
+    p.next_stream += count
+    a_ids = [UDX_A_BASE + first + n for n in range(count)]
+    b_ids = [UDX_B_BASE + first + n for n in range(count)]
+    timeout = opts.sizes.timeout
+    await both(
+        p.a.call(
+            {
+                "cmd": "open",
+                "streams": [[a, b] for a, b in zip(a_ids, b_ids, strict=True)],
+                "port": port_for_a or p.port_b,
+                "mode": "data",
+            },
+            "opened",
+            timeout,
+        ),
+        p.b.call(
+            {
+                "cmd": "open",
+                "streams": [[b, a] for a, b in zip(a_ids, b_ids, strict=True)],
+                "port": port_for_b or p.port_a,
+                "mode": b_mode,
+            },
+            "opened",
+            timeout,
+        ),
+    )
+    return a_ids, b_ids
+
+
+def udp_receive_buffer_errors() -> int | None:
+    """The kernel's count of UDP datagrams dropped because a socket's receive buffer was
+    full (Linux /proc/net/snmp ``Udp: RcvbufErrors``; machine-wide), or None."""
+    try:
+        with open("/proc/net/snmp", encoding="ascii") as f:
+            rows = [line.split() for line in f if line.startswith("Udp:")]
+        header, values = rows[0], rows[1]
+        return int(values[header.index("RcvbufErrors")])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+async def udx_transfer(
+    p: UdxPair, a_ids: list[int], b_ids: list[int], size: int, opts: Options
+) -> tuple[Event, Event]:
+    """B reads every stream to its END (checking length and pattern) while A sends ``size``
+    bytes on each of its streams and ends them. Bounded by ``udx_timeout`` in all.
+    ``received["udp_rcvbuf_errors"]``: the kernel's receive-buffer drops meanwhile."""
+    timeout = opts.sizes.udx_timeout
+    drops_before = udp_receive_buffer_errors()
+    async with asyncio.timeout(timeout):
+        await p.b.call({"cmd": "recv", "ids": b_ids, "bytes": size}, "armed", timeout)
+        sent, received = await both(
+            p.a.call({"cmd": "send", "ids": a_ids, "bytes": size}, "sent", timeout),
+            p.b.expect("received", timeout),
+        )
+    drops_after = udp_receive_buffer_errors()
+    if drops_before is not None and drops_after is not None:
+        received["udp_rcvbuf_errors"] = drops_after - drops_before
+    if not received.get("ok"):
+        raise WorkerError(f"broken UDX transfer: {'; '.join(received.get('bad') or [])}")
+    if int(received["bytes"]) != size * len(b_ids):
+        raise WorkerError(f"received {received['bytes']} of {size * len(b_ids)} bytes")
+    return sent, received
+
+
+def udx_transfer_figures(sent: Event, received: Event, clock_shared: bool) -> Figures:
+    """MB/s = bytes / (receiver's last END - sender's start), as the 64 KiB workload;
+    first-to-END = bytes / (receiver's last END - receiver's first byte)."""
+    total = int(received["bytes"])
+    first = int(received["first_ns"])
+    last = int(received["last_ns"])
+    start = int(sent["start_ns"])
+    first_to_end = max(last - first, 1) / 1e9
+    elapsed = (max(last - start, 1) / 1e9) if clock_shared else first_to_end
+    figures: Figures = {
+        "bytes": total,
+        "streams": int(received["streams"]),
+        "seconds": elapsed,
+        "mb_per_s": total / elapsed / 1e6,
+        "first_to_end_seconds": first_to_end,
+        "first_to_end_mb_per_s": total / first_to_end / 1e6,
+        "sender_seconds": (int(sent["end_ns"]) - start) / 1e9,
+    }
+    if "udp_rcvbuf_errors" in received:
+        figures["udp_rcvbuf_errors"] = int(received["udp_rcvbuf_errors"])
+    return figures
+
+
+async def udx_sender_stats(p: UdxPair, a_ids: list[int], opts: Options) -> Figures:
+    """The first sending stream's MTU, smoothed RTT, window and counters (retransmits,
+    RTOs; JS: fast recoveries, Python: loss events), those the stack reports."""
+    stats = await p.a.call({"cmd": "stats", "ids": a_ids[:1]}, "stats", opts.sizes.timeout)
+    out: Figures = {}
+    for stream in stats.get("streams") or []:
+        for key in (
+            "mtu",
+            "srtt_us",
+            "cwnd",
+            "retransmits",
+            "rto_count",
+            "fast_recoveries",
+            "loss_events",
+            "packets_transmitted",
+        ):
+            value = stream.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                out[f"sender_{key}"] = value
+    return out
+
+
+async def run_udx_bulk(workload: str, pair: str, opts: Options) -> Figures:
+    """One stream, A sends udx_bulk_bytes to B, after an untimed warm-up transfer on a
+    stream of its own (same sockets)."""
+    s = opts.sizes
+    async with udx_pair(workload, pair, opts) as p:
+        if s.udx_warmup_bytes:
+            a_ids, b_ids = await open_udx_streams(p, 1, opts)
+            await udx_transfer(p, a_ids, b_ids, s.udx_warmup_bytes, opts)
+        a_ids, b_ids = await open_udx_streams(p, 1, opts)
+        sent, received = await udx_transfer(p, a_ids, b_ids, s.udx_bulk_bytes, opts)
+        figures = udx_transfer_figures(sent, received, p.clock_shared)
+        figures["warmup_bytes"] = s.udx_warmup_bytes
+        figures.update(await udx_sender_stats(p, a_ids, opts))
+        return figures
+
+
+async def run_udx_streams(workload: str, pair: str, opts: Options) -> Figures:
+    """udx_streams streams at once on one socket pair, udx_stream_bytes each."""
+    s = opts.sizes
+    async with udx_pair(workload, pair, opts) as p:
+        if s.udx_warmup_bytes:
+            a_ids, b_ids = await open_udx_streams(p, 1, opts)
+            await udx_transfer(p, a_ids, b_ids, s.udx_warmup_bytes, opts)
+        a_ids, b_ids = await open_udx_streams(p, s.udx_streams, opts)
+        sent, received = await udx_transfer(p, a_ids, b_ids, s.udx_stream_bytes, opts)
+        figures = udx_transfer_figures(sent, received, p.clock_shared)
+        figures["bytes_per_stream"] = s.udx_stream_bytes
+        return figures
+
+
+async def run_udx_round_trip(workload: str, pair: str, opts: Options) -> Figures:
+    """1-byte ping-pong on one stream: A writes 1 byte and waits for it to come back; B
+    writes back what it receives from its data callback."""
+    s = opts.sizes
+    async with udx_pair(workload, pair, opts) as p:
+        a_ids, _b_ids = await open_udx_streams(p, 1, opts, b_mode="echo")
+        pinged = await p.a.call(
+            {"cmd": "ping", "id": a_ids[0], "rounds": s.udx_rtt_rounds, "warmup": s.udx_rtt_warmup},
+            "pinged",
+            s.udx_timeout,
+        )
+        rtts = sorted(int(x) for x in pinged["rtt_ns"])
+        if not rtts:
+            raise WorkerError("no round trips measured")
+        return {
+            "rounds": len(rtts),
+            "warmup_rounds": s.udx_rtt_warmup,
+            "p50_us": percentile(rtts, 50) / 1e3,
+            "p90_us": percentile(rtts, 90) / 1e3,
+            "p99_us": percentile(rtts, 99) / 1e3,
+            "min_us": rtts[0] / 1e3,
+            "max_us": rtts[-1] / 1e3,
+            "mean_us": sum(rtts) / len(rtts) / 1e3,
+        }
+
+
+def lossy_relay_class() -> Any:
+    """tests/udxrelay.py's LossyRelay (seeded loss, duplication, reordering)."""
+    tests = str(ROOT / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    try:
+        from udxrelay import LossyRelay
+    except ImportError as exc:
+        raise WorkerError(f"udx_lossy needs tests/udxrelay.py (LossyRelay): {exc}") from exc
+    return LossyRelay
+
+
+async def run_udx_lossy(workload: str, pair: str, opts: Options) -> Figures:
+    """Bulk through a relay in this (the runner's) process that drops udx_loss of the
+    datagrams in each direction, seeded (UDX_LOSS_SEED), fresh for every run. A's stream
+    talks to the relay's A-facing port, B's to its B-facing port. The warm-up transfer goes
+    direct, so the relay's draws start with the timed transfer."""
+    s = opts.sizes
+    async with udx_pair(workload, pair, opts) as p:
+        if s.udx_warmup_bytes:
+            a_ids, b_ids = await open_udx_streams(p, 1, opts)
+            await udx_transfer(p, a_ids, b_ids, s.udx_warmup_bytes, opts)
+        relay_class = lossy_relay_class()
+        p.relay = await relay_class.start(
+            target_a=(HOST, p.port_a),
+            target_b=(HOST, p.port_b),
+            loss=s.udx_loss,
+            seed=UDX_LOSS_SEED,
+        )
+        a_ids, b_ids = await open_udx_streams(
+            p,
+            1,
+            opts,
+            port_for_a=p.relay.address_for_a[1],
+            port_for_b=p.relay.address_for_b[1],
+        )
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        sent, received = await udx_transfer(p, a_ids, b_ids, s.udx_lossy_bytes, opts)
+        cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+        figures = udx_transfer_figures(sent, received, p.clock_shared)
+        a_to_b, b_to_a = p.relay.a_to_b, p.relay.b_to_a
+        figures.update(
+            {
+                "loss": s.udx_loss,
+                "relay_a_to_b_datagrams": a_to_b.received,
+                "relay_a_to_b_lost": a_to_b.lost,
+                "relay_b_to_a_datagrams": b_to_a.received,
+                "relay_b_to_a_lost": b_to_a.lost,
+                "relay_cpu_share": cpu / wall if wall > 0 else 0.0,
+            }
+        )
+        figures.update(await udx_sender_stats(p, a_ids, opts))
+        return figures
+
+
 def runner_for(workload: str, opts: Options) -> Callable[[str], Awaitable[Figures]]:
     s = opts.sizes
     table: dict[str, Callable[[str], Awaitable[Figures]]] = {
@@ -657,6 +1036,10 @@ def runner_for(workload: str, opts: Options) -> Callable[[str], Awaitable[Figure
         "round_trip_loop": lambda p: run_round_trip("round_trip_loop", p, opts),
         "fan_out": lambda p: run_fan_out("fan_out", p, opts),
         "scale": lambda p: run_scale("scale", p, opts),
+        "udx_bulk": lambda p: run_udx_bulk("udx_bulk", p, opts),
+        "udx_round_trip": lambda p: run_udx_round_trip("udx_round_trip", p, opts),
+        "udx_streams": lambda p: run_udx_streams("udx_streams", p, opts),
+        "udx_lossy": lambda p: run_udx_lossy("udx_lossy", p, opts),
     }
     return table[workload]
 
@@ -666,7 +1049,11 @@ def headline(workload: str, figures: Figures) -> str:
         return f"{figures['msgs_per_s']:,.0f} msg/s"
     if workload == "throughput_64k":
         return f"{figures['mb_per_s']:,.1f} MB/s"
-    if workload in ROUND_TRIPS:
+    if workload in ("udx_bulk", "udx_lossy"):
+        return f"{figures['mb_per_s']:,.1f} MB/s"
+    if workload == "udx_streams":
+        return f"{figures['mb_per_s']:,.1f} MB/s, all done in {figures['seconds']:.2f} s"
+    if workload in ROUND_TRIPS or workload == "udx_round_trip":
         return f"p50 {figures['p50_us']:,.0f} us, p99 {figures['p99_us']:,.0f} us"
     return (
         f"{figures['client_kib_per_peer']:,.1f} KiB/peer, connect {figures['connect_s']:.2f} s,"
@@ -779,10 +1166,11 @@ def render_table(results: dict[str, Any], targets: list[dict[str, Any]], pairs: 
     lines.append("")
     lines.append("^ higher is better, v lower is better; A->B: A sends / pings / dials in.")
     lines.append("ratios: the pair's figure / js->js's figure (same unit).")
-    if targets:
+    shown_targets = [t for t in targets if t["workload"] in results]
+    if shown_targets:
         lines.append("")
         lines.append("targets (py->py):")
-        for t in targets:
+        for t in shown_targets:
             state = {True: "MET", False: "NOT MET", None: "n/a"}[t["met"]]
             value = t["value"]
             shown = "-" if value is None or value != value else f"{value:.2f}"
@@ -804,6 +1192,7 @@ def machine_info(opts: Options, started: dict[str, Event]) -> dict[str, Any]:
         "js_transport": opts.js_transport,
         "js_pace": opts.extra.get("pace", 0),
         "pinned_cpus": dict(zip(("A", "B"), pin_cpus(), strict=True)) if opts.pin else None,
+        "pythonpath": os.environ.get("PYTHONPATH"),
         "load_average_1m_at_start": opts.extra.get("load_start"),
         "load_average_1m_at_end": os.getloadavg()[0],
         "quick": opts.quick,
@@ -858,7 +1247,14 @@ def git_commit() -> str:
 
 def js_package_versions() -> dict[str, str]:
     out = {}
-    for name in ("hyperdrive", "hypercore", "corestore", "protomux", "@hyperswarm/secret-stream"):
+    for name in (
+        "hyperdrive",
+        "hypercore",
+        "corestore",
+        "protomux",
+        "@hyperswarm/secret-stream",
+        "udx-native",
+    ):
         try:
             meta = json.loads((JS_PACKAGES / "node_modules" / name / "package.json").read_text())
             out[name] = str(meta.get("version"))
@@ -965,6 +1361,10 @@ def better(workload: str, new: Figures, old: Figures) -> bool:
         "round_trip_loop": ("p50_us", False),
         "fan_out": ("msgs_per_s", True),
         "scale": ("client_kib_per_peer", False),
+        "udx_bulk": ("mb_per_s", True),
+        "udx_round_trip": ("p50_us", False),
+        "udx_streams": ("mb_per_s", True),
+        "udx_lossy": ("mb_per_s", True),
     }[workload]
     return new[key] > old[key] if higher else new[key] < old[key]
 
@@ -974,7 +1374,10 @@ async def amain(args: argparse.Namespace) -> int:
     if node is None:
         print("node not found on PATH: the JavaScript workers need Node.js", file=sys.stderr)
         return 2
-    if not (JS_PACKAGES / "node_modules" / "hyperdrive").is_dir():
+    if (
+        not (JS_PACKAGES / "node_modules" / "hyperdrive").is_dir()
+        or not (JS_PACKAGES / "node_modules" / "udx-native").is_dir()
+    ):
         print(f"JavaScript packages missing: run `npm ci` in {JS_PACKAGES}", file=sys.stderr)
         return 2
     uvloop = args.uvloop
@@ -996,6 +1399,10 @@ async def amain(args: argparse.Namespace) -> int:
             large_count=max(1, round(sizes.large_count * x)),
             rtt_rounds=max(1, round(sizes.rtt_rounds * x)),
             fan_count=max(1, round(sizes.fan_count * x)),
+            udx_bulk_bytes=max(1, round(sizes.udx_bulk_bytes * x)),
+            udx_rtt_rounds=max(1, round(sizes.udx_rtt_rounds * x)),
+            udx_stream_bytes=max(1, round(sizes.udx_stream_bytes * x)),
+            udx_lossy_bytes=max(1, round(sizes.udx_lossy_bytes * x)),
         )
     opts = Options(
         sizes=sizes,
@@ -1085,6 +1492,26 @@ async def amain(args: argparse.Namespace) -> int:
                 f"{' + uvloop' if opts.uvloop else ' asyncio'} {floor['py']['p50_us']:.0f} us"
                 f" ({floor['ratio_p50']:.2f}x)"
                 + (f", echo from a task {task_floor['p50_us']:.0f} us" if task_floor else ""),
+                flush=True,
+            )
+        except Exception as exc:
+            print(f" FAILED: {type(exc).__name__}: {exc}", flush=True)
+    if "udx_round_trip" in results:
+        print("[floor] bare UDP ping-pong, no UDX: ...", end="", flush=True)
+        try:
+            pin = pin_cpus() if opts.pin else None
+            udp_floor: dict[str, Any] = {}
+            for stack in ("js", "py"):
+                udp_floor[stack] = await event_loop_floor_udp(
+                    stack, opts.sizes.udx_rtt_rounds, opts.node, pin, opts.uvloop
+                )
+            udp_floor["ratio_p50"] = udp_floor["py"]["p50_us"] / udp_floor["js"]["p50_us"]
+            results["udx_round_trip"]["floor"] = udp_floor
+            add_stack_cost(results["udx_round_trip"], udp_floor, False)
+            print(
+                f" p50 node {udp_floor['js']['p50_us']:.0f} us, python"
+                f"{' + uvloop' if opts.uvloop else ' asyncio'} {udp_floor['py']['p50_us']:.0f} us"
+                f" ({udp_floor['ratio_p50']:.2f}x)",
                 flush=True,
             )
         except Exception as exc:

@@ -1,8 +1,9 @@
 """The benchmark harness works end to end: ``python -m benchmarks --quick``.
 
 It runs every workload, small, for every pair (JavaScript and Python workers
-over loopback TCP) and checks that the JSON report holds a positive figure for
-each. It never asserts on speed: timings belong to the benchmark's report.
+over loopback TCP, and over UDX on loopback UDP, one workload through a lossy
+relay) and checks that the JSON report holds a positive figure for each. It
+never asserts on speed: timings belong to the benchmark's report.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ EXPECTED = {
     "round_trip_loop": ["p50_us", "p99_us", "mean_us", "floor_us"],
     "fan_out": ["msgs_per_s"],
     "scale": ["client_kib_per_peer", "server_kib_per_peer", "connect_s", "all_joined_s"],
+    "udx_bulk": ["mb_per_s", "first_to_end_mb_per_s", "bytes"],
+    "udx_round_trip": ["p50_us", "p99_us", "mean_us", "floor_us"],
+    "udx_streams": ["mb_per_s", "seconds", "streams"],
+    "udx_lossy": ["mb_per_s", "first_to_end_mb_per_s", "relay_a_to_b_datagrams"],
 }
 PAIRS = ["js->js", "py->py", "py->js", "js->py"]
 
@@ -60,12 +65,22 @@ def test_quick_benchmark_run(tmp_path: Path) -> None:
                 for metric in metrics:
                     assert ratios[metric] > 0, (workload, pair, metric)
 
-    for workload in ("round_trip", "round_trip_loop"):  # the stack's own cost, may be < 0
+    # the stack's own cost, may be < 0
+    for workload in ("round_trip", "round_trip_loop", "udx_round_trip"):
         for pair in PAIRS:
             figures = report["workloads"][workload]["pairs"][pair]["figures"]
             assert figures["stack_us"] == figures["p50_us"] - figures["floor_us"]
 
+    sizes = report["sizes"]
+    for pair in PAIRS:  # a transfer is only counted when every byte arrived, checked
+        udx = report["workloads"]
+        assert udx["udx_bulk"]["pairs"][pair]["figures"]["bytes"] == sizes["udx_bulk_bytes"]
+        streams = udx["udx_streams"]["pairs"][pair]["figures"]
+        assert streams["streams"] == sizes["udx_streams"]
+        assert streams["bytes"] == sizes["udx_streams"] * sizes["udx_stream_bytes"]
+        assert udx["udx_lossy"]["pairs"][pair]["figures"]["bytes"] == sizes["udx_lossy_bytes"]
+
     targets = {t["target"]: t for t in report["targets"]}
-    assert len(targets) == 9
+    assert len(targets) == 12
     for target in targets.values():
         assert isinstance(target["met"], bool), target

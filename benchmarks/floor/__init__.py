@@ -1,4 +1,4 @@
-"""The event-loop floor: a bare TCP ping-pong on each runtime, without any peersockets code.
+"""The event-loop floor: a bare TCP (or UDP) ping-pong on each runtime, without any peersockets code.
 
 It shows how much of a round trip the runtime's event loop costs before the
 protocol does anything: the same 1-byte ping-pong over loopback TCP between
@@ -61,6 +61,34 @@ async def measure(
         try:
             result = await _line(ping, 120)
         finally:
+            await ping.wait()
+    finally:
+        echo.kill()
+        await echo.wait()
+    return {k: float(v) for k, v in result.items()}
+
+
+async def measure_udp(
+    stack: str, rounds: int, node: str, pin: tuple[int, int] | None, uvloop: bool
+) -> dict[str, float]:
+    """The same over loopback UDP (``udp.py``, ``udp.mjs``): the floor under the UDX round
+    trip. One datagram each way, the echo replying from its callback."""
+    if stack == "js":
+        server = [node, str(HERE / "udp.mjs"), "echo"]
+        client = [node, str(HERE / "udp.mjs"), "ping", str(rounds)]
+    else:
+        flag = ["--uvloop"] if uvloop else []
+        server = [sys.executable, "-m", "benchmarks.floor.udp", "echo", *flag]
+        client = [sys.executable, "-m", "benchmarks.floor.udp", "ping", str(rounds), *flag]
+    echo = await _run(server, pin[1] if pin else None)
+    try:
+        port = (await _line(echo, 20))["port"]
+        ping = await _run([*client, str(port)], pin[0] if pin else None)
+        try:
+            result = await _line(ping, 120)
+        finally:
+            if ping.returncode is None:
+                ping.kill()
             await ping.wait()
     finally:
         echo.kill()
