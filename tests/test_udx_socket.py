@@ -414,3 +414,14 @@ async def test_a_reply_written_by_a_task_carries_the_ack(pair: tuple[UDXSocket, 
     assert sent["b"] <= 205  # the echo replies within a loop turn: its data carried every ack
     assert sent["a"] <= 405  # the pinger's next write comes turns later: data, then an ack
     echoing.cancel()
+
+
+async def test_writing_after_a_reset_raises_the_reset(pair: tuple[UDXSocket, UDXSocket]) -> None:
+    a, b = pair
+    (_ra, wa), (_rb, wb) = await open_pair(a, b)
+    wb.write(b"x")
+    wa.transport.abort()
+    with pytest.raises(StreamReset):
+        await asyncio.wait_for(wb.wait_closed(), TIMEOUT)
+    with pytest.raises(StreamReset, match="cannot write"):
+        wb.write(b"after the reset")

@@ -468,3 +468,42 @@ def test_an_ack_with_sack_blocks_is_never_deferred() -> None:
     assert core.flush(0.0, defer_ack=True) is False
     (ack, _path), = core.outgoing
     assert header(ack)[0] == p.SACK
+
+
+def test_a_probe_after_an_ack_of_a_probe_still_recovers_lost_acks_before_the_rto() -> None:
+    """A tail-loss probe is allowed again after any delivery, not only after an RTT sample.
+
+    The first write's packet is lost and recovered by a probe, whose ack gives no RTT
+    sample (it acks a retransmission). Then every ack of the second write is lost: a
+    second probe must still go, well before the 1 s RTO.
+    """
+    net = Sim(delay=0.002)
+    phase = {"drop_data": False, "drop_acks": 0}
+
+    def drop(direction: str, datagram: bytes) -> bool:
+        type_ = header(datagram)[0]
+        if direction == "a->b" and type_ & p.DATA and phase["drop_data"]:
+            phase["drop_data"] = False
+            return True
+        if direction == "b->a" and phase["drop_acks"]:
+            phase["drop_acks"] -= 1
+            return True
+        return False
+
+    net.drop = drop
+    net.a.write(b"rtt ")  # a first round trip: the stream has an RTT sample
+    net.flush(net.a)
+    net.run_until(lambda: not net.a._inflight, limit=5)
+    phase["drop_data"] = True
+    net.a.write(b"first")
+    net.flush(net.a)
+    net.run_until(lambda: bytes(net.received["b"]) == b"rtt first", limit=5)
+    assert net.a.stats.retransmits == 1 and net.a.stats.timeouts == 0  # the probe did it
+    net.run_until(lambda: not net.a._inflight, limit=5)
+    start = net.now
+    phase["drop_acks"] = 5  # the acks of the next five packets: all of them
+    net.a.write(payload_of(5 * 1152, 20))
+    net.flush(net.a)
+    net.run_until(lambda: not net.a._inflight, limit=start + 5)
+    assert net.now - start < 0.5
+    assert net.a.stats.timeouts == 0

@@ -30,3 +30,56 @@ def test_tcp_exchange_on_uvloop() -> None:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         assert runner.get_loop().__class__.__module__.startswith("uvloop")
         assert runner.run(_exchange()) == [b"%d" % i for i in range(100)]
+
+
+async def _udx_transfer() -> tuple[bytes, bytes]:
+    from peersockets.udx import UDXSocket
+
+    async with await UDXSocket.bind("127.0.0.1", 0) as a, await UDXSocket.bind("127.0.0.1", 0) as b:
+        ra, wa = await a.open_stream(1, 2, b.address, min_rto=0.05)
+        rb, wb = await b.open_stream(2, 1, a.address, min_rto=0.05)
+        data = bytes(range(256)) * 32 * 1024  # 8 MiB in drained chunks: timers armed, moved, overdue
+        reading = asyncio.ensure_future(rb.read())
+        for start in range(0, len(data), 65536):
+            wa.write(data[start : start + 65536])
+            await asyncio.wait_for(wa.drain(), 20)
+        wa.write_eof()
+        got = await asyncio.wait_for(reading, 20)
+        wb.write(b"done")
+        wb.write_eof()
+        reply = await asyncio.wait_for(ra.read(), 20)
+        await asyncio.wait_for(wa.wait_closed(), 20)
+        return got[:1024] + got[-1024:] if got == data else b"corrupted", reply
+
+
+def test_udx_on_uvloop() -> None:
+    """uvloop's call_at returns a plain Handle for a deadline already past (no when())."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        got, reply = runner.run(_udx_transfer())
+        data = bytes(range(256)) * 32 * 1024
+        assert got == data[:1024] + data[-1024:]
+        assert reply == b"done"
+
+
+async def _arm_past_then_future() -> bool:
+    from peersockets.udx import UDXSocket
+
+    async with await UDXSocket.bind("127.0.0.1", 0) as a:
+        _r, w = await a.open_stream(1, 2, ("127.0.0.1", 9))
+        stream = w.transport
+        loop = asyncio.get_running_loop()
+        fired = asyncio.Event()
+        stream.core.get_timer = lambda: loop.time() - 1.0  # type: ignore[attr-defined, method-assign]
+        stream._on_timer = fired.set  # type: ignore[attr-defined, method-assign]
+        stream._arm_timer(loop.time())  # type: ignore[attr-defined]
+        stream.core.get_timer = lambda: loop.time() + 5.0  # type: ignore[attr-defined, method-assign]
+        stream._arm_timer(loop.time())  # type: ignore[attr-defined]  # compares with the past one
+        await asyncio.wait_for(fired.wait(), 5)
+        stream.abort()
+        return True
+
+
+def test_udx_timer_armed_for_a_past_deadline_on_uvloop() -> None:
+    """uvloop's call_at returns a plain Handle (no when()) for a deadline already past."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(_arm_past_then_future())

@@ -45,7 +45,7 @@ class NewReno:
 
     def on_loss_event(self, in_flight: int) -> None:
         """A packet was found lost while no recovery was under way: halve the window."""
-        self.ssthresh = max(min(self.cwnd, max(in_flight, 1)) // 2, MIN_WINDOW)
+        self.ssthresh = max(self.cwnd // 2, MIN_WINDOW)
         self.cwnd = self.ssthresh
         self._avoid_credit = 0
 

@@ -235,7 +235,7 @@ class StreamCore:
         self._rack_rtt = 0.0
         self._high_delivered = seq - 1
         self._reordering = False
-        self._sample_since_probe = True
+        self._delivered_since_probe = True
 
         # timers (absolute times, None = not armed)
         self._rto_at: float | None = None
@@ -614,6 +614,7 @@ class StreamCore:
             delivered += self._apply_sacks(area, now)
         if not delivered and not progress:
             return
+        self._delivered_since_probe = True  # a probe is allowed again (not only after an RTT sample)
         if progress:
             self._rto_expiries = 0
             self._rto_at = None
@@ -710,7 +711,6 @@ class StreamCore:
                 self._probe_size = min(self.mtu + MTU_STEP, self._max_mtu)
 
     def _rtt_sample(self, rtt: float) -> None:
-        self._sample_since_probe = True
         self._min_rtt = min(self._min_rtt, rtt)
         if self._srtt == 0.0:
             rtt = min(rtt, MAX_RTO)
@@ -776,12 +776,11 @@ class StreamCore:
 
     def get_timer(self) -> float | None:
         """When ``handle_timer`` must next be called (loop time, seconds), or None."""
-        deadlines = [
-            t
-            for t in (self._rto_at, self._rack_at, self._tlp_at, self._zwp_at, self._keepalive_at, self._linger_until)
-            if t is not None
-        ]
-        return min(deadlines) if deadlines else None
+        soonest = self._rto_at
+        for deadline in (self._rack_at, self._tlp_at, self._zwp_at, self._keepalive_at, self._linger_until):
+            if deadline is not None and (soonest is None or deadline < soonest):
+                soonest = deadline
+        return soonest
 
     def handle_timer(self, now: float) -> None:
         """Act on every deadline that has passed, then ``flush``."""
@@ -816,8 +815,8 @@ class StreamCore:
         if self._by_time or self._lost:
             if self._rto_at is None:
                 self._rto_at = now + self.rto
-            if self._tlp_at is None and self._state is _State.OPEN and not self._sacked and self._by_time:
-                self._arm_tlp(now)
+            if self._tlp_at is None and self._by_time:
+                self._arm_tlp(now)  # in recovery too: with a small window the RTO is 1 s away
         else:
             self._rto_at = None
             self._tlp_at = None
@@ -839,9 +838,9 @@ class StreamCore:
         self._tlp_at = now + pto
 
     def _tail_loss_probe(self, now: float) -> None:
-        if not self._sample_since_probe or not self._inflight:
+        if not self._delivered_since_probe or not self._inflight:
             return
-        self._sample_since_probe = False
+        self._delivered_since_probe = False
         if self._queue or (self._end_requested and self._end_seq is None):
             self._send_one_new(now)
             self._tlp_at = None

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConnectionClosed, InvalidSetting
+from ..errors import ConnectionClosed, InvalidSetting, StreamReset, StreamTimeout
 from .stream import Closed, Ended, RemoteChanged, StreamCore
 
 if TYPE_CHECKING:
@@ -75,7 +75,8 @@ class UDXStream(asyncio.Transport):
         self._lost_reported = False
         self._ack_scheduled = False
         self._forgotten = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_when = 0.0
         self._close_deadline: float | None = None
         self._remote_changed: list[asyncio.Future[None]] = []
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -152,9 +153,15 @@ class UDXStream(asyncio.Transport):
 
     # ---------------------------------------------------------------- writing
 
+    def _closed_error(self) -> ConnectionClosed:
+        error = self.core.error
+        if isinstance(error, StreamReset | StreamTimeout):
+            return type(error)(f"UDX stream {self.local_id} cannot write: {error.strerror}")
+        return ConnectionClosed(f"UDX stream {self.local_id} is closing; cannot write")
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closing or self.core.closed:
-            raise ConnectionClosed(f"UDX stream {self.local_id} is closing; cannot write")
+            raise self._closed_error()
         if self.core._end_requested:
             raise ConnectionClosed(f"UDX stream {self.local_id}: cannot write after write_eof()")
         if not self.core.connected:
@@ -165,7 +172,7 @@ class UDXStream(asyncio.Transport):
 
     def writelines(self, list_of_data: Any) -> None:
         if self._closing or self.core.closed:
-            raise ConnectionClosed(f"UDX stream {self.local_id} is closing; cannot write")
+            raise self._closed_error()
         for data in list_of_data:
             self.core.write(data)
         self._flush()
@@ -353,9 +360,10 @@ class UDXStream(asyncio.Transport):
                 self._timer = None
             return
         if timer is not None:
-            if timer.when() <= when:
+            if self._timer_when <= when:
                 return  # it fires early and re-arms
             timer.cancel()
+        self._timer_when = when  # uvloop's handle for a past deadline has no when()
         self._timer = self._loop.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
