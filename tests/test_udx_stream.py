@@ -507,3 +507,24 @@ def test_a_probe_after_an_ack_of_a_probe_still_recovers_lost_acks_before_the_rto
     net.run_until(lambda: not net.a._inflight, limit=start + 5)
     assert net.now - start < 0.5
     assert net.a.stats.timeouts == 0
+
+
+def test_when_all_is_sacked_but_the_ack_never_comes_the_sender_asks_with_heartbeats_then_gives_up() -> None:
+    core = StreamCore(1)
+    core.connect(2, None, 0.0)
+    core.write(b"a" * 3000)
+    core.flush(0.0)
+    core.outgoing.clear()
+    core.receive(memoryview(p.encode(p.SACK, 1, 1 << 20, 0, 0, p.encode_sacks([(0, 3)]))), 0.01)
+    core.flush(0.01)
+    core.outgoing.clear()
+    asked = 0
+    while not core.closed:
+        timer = core.get_timer()
+        assert timer is not None and timer < 60
+        core.handle_timer(timer)
+        asked += sum(1 for d, _ in core.outgoing if header(d)[0] == p.HEARTBEAT)
+        assert not any(header(d)[0] & p.DATA for d, _ in core.outgoing)  # its payload is gone
+        core.outgoing.clear()
+    assert asked >= 6
+    assert isinstance(core.error, StreamTimeout)

@@ -73,14 +73,15 @@ class Sim:
                 heapq.heappush(self._queue, (at, next(self._order), direction, datagram))
         core.outgoing.clear()
         name = self.name(core)
-        if core.incoming:
+        while core.incoming:  # consuming frees window: the core may release more
             size = 0
             for piece in core.incoming:
                 self.received[name] += piece
                 size += len(piece)
             core.incoming.clear()
-            if self.consume:
-                core.consumed(size)
+            if not self.consume:
+                break
+            core.consumed(size)
         self.messages[name].extend(core.messages)
         core.messages.clear()
         self.events[name].extend(core.events)

@@ -16,6 +16,7 @@ not once per packet.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import heapq
 from collections import deque
@@ -53,6 +54,9 @@ DEFAULT_WINDOW: Final = 4 * 1024 * 1024
 """Advertised receive window, as udx-native's (4 MiB)."""
 
 TLP_NO_SAMPLE: Final = 1.0
+
+MAX_OUTSTANDING: Final = 8192
+"""Packets sent past the cumulative ack, SACKed or not: what a sender holds for one stream."""
 
 
 class _State(enum.Enum):
@@ -212,7 +216,8 @@ class StreamCore:
         self._by_time: dict[int, _Sent] = {}
         self._lost: list[int] = []
         self._sacked = 0
-        self._sack_seen: dict[int, int] = {}
+        self._sack_ranges: list[list[int]] = []
+        """Merged ``[start, end)`` ranges above snd_una already SACKed: each seq is handled once."""
         self.unacked_bytes = 0
         """Payload bytes sent and not yet acknowledged."""
         self._cc = NewReno()
@@ -384,14 +389,18 @@ class StreamCore:
     def _send_new(self, now: float) -> bool:
         """New DATA (and END) packets while the window allows; True if any left."""
         window = self._send_window()
+        outstanding_room = MAX_OUTSTANDING - (self._snd_nxt - self._snd_una)
+        if outstanding_room <= 0:
+            return False  # a receiver that SACKs ahead but holds back its ack gets no more
         if window == 0 and self._queue:
             self._start_zero_window_probe(now)
             return False
         sent = False
         in_flight = len(self._by_time)
-        while in_flight < window and (self._queue or (self._end_requested and self._end_seq is None)):
+        while in_flight < window and outstanding_room and (self._queue or (self._end_requested and self._end_seq is None)):
             self._send_one_new(now)
             in_flight += 1
+            outstanding_room -= 1
             sent = True
         return sent
 
@@ -519,7 +528,10 @@ class StreamCore:
         self._received = True
         if flags & p.END and (self._remote_end is None or seq < self._remote_end):
             self._remote_end = seq
-        if seq == self._rcv_nxt:
+        if seq == self._rcv_nxt and seq in self._ooo:
+            if self._unread < self._window:
+                self._drain_out_of_order()  # this copy is a duplicate of the one held
+        elif seq == self._rcv_nxt:
             if flags & p.DATA:
                 if self._unread >= self._window:
                     return  # the reader is a window behind: the peer resends later
@@ -583,6 +595,10 @@ class StreamCore:
         """The reader took ``size`` bytes of what ``incoming`` held: the window reopens."""
         was_shut = self._rwnd() < 2 * self.max_payload
         self._unread = max(0, self._unread - size)
+        if self._ooo and self._rcv_nxt in self._ooo and self._unread < self._window:
+            self._drain_out_of_order()  # what waited above a full window, into incoming
+            self._check_remote_end()
+            self._ack_due = self.connected  # the cumulative ack moved
         if was_shut and self._rwnd() >= 2 * self.max_payload and self.connected:
             self._ack_due = True  # tell a peer that saw a closed window
 
@@ -655,11 +671,15 @@ class StreamCore:
         self._snd_una = ack
         if newest is not None and not newest.retransmitted:
             self._rtt_sample(now - newest.sent_at)
-        if len(self._sack_seen) > 64:
-            self._sack_seen = {s: e for s, e in self._sack_seen.items() if e > ack}
+        ranges = self._sack_ranges
+        while ranges and ranges[0][1] <= ack:
+            del ranges[0]
+        if ranges and ranges[0][0] < ack:
+            ranges[0][0] = ack
         return delivered
 
     def _apply_sacks(self, area: memoryview, now: float) -> int:
+        """Mark the packets in valid SACK blocks delivered; each seq is visited once ever."""
         delivered = 0
         inflight = self._inflight
         for wire_start, wire_end in p.decode_sacks(area):
@@ -667,22 +687,42 @@ class StreamCore:
             end = p.unwrap(wire_end, self._snd_una)
             if not (start < end <= self._snd_nxt and start >= self._snd_una):
                 continue
-            first = self._sack_seen.get(start, start)
-            if first >= end:
-                continue
-            self._sack_seen[start] = end
-            for seq in range(max(first, start), end):
-                sent = inflight.get(seq)
-                if sent is None or sent.sacked:
-                    continue
-                sent.sacked = True
-                self._sacked += 1
-                self.unacked_bytes -= len(sent.payload)
-                sent.payload = b""
-                self._by_time.pop(seq, None)
-                delivered += 1
-                self._on_delivered(sent, now)
+            for first, last in self._newly_sacked(start, end):
+                for seq in range(first, last):
+                    sent = inflight.get(seq)
+                    if sent is None or sent.sacked:
+                        continue
+                    sent.sacked = True
+                    self._sacked += 1
+                    self.unacked_bytes -= len(sent.payload)
+                    sent.payload = b""
+                    self._by_time.pop(seq, None)
+                    delivered += 1
+                    self._on_delivered(sent, now)
         return delivered
+
+    def _newly_sacked(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The parts of ``[start, end)`` not SACKed before; records the whole range as SACKed."""
+        ranges = self._sack_ranges
+        index = bisect.bisect_left(ranges, [start, start])
+        if index and ranges[index - 1][1] >= start:
+            index -= 1
+        pieces: list[tuple[int, int]] = []
+        cursor = start
+        merged_start, merged_end = start, end
+        last = index
+        while last < len(ranges) and ranges[last][0] <= end:
+            known_start, known_end = ranges[last]
+            if known_start > cursor:
+                pieces.append((cursor, known_start))
+            cursor = max(cursor, known_end)
+            merged_start = min(merged_start, known_start)
+            merged_end = max(merged_end, known_end)
+            last += 1
+        if cursor < end:
+            pieces.append((cursor, end))
+        ranges[index:last] = [[merged_start, merged_end]]
+        return pieces
 
     def _on_delivered(self, sent: _Sent, now: float) -> None:
         """RACK bookkeeping and MTU probe results for one delivered packet."""
@@ -812,9 +852,9 @@ class StreamCore:
         return self.closed and self._linger_until is not None
 
     def _arm_timers(self, now: float) -> None:
-        if self._by_time or self._lost:
+        if self._inflight:
             if self._rto_at is None:
-                self._rto_at = now + self.rto
+                self._rto_at = now + self.rto  # also when all is SACKed: the ack may never come
             if self._tlp_at is None and self._by_time:
                 self._arm_tlp(now)  # in recovery too: with a small window the RTO is 1 s away
         else:
@@ -865,6 +905,11 @@ class StreamCore:
                 now,
                 linger=False,
             )
+            return
+        if not self._by_time and not self._lost:
+            # all outstanding is SACKed but the cumulative ack does not come: ask for it
+            self._send_heartbeat()
+            self._rto_at = now + 2 * self.rto
             return
         self._state = _State.LOSS
         self._high_seq = self._snd_nxt

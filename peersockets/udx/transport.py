@@ -287,16 +287,17 @@ class UDXStream(asyncio.Transport):
 
     def _take_incoming(self) -> None:
         core = self.core
-        incoming = core.incoming
-        core.incoming = []  # the protocol may write, and so flush, while we hand these over
-        if self._paused_reading or self._held:
-            self._held.extend(bytes(piece) for piece in incoming)
-            return
-        for index, piece in enumerate(incoming):
-            if self._paused_reading:
-                self._held.extend(bytes(rest) for rest in incoming[index:])
+        while core.incoming:  # handing over frees window: the core may release more
+            incoming = core.incoming
+            core.incoming = []  # the protocol may write, and so flush, while we hand these over
+            if self._paused_reading or self._held:
+                self._held.extend(bytes(piece) for piece in incoming)
                 return
-            self._hand(piece)
+            for index, piece in enumerate(incoming):
+                if self._paused_reading:
+                    self._held.extend(bytes(rest) for rest in incoming[index:])
+                    return
+                self._hand(piece)
 
     # ------------------------------------------------------------ batch & timers
 
