@@ -367,6 +367,11 @@ class StreamCore:
         self._arm_timers(now)
         return deferred
 
+    @property
+    def ack_pending(self) -> bool:
+        """An ack is due and not yet sent (``flush`` with ``defer_ack`` left it)."""
+        return self._ack_due
+
     def _rwnd(self) -> int:
         return max(0, self._window - self._unread)
 

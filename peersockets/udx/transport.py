@@ -324,7 +324,8 @@ class UDXStream(asyncio.Transport):
 
     def _flush_deferred_ack(self) -> None:
         self._ack_scheduled = False
-        self._flush()
+        if self.core.ack_pending:  # else a reply written meanwhile carried it
+            self._flush()
 
     def _send_outgoing(self) -> None:
         outgoing = self.core.outgoing
