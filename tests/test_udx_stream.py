@@ -528,3 +528,33 @@ def test_when_all_is_sacked_but_the_ack_never_comes_the_sender_asks_with_heartbe
         core.outgoing.clear()
     assert asked >= 6
     assert isinstance(core.error, StreamTimeout)
+
+
+def test_a_lost_last_ack_of_our_end_closes_gracefully_when_the_remote_is_gone() -> None:
+    """libudx closes as soon as both sides ended (no TIME_WAIT): if its ack of our END is
+    lost, nobody will resend it. Everything was delivered, so we close without an error."""
+    net = Sim(delay=0.002)
+    net.b.write(b"all of b")
+    net.b.end()
+    net.flush(net.b)
+    net.run_until(lambda: Ended() in net.events["a"])
+    net.drop = lambda direction, _d: direction == "b->a"  # b's last ack is lost, b is gone after
+    net.a.end()
+    net.flush(net.a)
+    net.run_until(lambda: net.a.closed, limit=30)
+    assert net.a.error is None
+    assert net.now < 8.0  # rto + 2 rto + 2 rto, not 13 rto
+    assert bytes(net.received["a"]) == b"all of b"
+
+
+def test_an_unacked_end_that_carries_data_still_times_out() -> None:
+    net = Sim(delay=0.002)
+    net.b.end()
+    net.flush(net.b)
+    net.run_until(lambda: Ended() in net.events["a"])
+    net.drop = lambda direction, _d: True
+    net.a.write(b"last words")
+    net.a.end()
+    net.flush(net.a)
+    net.run_until(lambda: net.a.closed, limit=30)
+    assert isinstance(net.a.error, StreamTimeout)

@@ -47,6 +47,10 @@ IPV6_OVERHEAD: Final = 48
 
 MIN_RTO: Final = 1.0
 MAX_RTO: Final = 30.0
+END_RETRIES: Final = 3
+"""Retransmission timeouts after which a bare END the remote never acks closes gracefully,
+once the remote has ended and every byte both ways is acknowledged (libudx has no TIME_WAIT)."""
+
 RTO_GIVE_UP: Final = 7
 """The 7th consecutive RTO expiry without progress ends the stream: about 13 x rto."""
 
@@ -900,6 +904,11 @@ class StreamCore:
     def _retransmission_timeout(self, now: float) -> None:
         self.stats.timeouts += 1
         self._rto_expiries += 1
+        if self._only_our_end_unacked() and self._rto_expiries >= END_RETRIES:
+            # The remote ended, has every byte, and libudx closes with no TIME_WAIT: the ack
+            # of our END was lost and no one is left to resend it. Nothing is lost: close.
+            self._close(None, now, linger=False)
+            return
         if self._rto_expiries >= RTO_GIVE_UP:
             elapsed = self.rto * (2 * RTO_GIVE_UP - 1)
             self._close(
@@ -934,6 +943,14 @@ class StreamCore:
                     self._probing = False
         self._cc.on_timeout(len(self._by_time))
         self._rto_at = now + 2 * self.rto
+
+    def _only_our_end_unacked(self) -> bool:
+        """The remote ended, and all we have unacknowledged is a bare END packet."""
+        end = self._end_seq
+        if not self._ended_remote or end is None or self._snd_una != end or self._snd_nxt != end + 1:
+            return False
+        packet = self._inflight.get(end)
+        return packet is not None and not packet.payload
 
     def _start_zero_window_probe(self, now: float) -> None:
         if self._zwp_at is None and not self._inflight:
