@@ -196,16 +196,9 @@ class UDXSocket:
         **settings: Any,
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A stream connected to ``remote_id`` at ``address``, as asyncio's (reader, writer)."""
-        stream = self.create_stream(local_id, **settings)
         reader = asyncio.StreamReader(limit=limit, loop=self._loop)
         protocol = asyncio.StreamReaderProtocol(reader, loop=self._loop)
-        stream.set_protocol(protocol)
-        try:
-            stream.connect(self, remote_id, self._resolve(address))
-        except BaseException:
-            stream.abort()
-            raise
-        protocol.connection_made(stream)
+        stream = self.connect_protocol(protocol, local_id, remote_id, address, **settings)
         writer = asyncio.StreamWriter(stream, protocol, reader, self._loop)
         return reader, writer
 

@@ -812,14 +812,18 @@ class StreamCore:
             self._high_seq = self._snd_nxt
             self._cc.on_loss_event(len(self._by_time))
         for sent in lost:
-            self._by_time.pop(sent.seq, None)
-            sent.lost = True
-            heapq.heappush(self._lost, sent.seq)
-            if sent.seq == self._probe_seq:
-                self._probe_seq = None
-                self._probe_failures += 1
-                if self._probe_failures >= MTU_PROBES:
-                    self._probing = False
+            self._set_lost(sent)
+
+    def _set_lost(self, sent: _Sent) -> None:
+        """Out of the flight and into the retransmission queue; a lost MTU probe counts."""
+        self._by_time.pop(sent.seq, None)
+        sent.lost = True
+        heapq.heappush(self._lost, sent.seq)
+        if sent.seq == self._probe_seq:
+            self._probe_seq = None
+            self._probe_failures += 1
+            if self._probe_failures >= MTU_PROBES:
+                self._probing = False
 
     # ----------------------------------------------------------------- timers
 
@@ -933,14 +937,7 @@ class StreamCore:
         if oldest is not None and oldest not in lost:
             lost.insert(0, oldest)
         for sent in lost:
-            self._by_time.pop(sent.seq, None)
-            sent.lost = True
-            heapq.heappush(self._lost, sent.seq)
-            if sent.seq == self._probe_seq:
-                self._probe_seq = None
-                self._probe_failures += 1
-                if self._probe_failures >= MTU_PROBES:
-                    self._probing = False
+            self._set_lost(sent)
         self._cc.on_timeout(len(self._by_time))
         self._rto_at = now + 2 * self.rto
 
