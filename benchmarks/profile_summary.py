@@ -93,7 +93,15 @@ def summarize_py_spy(path: Path, top: int) -> str:
     for func, n in self_counts.most_common(top):
         lines.append(f"    {100 * n / max(busy, 1):5.1f}%  {func}")
     lines.append(f"  top {top} by inclusive samples (% of busy), below the event loop:")
-    skip = ("asyncio/", "py_worker.py", "<module>", "runners.py", "Handle._run", "events.py")
+    skip = (
+        "asyncio/",
+        "py_worker.py",
+        "worker_io.py",
+        "<module>",
+        "runners.py",
+        "Handle._run",
+        "events.py",
+    )
     shown = 0
     for func, n in incl_counts.most_common():
         if any(s in func for s in skip):

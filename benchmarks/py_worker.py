@@ -4,10 +4,12 @@
 
 The same JSON-lines protocol as benchmarks/js/worker.mjs (commands on stdin,
 one at a time, in order; events on stdout); see that file and
-benchmarks/README.md. One process holds any number of "local peers": each is
-its own Swarm (its own key pair) with its own Peersockets for the drive, since
-a Swarm keeps one connection per remote key. A listening process has one local
-peer with one TCP listener.
+benchmarks/README.md; the plumbing around the commands (command loop, events,
+errors, background tasks, profiling) is benchmarks/worker_io.py, shared with
+benchmarks/udx_worker.py. One process holds any number of "local peers": each
+is its own Swarm (its own key pair) with its own Peersockets for the drive,
+since a Swarm keeps one connection per remote key. A listening process has one
+local peer with one TCP listener.
 
 ``--cprofile PATH`` profiles the ``send`` and ``recv`` commands only (from the
 command to its last message) and writes pstats to PATH at exit.
@@ -15,29 +17,29 @@ command to its last message) and writes pstats to PATH at exit.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import cProfile
 import gc
-import json
 import os
 import sys
-import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+# the runner starts this file as a script: make the benchmarks package importable
+sys.path.append(str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.worker_io import (
+    CommandHandler,
+    CommandProfiler,
+    Tasks,
+    emit,
+    now,
+    run_worker,
+)
 from peersockets import Peersockets, Swarm
 from peersockets.api import Topic, TopicMessage
 
 HOST = "127.0.0.1"
-TIMEOUT = 600.0  # no single command may take longer than this
-now = time.monotonic_ns
-
-
-def emit(event: dict[str, Any]) -> None:
-    """Write one event line to stdout."""
-    sys.stdout.write(json.dumps(event) + "\n")
-    sys.stdout.flush()
 
 
 def rss_bytes() -> int:
@@ -83,12 +85,25 @@ class Worker:
         self.locals: list[LocalPeer] = []
         self.join_times: list[int] = []
         self.join_changed = asyncio.Event()
-        self.tasks: set[asyncio.Task[Any]] = set()
+        self.tasks = Tasks()
         self.listening = False
-        self.profiler = cProfile.Profile() if profile_path else None
-        self.profile_path = profile_path
+        self.profiler = CommandProfiler(profile_path, dump_when_unused=True)
 
     # -- commands -------------------------------------------------------------------
+
+    def handlers(self) -> dict[str, CommandHandler]:
+        """The commands, by name ("exit" is ``serve``'s)."""
+        return {
+            "init": self.init,
+            "listen": self.listen,
+            "connect": self.connect,
+            "wait_peers": self.wait_peers,
+            "recv": self.recv,
+            "send": self.send,
+            "echo": self.echo,
+            "ping": self.ping,
+            "memory": self.memory,
+        }
 
     async def init(self, cmd: dict[str, Any]) -> None:
         key = cmd.get("key")
@@ -100,7 +115,7 @@ class Worker:
         peer = LocalPeer(self.key, self.topic_name)
         self.locals.append(peer)
         self.listening = True
-        self._spawn(self._watch(peer))
+        self.tasks.spawn(self._watch(peer))
         _host, port = await peer.swarm.listen(HOST, 0)
         emit({"event": "listening", "port": port})
 
@@ -167,12 +182,12 @@ class Worker:
                     return
 
         async def run() -> None:
-            self._profile(True)
+            self.profiler.enable()
             tasks = [asyncio.ensure_future(drain(t)) for t in topics]
             try:
                 last = await done
             finally:
-                self._profile(False)
+                self.profiler.disable()
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -186,7 +201,7 @@ class Worker:
                 }
             )
 
-        self._spawn(run())
+        self.tasks.spawn(run())
         emit({"event": "armed"})
 
     async def send(self, cmd: dict[str, Any]) -> None:
@@ -198,7 +213,7 @@ class Worker:
             if peer.topic is not None
             for peer_id in peer.ps.peers
         ]
-        self._profile(True)
+        self.profiler.enable()
         start = now()
         if len(targets) == 1:
             topic, peer_id = targets[0]
@@ -210,7 +225,7 @@ class Worker:
                 for topic, peer_id in targets:
                     await topic.send(peer_id, payload)
         end = now()
-        self._profile(False)
+        self.profiler.disable()
         emit({"event": "sent", "messages": count * len(targets), "start_ns": start, "end_ns": end})
 
     async def echo(self, cmd: dict[str, Any]) -> None:
@@ -222,7 +237,7 @@ class Worker:
             if topic is None:
                 continue
             if cmd.get("mode", "callback") == "loop":
-                self._spawn(_echo_loop(topic))
+                self.tasks.spawn(_echo_loop(topic))
             else:
                 topic.on_message(_echo_callback(topic))
         emit({"event": "echoing"})
@@ -250,9 +265,7 @@ class Worker:
         emit({"event": "memory", "rss": rss_bytes(), "gc": True})
 
     async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.tasks.cancel_all()
         # close in bounded groups: 1,000 swarms at once would only contend
         for i in range(0, len(self.locals), 100):
             group = self.locals[i : i + 100]
@@ -260,8 +273,7 @@ class Worker:
             await asyncio.gather(
                 *(peer.swarm.close(timeout=1.0) for peer in group), return_exceptions=True
             )
-        if self.profiler is not None and self.profile_path:
-            self.profiler.dump_stats(self.profile_path)
+        self.profiler.dump()
 
     # -- internals ------------------------------------------------------------------
 
@@ -271,103 +283,6 @@ class Worker:
                 self.join_times.append(now())
                 self.join_changed.set()
 
-    def _profile(self, on: bool) -> None:
-        if self.profiler is not None:
-            if on:
-                self.profiler.enable()
-            else:
-                self.profiler.disable()
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            fail(task.exception())
-
-
-def fail(exc: BaseException | None) -> None:
-    """Report a fatal error and exit 1."""
-    import traceback
-
-    traceback.print_exception(exc, file=sys.stderr)
-    emit({"event": "error", "message": f"{type(exc).__name__}: {exc}"})
-    sys.stderr.flush()
-    os._exit(1)
-
-
-async def read_commands() -> asyncio.StreamReader:
-    """An asyncio reader on stdin."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 20)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    return reader
-
-
-async def main(args: argparse.Namespace) -> None:
-    worker = Worker(args.cprofile)
-    handlers: dict[str, Callable[[dict[str, Any]], Coroutine[Any, Any, None]]] = {
-        "init": worker.init,
-        "listen": worker.listen,
-        "connect": worker.connect,
-        "wait_peers": worker.wait_peers,
-        "recv": worker.recv,
-        "send": worker.send,
-        "echo": worker.echo,
-        "ping": worker.ping,
-        "memory": worker.memory,
-    }
-    emit(
-        {
-            "event": "started",
-            "stack": "py",
-            "python": sys.version.split()[0],
-            "loop": type(asyncio.get_running_loop()).__module__,
-            "clock_ns": now(),
-            "pid": os.getpid(),
-        }
-    )
-    reader = await read_commands()
-    try:
-        while True:
-            line = await reader.readline()
-            if not line:
-                break
-            if not line.strip():
-                continue
-            cmd = json.loads(line)
-            name = cmd.get("cmd")
-            if name == "exit":
-                break
-            handler = handlers.get(name)
-            if handler is None:
-                raise ValueError(f"unknown command {name!r}")
-            async with asyncio.timeout(TIMEOUT):
-                await handler(cmd)
-    except Exception as exc:
-        fail(exc)
-    async with asyncio.timeout(30):
-        await worker.close()
-
-
-def run() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
-    parser.add_argument("--cprofile", metavar="PATH", help="profile send/recv into PATH")
-    args = parser.parse_args()
-    if args.uvloop:
-        import uvloop
-
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(main(args))
-    else:
-        asyncio.run(main(args))
-    sys.stdout.flush()
-    os._exit(0)
-
 
 if __name__ == "__main__":
-    run()
+    run_worker(__doc__, "send/recv", Worker)

@@ -33,7 +33,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from benchmarks.floor import measure as event_loop_floor
 from benchmarks.floor import measure_udp as event_loop_floor_udp
@@ -378,13 +378,7 @@ def _worker_command(
     if kind == "udx":
         if stack == "js":
             return [opts.node, str(UDX_JS_WORKER)]
-        argv = [sys.executable, str(UDX_PY_WORKER)]
-        if opts.uvloop:
-            argv.append("--uvloop")
-        if opts.cprofile_dir is not None and profile_name is not None:
-            opts.cprofile_dir.mkdir(parents=True, exist_ok=True)
-            argv += ["--cprofile", str(opts.cprofile_dir / f"{profile_name}.pstats")]
-        return argv
+        return _py_worker_command(UDX_PY_WORKER, opts, profile_name)
     if stack == "js":
         return [
             opts.node,
@@ -395,13 +389,45 @@ def _worker_command(
             "--pace",
             str(opts.extra.get("pace", 0)),
         ]
-    argv = [sys.executable, str(PY_WORKER)]
+    return _py_worker_command(PY_WORKER, opts, profile_name)
+
+
+def _py_worker_command(script: Path, opts: Options, profile_name: str | None) -> list[str]:
+    """A Python worker's command line: on uvloop if asked for, and profiled into
+    ``{cprofile_dir}/{profile_name}.pstats`` with --cprofile (and a profile name)."""
+    argv = [sys.executable, str(script)]
     if opts.uvloop:
         argv.append("--uvloop")
     if opts.cprofile_dir is not None and profile_name is not None:
         opts.cprofile_dir.mkdir(parents=True, exist_ok=True)
         argv += ["--cprofile", str(opts.cprofile_dir / f"{profile_name}.pstats")]
     return argv
+
+
+def pair_workers(workload: str, pair: str, opts: Options, label: str) -> tuple[Worker, Worker]:
+    """Workers A and B for one run of ``workload`` on ``pair`` ("js->py": A is JavaScript),
+    not started yet; ``label`` names their kind in messages ("worker", "UDX worker"). Each
+    one's log file (and cProfile file) is named ``{workload}-{A}-{B}-{side}-{its stack}``."""
+    sa, sb = pair.split("->")
+    tag = f"{workload}-{sa}-{sb}"
+    a = Worker(sa, f"{STACK_NAMES[sa]} {label} A ({pair})", opts.log_dir / f"{tag}-A-{sa}.log")
+    b = Worker(sb, f"{STACK_NAMES[sb]} {label} B ({pair})", opts.log_dir / f"{tag}-B-{sb}.log")
+    return a, b
+
+
+async def start_workers(a: Worker, b: Worker, opts: Options, kind: str) -> None:
+    """Start A's and B's processes at once (``kind``: see ``worker_argv``), each pinned to
+    its side's core and profiled under its log file's name."""
+    timeout = opts.sizes.timeout
+    await asyncio.gather(
+        a.start(worker_argv(a.stack, opts, a.log_path.stem, "A", kind=kind), timeout),
+        b.start(worker_argv(b.stack, opts, b.log_path.stem, "B", kind=kind), timeout),
+    )
+
+
+def clocks_shared(a: Worker, b: Worker) -> bool:
+    """Whether both workers' clocks are the runner's (their timestamps can be compared)."""
+    return bool(a.started["clock_shared"] and b.started["clock_shared"])
 
 
 class PySpy:
@@ -472,22 +498,16 @@ async def start_pair(
     dialers: int,
     topic: str | None,
 ) -> Setup:
-    sa, sb = pair.split("->")
     timeout = opts.sizes.timeout
-    tag = f"{workload}-{sa}-{sb}"
-    a = Worker(sa, f"{STACK_NAMES[sa]} worker A ({pair})", opts.log_dir / f"{tag}-A-{sa}.log")
-    b = Worker(sb, f"{STACK_NAMES[sb]} worker B ({pair})", opts.log_dir / f"{tag}-B-{sb}.log")
+    a, b = pair_workers(workload, pair, opts, "worker")
     listener, dialer = (a, b) if listener_is_a else (b, a)
     setup = Setup(a, b, listener, dialer, dialers, topic)
     try:
-        await asyncio.gather(
-            a.start(worker_argv(sa, opts, f"{tag}-A-{sa}", "A"), timeout),
-            b.start(worker_argv(sb, opts, f"{tag}-B-{sb}", "B"), timeout),
-        )
+        await start_workers(a, b, opts, "hyperdrive")
     except BaseException:
         await asyncio.gather(a.close(), b.close())
         raise
-    setup.clock_shared = bool(a.started["clock_shared"] and b.started["clock_shared"])
+    setup.clock_shared = clocks_shared(a, b)
     # the drive's owner: a JavaScript worker if there is one (it creates the drive);
     # Python needs no storage and takes the key it is given
     order = sorted([listener, dialer], key=lambda w: (w.stack != "js", w is not listener))
@@ -546,14 +566,32 @@ async def stream_phase(
     return sent, received
 
 
-def stream_figures(sent: Event, received: Event, clock_shared: bool) -> Figures:
-    count = int(received["count"])
-    size_total = int(received["bytes"])
+class TransferTimes(NamedTuple):
+    """How long a transfer took, in seconds."""
+
+    elapsed: float
+    """From the sender's start to the receiver's last arrival (if the workers' clocks are
+    not the runner's, ``first_to_last``)."""
+    first_to_last: float
+    """From the receiver's first arrival to its last."""
+    sender: float
+    """The sender's own start to end."""
+
+
+def transfer_times(sent: Event, received: Event, clock_shared: bool) -> TransferTimes:
+    """The times of a transfer from the sender's ``sent`` and the receiver's ``received``."""
     first = int(received["first_ns"])
     last = int(received["last_ns"])
     start = int(sent["start_ns"])
     first_to_last = max(last - first, 1) / 1e9
     elapsed = (max(last - start, 1) / 1e9) if clock_shared else first_to_last
+    return TransferTimes(elapsed, first_to_last, (int(sent["end_ns"]) - start) / 1e9)
+
+
+def stream_figures(sent: Event, received: Event, clock_shared: bool) -> Figures:
+    count = int(received["count"])
+    size_total = int(received["bytes"])
+    elapsed, first_to_last, sender = transfer_times(sent, received, clock_shared)
     figures: Figures = {
         "messages": count,
         "bytes": size_total,
@@ -563,7 +601,7 @@ def stream_figures(sent: Event, received: Event, clock_shared: bool) -> Figures:
         "first_to_last_seconds": first_to_last,
         "first_to_last_msgs_per_s": (count - 1) / first_to_last,
         "first_to_last_mb_per_s": size_total * (count - 1) / count / first_to_last / 1e6,
-        "sender_seconds": (int(sent["end_ns"]) - start) / 1e9,
+        "sender_seconds": sender,
     }
     if "drain_waits" in sent:
         figures["sender_drain_waits"] = int(sent["drain_waits"])
@@ -620,21 +658,27 @@ async def run_round_trip(workload: str, pair: str, opts: Options) -> Figures:
             "pinged",
             timeout,
         )
-        rtts = sorted(int(x) for x in pinged["rtt_ns"])
-        if not rtts:
-            raise WorkerError("no round trips measured")
-        return {
-            "rounds": len(rtts),
-            "warmup_rounds": opts.sizes.rtt_warmup,
-            "p50_us": percentile(rtts, 50) / 1e3,
-            "p90_us": percentile(rtts, 90) / 1e3,
-            "p99_us": percentile(rtts, 99) / 1e3,
-            "min_us": rtts[0] / 1e3,
-            "max_us": rtts[-1] / 1e3,
-            "mean_us": sum(rtts) / len(rtts) / 1e3,
-        }
+        return round_trip_figures(pinged, opts.sizes.rtt_warmup)
     finally:
         await asyncio.gather(setup.a.close(), setup.b.close())
+
+
+def round_trip_figures(pinged: Event, warmup: int) -> Figures:
+    """The figures of a ``pinged`` event: the round trips' percentiles, min, max and mean
+    in µs (``warmup``: how many untimed rounds went first)."""
+    rtts = sorted(int(x) for x in pinged["rtt_ns"])
+    if not rtts:
+        raise WorkerError("no round trips measured")
+    return {
+        "rounds": len(rtts),
+        "warmup_rounds": warmup,
+        "p50_us": percentile(rtts, 50) / 1e3,
+        "p90_us": percentile(rtts, 90) / 1e3,
+        "p99_us": percentile(rtts, 99) / 1e3,
+        "min_us": rtts[0] / 1e3,
+        "max_us": rtts[-1] / 1e3,
+        "mean_us": sum(rtts) / len(rtts) / 1e3,
+    }
 
 
 def percentile(sorted_values: list[int], p: float) -> float:
@@ -753,17 +797,11 @@ async def udx_pair(workload: str, pair: str, opts: Options) -> AsyncIterator[Udx
 
 
 async def start_udx_pair(workload: str, pair: str, opts: Options) -> UdxPair:
-    sa, sb = pair.split("->")
     timeout = opts.sizes.timeout
-    tag = f"{workload}-{sa}-{sb}"
-    a = Worker(sa, f"{STACK_NAMES[sa]} UDX worker A ({pair})", opts.log_dir / f"{tag}-A-{sa}.log")
-    b = Worker(sb, f"{STACK_NAMES[sb]} UDX worker B ({pair})", opts.log_dir / f"{tag}-B-{sb}.log")
+    a, b = pair_workers(workload, pair, opts, "UDX worker")
     p = UdxPair(a, b)
     try:
-        await asyncio.gather(
-            a.start(worker_argv(sa, opts, f"{tag}-A-{sa}", "A", kind="udx"), timeout),
-            b.start(worker_argv(sb, opts, f"{tag}-B-{sb}", "B", kind="udx"), timeout),
-        )
+        await start_workers(a, b, opts, "udx")
         bound_a, bound_b = await asyncio.gather(
             a.call({"cmd": "bind"}, "bound", timeout), b.call({"cmd": "bind"}, "bound", timeout)
         )
@@ -771,7 +809,7 @@ async def start_udx_pair(workload: str, pair: str, opts: Options) -> UdxPair:
         await p.close(timeout=2.0)
         raise
     p.port_a, p.port_b = int(bound_a["port"]), int(bound_b["port"])
-    p.clock_shared = bool(a.started["clock_shared"] and b.started["clock_shared"])
+    p.clock_shared = clocks_shared(a, b)
     return p
 
 
@@ -871,11 +909,7 @@ def udx_transfer_figures(sent: Event, received: Event, clock_shared: bool) -> Fi
     """MB/s = bytes / (receiver's last END - sender's start), as the 64 KiB workload;
     first-to-END = bytes / (receiver's last END - receiver's first byte)."""
     total = int(received["bytes"])
-    first = int(received["first_ns"])
-    last = int(received["last_ns"])
-    start = int(sent["start_ns"])
-    first_to_end = max(last - first, 1) / 1e9
-    elapsed = (max(last - start, 1) / 1e9) if clock_shared else first_to_end
+    elapsed, first_to_end, sender = transfer_times(sent, received, clock_shared)
     figures: Figures = {
         "bytes": total,
         "streams": int(received["streams"]),
@@ -883,7 +917,7 @@ def udx_transfer_figures(sent: Event, received: Event, clock_shared: bool) -> Fi
         "mb_per_s": total / elapsed / 1e6,
         "first_to_end_seconds": first_to_end,
         "first_to_end_mb_per_s": total / first_to_end / 1e6,
-        "sender_seconds": (int(sent["end_ns"]) - start) / 1e9,
+        "sender_seconds": sender,
     }
     if "udp_rcvbuf_errors" in received:
         figures["udp_rcvbuf_errors"] = int(received["udp_rcvbuf_errors"])
@@ -912,14 +946,19 @@ async def udx_sender_stats(p: UdxPair, a_ids: list[int], opts: Options) -> Figur
     return out
 
 
+async def udx_warm_up(p: UdxPair, opts: Options) -> None:
+    """An untimed transfer of ``udx_warmup_bytes`` (if any) on a stream of its own."""
+    if opts.sizes.udx_warmup_bytes:
+        a_ids, b_ids = await open_udx_streams(p, 1, opts)
+        await udx_transfer(p, a_ids, b_ids, opts.sizes.udx_warmup_bytes, opts)
+
+
 async def run_udx_bulk(workload: str, pair: str, opts: Options) -> Figures:
     """One stream, A sends udx_bulk_bytes to B, after an untimed warm-up transfer on a
     stream of its own (same sockets)."""
     s = opts.sizes
     async with udx_pair(workload, pair, opts) as p:
-        if s.udx_warmup_bytes:
-            a_ids, b_ids = await open_udx_streams(p, 1, opts)
-            await udx_transfer(p, a_ids, b_ids, s.udx_warmup_bytes, opts)
+        await udx_warm_up(p, opts)
         a_ids, b_ids = await open_udx_streams(p, 1, opts)
         sent, received = await udx_transfer(p, a_ids, b_ids, s.udx_bulk_bytes, opts)
         figures = udx_transfer_figures(sent, received, p.clock_shared)
@@ -932,9 +971,7 @@ async def run_udx_streams(workload: str, pair: str, opts: Options) -> Figures:
     """udx_streams streams at once on one socket pair, udx_stream_bytes each."""
     s = opts.sizes
     async with udx_pair(workload, pair, opts) as p:
-        if s.udx_warmup_bytes:
-            a_ids, b_ids = await open_udx_streams(p, 1, opts)
-            await udx_transfer(p, a_ids, b_ids, s.udx_warmup_bytes, opts)
+        await udx_warm_up(p, opts)
         a_ids, b_ids = await open_udx_streams(p, s.udx_streams, opts)
         sent, received = await udx_transfer(p, a_ids, b_ids, s.udx_stream_bytes, opts)
         figures = udx_transfer_figures(sent, received, p.clock_shared)
@@ -953,19 +990,7 @@ async def run_udx_round_trip(workload: str, pair: str, opts: Options) -> Figures
             "pinged",
             s.udx_timeout,
         )
-        rtts = sorted(int(x) for x in pinged["rtt_ns"])
-        if not rtts:
-            raise WorkerError("no round trips measured")
-        return {
-            "rounds": len(rtts),
-            "warmup_rounds": s.udx_rtt_warmup,
-            "p50_us": percentile(rtts, 50) / 1e3,
-            "p90_us": percentile(rtts, 90) / 1e3,
-            "p99_us": percentile(rtts, 99) / 1e3,
-            "min_us": rtts[0] / 1e3,
-            "max_us": rtts[-1] / 1e3,
-            "mean_us": sum(rtts) / len(rtts) / 1e3,
-        }
+        return round_trip_figures(pinged, s.udx_rtt_warmup)
 
 
 def lossy_relay_class() -> Any:
@@ -987,9 +1012,7 @@ async def run_udx_lossy(workload: str, pair: str, opts: Options) -> Figures:
     direct, so the relay's draws start with the timed transfer."""
     s = opts.sizes
     async with udx_pair(workload, pair, opts) as p:
-        if s.udx_warmup_bytes:
-            a_ids, b_ids = await open_udx_streams(p, 1, opts)
-            await udx_transfer(p, a_ids, b_ids, s.udx_warmup_bytes, opts)
+        await udx_warm_up(p, opts)
         relay_class = lossy_relay_class()
         p.relay = await relay_class.start(
             target_a=(HOST, p.port_a),
@@ -1062,6 +1085,31 @@ def headline(workload: str, figures: Figures) -> str:
 
 
 # -- results ----------------------------------------------------------------------------
+
+
+FloorMeasure = Callable[[str, int, str, tuple[int, int] | None, bool], Awaitable[dict[str, float]]]
+"""``benchmarks.floor.measure`` or ``measure_udp``: (stack, rounds, node, pin, uvloop)."""
+
+
+async def floor_of_both_stacks(measure: FloorMeasure, rounds: int, opts: Options) -> dict[str, Any]:
+    """An event-loop floor of ``rounds`` round trips (``measure``) on Node.js, then on
+    Python (pinned as the workers are, on uvloop if they are), and Python's p50 over
+    Node's (``ratio_p50``)."""
+    pin = pin_cpus() if opts.pin else None
+    floor: dict[str, Any] = {}
+    for stack in ("js", "py"):
+        floor[stack] = await measure(stack, rounds, opts.node, pin, opts.uvloop)
+    floor["ratio_p50"] = floor["py"]["p50_us"] / floor["js"]["p50_us"]
+    return floor
+
+
+def floor_summary(floor: dict[str, Any], uvloop: bool) -> str:
+    """The progress line's figures of a floor: each runtime's p50 and their ratio."""
+    return (
+        f" p50 node {floor['js']['p50_us']:.0f} us, python"
+        f"{' + uvloop' if uvloop else ' asyncio'} {floor['py']['p50_us']:.0f} us"
+        f" ({floor['ratio_p50']:.2f}x)"
+    )
 
 
 def add_stack_cost(workload: dict[str, Any], floor: dict[str, Any], task_echo: bool) -> None:
@@ -1471,15 +1519,10 @@ async def amain(args: argparse.Namespace) -> int:
     round_trips = [w for w in ROUND_TRIPS if w in results]
     if round_trips:
         print("[floor] bare TCP ping-pong, no peersockets: ...", end="", flush=True)
-        floor: dict[str, Any] = {}
         try:
-            pin = pin_cpus() if opts.pin else None
-            for stack in ("js", "py"):
-                floor[stack] = await event_loop_floor(
-                    stack, opts.sizes.rtt_rounds, opts.node, pin, opts.uvloop
-                )
-            floor["ratio_p50"] = floor["py"]["p50_us"] / floor["js"]["p50_us"]
+            floor = await floor_of_both_stacks(event_loop_floor, opts.sizes.rtt_rounds, opts)
             if "round_trip_loop" in round_trips:
+                pin = pin_cpus() if opts.pin else None
                 floor["py_task_echo"] = await event_loop_floor(
                     "py", opts.sizes.rtt_rounds, opts.node, pin, opts.uvloop, task_echo=True
                 )
@@ -1488,9 +1531,7 @@ async def amain(args: argparse.Namespace) -> int:
                 add_stack_cost(results[workload], floor, workload == "round_trip_loop")
             task_floor = floor.get("py_task_echo")
             print(
-                f" p50 node {floor['js']['p50_us']:.0f} us, python"
-                f"{' + uvloop' if opts.uvloop else ' asyncio'} {floor['py']['p50_us']:.0f} us"
-                f" ({floor['ratio_p50']:.2f}x)"
+                floor_summary(floor, opts.uvloop)
                 + (f", echo from a task {task_floor['p50_us']:.0f} us" if task_floor else ""),
                 flush=True,
             )
@@ -1499,21 +1540,12 @@ async def amain(args: argparse.Namespace) -> int:
     if "udx_round_trip" in results:
         print("[floor] bare UDP ping-pong, no UDX: ...", end="", flush=True)
         try:
-            pin = pin_cpus() if opts.pin else None
-            udp_floor: dict[str, Any] = {}
-            for stack in ("js", "py"):
-                udp_floor[stack] = await event_loop_floor_udp(
-                    stack, opts.sizes.udx_rtt_rounds, opts.node, pin, opts.uvloop
-                )
-            udp_floor["ratio_p50"] = udp_floor["py"]["p50_us"] / udp_floor["js"]["p50_us"]
+            udp_floor = await floor_of_both_stacks(
+                event_loop_floor_udp, opts.sizes.udx_rtt_rounds, opts
+            )
             results["udx_round_trip"]["floor"] = udp_floor
             add_stack_cost(results["udx_round_trip"], udp_floor, False)
-            print(
-                f" p50 node {udp_floor['js']['p50_us']:.0f} us, python"
-                f"{' + uvloop' if opts.uvloop else ' asyncio'} {udp_floor['py']['p50_us']:.0f} us"
-                f" ({udp_floor['ratio_p50']:.2f}x)",
-                flush=True,
-            )
+            print(floor_summary(udp_floor, opts.uvloop), flush=True)
         except Exception as exc:
             print(f" FAILED: {type(exc).__name__}: {exc}", flush=True)
     # versions as the workers reported them

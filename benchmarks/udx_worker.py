@@ -4,9 +4,11 @@
 
 The same JSON-lines protocol as benchmarks/js/udx_worker.mjs (commands on
 stdin, one at a time, in order; events on stdout; the protocol is described at
-the top of that file and in benchmarks/README.md). The worker binds one UDP
-socket on 127.0.0.1 and opens UDX streams on it with ids and a remote port the
-runner hands out (the other worker's port, or the lossy relay's).
+the top of that file and in benchmarks/README.md; the plumbing around the
+commands, shared with benchmarks/py_worker.py, is benchmarks/worker_io.py).
+The worker binds one UDP socket on 127.0.0.1 and opens UDX streams on it with
+ids and a remote port the runner hands out (the other worker's port, or the
+lossy relay's).
 
 Streams are opened with the public asyncio API: ``UDXSocket.open_stream`` (an
 asyncio StreamReader/StreamWriter pair) for data and ping streams; an echo
@@ -25,24 +27,28 @@ truncated transfer is reported, never counted.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import cProfile
-import json
-import os
 import sys
-import time
-from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
+# the runner starts this file as a script: make the benchmarks package importable
+sys.path.append(str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.worker_io import (
+    CommandHandler,
+    CommandProfiler,
+    Tasks,
+    emit,
+    now,
+    run_worker,
+)
 from peersockets.udx import UDXSocket, UDXStream
 
 HOST = "127.0.0.1"
-TIMEOUT = 600.0  # no single command may take longer than this
 READ_SIZE = 1 << 18
 PERIOD = 65521  # a prime: a misplaced chunk cannot line up with the pattern by chance
-now = time.monotonic_ns
 
 
 def make_pattern() -> bytes:
@@ -65,12 +71,6 @@ def pattern_matches(chunk: bytes, offset: int) -> bool:
         pos += k
         off = 0
     return True
-
-
-def emit(event: dict[str, Any]) -> None:
-    """Write one event line to stdout."""
-    sys.stdout.write(json.dumps(event) + "\n")
-    sys.stdout.flush()
 
 
 class Echo(asyncio.Protocol):
@@ -113,12 +113,21 @@ class Worker:
     def __init__(self, profile_path: str | None) -> None:
         self.sock: UDXSocket | None = None
         self.streams: dict[int, Stream] = {}
-        self.tasks: set[asyncio.Task[Any]] = set()
-        self.profiler = cProfile.Profile() if profile_path else None
-        self.profile_path = profile_path
-        self.profiled = False
+        self.tasks = Tasks()
+        self.profiler = CommandProfiler(profile_path, dump_when_unused=False)
 
     # -- commands -------------------------------------------------------------------
+
+    def handlers(self) -> dict[str, CommandHandler]:
+        """The commands, by name ("exit" is ``serve``'s)."""
+        return {
+            "bind": self.bind,
+            "open": self.open,
+            "recv": self.recv,
+            "send": self.send,
+            "ping": self.ping,
+            "stats": self.stats,
+        }
 
     async def bind(self, cmd: dict[str, Any]) -> None:
         self.sock = await UDXSocket.bind(HOST, 0)
@@ -178,11 +187,11 @@ class Worker:
             writer.write_eof()  # our END: the stream closes once both ended
 
         async def run() -> None:
-            self._profile(True)
+            self.profiler.enable()
             try:
                 await asyncio.gather(*(drain(i) for i in ids))
             finally:
-                self._profile(False)
+                self.profiler.disable()
             emit(
                 {
                     "event": "received",
@@ -195,7 +204,7 @@ class Worker:
                 }
             )
 
-        self._spawn(run())
+        self.tasks.spawn(run())
         emit({"event": "armed"})
 
     async def send(self, cmd: dict[str, Any]) -> None:
@@ -213,11 +222,11 @@ class Worker:
                 await writer.drain()
             writer.write_eof()
 
-        self._profile(True)
+        self.profiler.enable()
         start = now()
         await asyncio.gather(*(send_one(i) for i in ids))
         end = now()
-        self._profile(False)
+        self.profiler.disable()
         emit({"event": "sent", "bytes": size * len(ids), "start_ns": start, "end_ns": end})
 
     async def ping(self, cmd: dict[str, Any]) -> None:
@@ -230,14 +239,14 @@ class Worker:
         read = reader.readexactly
         write = writer.write
         rtts: list[int] = []
-        self._profile(True)
+        self.profiler.enable()
         for i in range(warmup + rounds):
             t0 = now()
             write(payload)
             await read(1)
             if i >= warmup:
                 rtts.append(now() - t0)
-        self._profile(False)
+        self.profiler.disable()
         writer.write_eof()
         emit({"event": "pinged", "rtt_ns": rtts})
 
@@ -267,112 +276,12 @@ class Worker:
         emit({"event": "stats", "streams": out, "dropped_sends": dropped})
 
     async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.tasks.cancel_all()
         if self.sock is not None:
             with contextlib.suppress(Exception):
                 await self.sock.close()
-        if self.profiler is not None and self.profile_path and self.profiled:
-            self.profiler.dump_stats(self.profile_path)
-
-    # -- internals ------------------------------------------------------------------
-
-    def _profile(self, on: bool) -> None:
-        if self.profiler is not None:
-            if on:
-                self.profiled = True
-                self.profiler.enable()
-            else:
-                self.profiler.disable()
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            fail(task.exception())
-
-
-def fail(exc: BaseException | None) -> None:
-    """Report a fatal error and exit 1."""
-    import traceback
-
-    traceback.print_exception(exc, file=sys.stderr)
-    emit({"event": "error", "message": f"{type(exc).__name__}: {exc}"})
-    sys.stderr.flush()
-    os._exit(1)
-
-
-async def read_commands() -> asyncio.StreamReader:
-    """An asyncio reader on stdin."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 20)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    return reader
-
-
-async def main(args: argparse.Namespace) -> None:
-    worker = Worker(args.cprofile)
-    handlers: dict[str, Callable[[dict[str, Any]], Coroutine[Any, Any, None]]] = {
-        "bind": worker.bind,
-        "open": worker.open,
-        "recv": worker.recv,
-        "send": worker.send,
-        "ping": worker.ping,
-        "stats": worker.stats,
-    }
-    emit(
-        {
-            "event": "started",
-            "stack": "py",
-            "python": sys.version.split()[0],
-            "loop": type(asyncio.get_running_loop()).__module__,
-            "clock_ns": now(),
-            "pid": os.getpid(),
-        }
-    )
-    reader = await read_commands()
-    try:
-        while True:
-            line = await reader.readline()
-            if not line:
-                break
-            if not line.strip():
-                continue
-            cmd = json.loads(line)
-            name = cmd.get("cmd")
-            if name == "exit":
-                break
-            handler = handlers.get(name)
-            if handler is None:
-                raise ValueError(f"unknown command {name!r}")
-            async with asyncio.timeout(TIMEOUT):
-                await handler(cmd)
-    except Exception as exc:
-        fail(exc)
-    async with asyncio.timeout(30):
-        await worker.close()
-
-
-def run() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
-    parser.add_argument("--cprofile", metavar="PATH", help="profile send/recv/ping into PATH")
-    args = parser.parse_args()
-    if args.uvloop:
-        import uvloop
-
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(main(args))
-    else:
-        asyncio.run(main(args))
-    sys.stdout.flush()
-    os._exit(0)
+        self.profiler.dump()
 
 
 if __name__ == "__main__":
-    run()
+    run_worker(__doc__, "send/recv/ping", Worker)

@@ -12,11 +12,15 @@ import asyncio
 import json
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
+WARMUP = 500
+"""Untimed round trips before the timed ones (the JavaScript pingers do as many)."""
 
 
 async def _run(argv: list[str], cpu: int | None) -> asyncio.subprocess.Process:
@@ -54,18 +58,7 @@ async def measure(
         task = ["--task"] if task_echo else []
         server = [sys.executable, "-m", "benchmarks.floor.echo", *flag, *task]
         client = [sys.executable, "-m", "benchmarks.floor.ping", str(rounds), *flag]
-    echo = await _run(server, pin[1] if pin else None)
-    try:
-        port = (await _line(echo, 20))["port"]
-        ping = await _run([*client, str(port)], pin[0] if pin else None)
-        try:
-            result = await _line(ping, 120)
-        finally:
-            await ping.wait()
-    finally:
-        echo.kill()
-        await echo.wait()
-    return {k: float(v) for k, v in result.items()}
+    return await _ping_pong(server, client, pin)
 
 
 async def measure_udp(
@@ -80,6 +73,15 @@ async def measure_udp(
         flag = ["--uvloop"] if uvloop else []
         server = [sys.executable, "-m", "benchmarks.floor.udp", "echo", *flag]
         client = [sys.executable, "-m", "benchmarks.floor.udp", "ping", str(rounds), *flag]
+    return await _ping_pong(server, client, pin)
+
+
+async def _ping_pong(
+    server: list[str], client: list[str], pin: tuple[int, int] | None
+) -> dict[str, float]:
+    """Start the echo ``server`` (on the second pinned core), which prints its port, then
+    the pinger ``client`` (on the first) with that port appended, and return the figures
+    it prints; both processes are gone when this returns, however it ends."""
     echo = await _run(server, pin[1] if pin else None)
     try:
         port = (await _line(echo, 20))["port"]
@@ -94,6 +96,47 @@ async def measure_udp(
         echo.kill()
         await echo.wait()
     return {k: float(v) for k, v in result.items()}
+
+
+class Pinger(Protocol):
+    """A pinger's protocol: it resolves ``reply`` when the echo arrives."""
+
+    reply: asyncio.Future[None] | None
+
+
+async def time_round_trips(
+    pinger: Pinger, send: Callable[[bytes], object], rounds: int, timeout: float | None = None
+) -> list[int]:
+    """``WARMUP`` + ``rounds`` 1-byte round trips: ``send`` a byte, wait for
+    ``pinger.reply`` (at most ``timeout`` seconds, if given: a lost datagram fails, never
+    hangs); the timed rounds' durations in ns."""
+    loop = asyncio.get_running_loop()
+    rtts: list[int] = []
+    for i in range(WARMUP + rounds):
+        pinger.reply = loop.create_future()
+        start = time.perf_counter_ns()
+        send(b"p")
+        if timeout is None:
+            await pinger.reply
+        else:
+            await asyncio.wait_for(pinger.reply, timeout)
+        if i >= WARMUP:
+            rtts.append(time.perf_counter_ns() - start)
+    return rtts
+
+
+def print_figures(rtts_ns: list[int]) -> None:
+    """A pinger's result: its ``percentiles`` as one JSON line on stdout."""
+    print(json.dumps(percentiles(rtts_ns)), flush=True)
+
+
+def script_arguments() -> list[str]:
+    """A floor script's positional arguments; with ``--uvloop`` it installs uvloop first."""
+    if "--uvloop" in sys.argv:
+        import uvloop
+
+        uvloop.install()
+    return [a for a in sys.argv[1:] if not a.startswith("--")]
 
 
 def percentiles(values_ns: list[int]) -> dict[str, float]:

@@ -12,6 +12,8 @@ import json
 import sys
 from typing import cast
 
+from benchmarks.floor import script_arguments
+
 
 class Echo(asyncio.BufferedProtocol):
     """Reads into one buffer, as peersockets' Connection does (no allocation per read)."""
@@ -34,8 +36,8 @@ class TaskEcho(Echo):
 
     def __init__(self) -> None:
         super().__init__()
-        self.waiter: asyncio.Future[bytes] | None = None
-        self.pending: list[bytes] = []
+        self.waiter: asyncio.Future[bytearray] | None = None
+        self.pending: list[bytearray] = []
         self.task = asyncio.get_running_loop().create_task(self.replies())
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -65,8 +67,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    if "--uvloop" in sys.argv:
-        import uvloop
-
-        uvloop.install()
+    script_arguments()  # installs uvloop with --uvloop
     asyncio.run(main())

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
-import time
 from typing import cast
 
-from benchmarks.floor import percentiles
-
-WARMUP = 500
+from benchmarks.floor import print_figures, script_arguments, time_round_trips
 
 
 class Ping(asyncio.BufferedProtocol):
@@ -34,22 +29,11 @@ class Ping(asyncio.BufferedProtocol):
 async def main(rounds: int, port: int) -> None:
     loop = asyncio.get_running_loop()
     _, ping = await loop.create_connection(Ping, "127.0.0.1", port)
-    rtts: list[int] = []
-    for i in range(WARMUP + rounds):
-        ping.reply = loop.create_future()
-        start = time.perf_counter_ns()
-        ping.transport.write(b"p")
-        await ping.reply
-        if i >= WARMUP:
-            rtts.append(time.perf_counter_ns() - start)
+    rtts = await time_round_trips(ping, ping.transport.write, rounds)
     ping.transport.close()
-    print(json.dumps(percentiles(rtts)), flush=True)
+    print_figures(rtts)
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    if "--uvloop" in sys.argv:
-        import uvloop
-
-        uvloop.install()
+    args = script_arguments()
     asyncio.run(main(int(args[0]), int(args[1])))

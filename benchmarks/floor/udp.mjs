@@ -2,6 +2,7 @@
 //   node udp.mjs echo              prints {"port": N}, echoes until killed
 //   node udp.mjs ping ROUNDS PORT  prints p50/p99/mean in µs
 import dgram from 'node:dgram'
+import { printPercentiles } from './percentiles.mjs'
 
 const [mode, rounds, port] = process.argv.slice(2)
 const WARMUP = 500
@@ -27,10 +28,7 @@ if (mode === 'echo') {
       clearTimeout(timer)
       if (i >= WARMUP) rtts.push(Number(process.hrtime.bigint() - start))
     }
-    rtts.sort((a, b) => a - b)
-    const rank = (p) => rtts[Math.min(rtts.length - 1, Math.max(0, Math.round(p * rtts.length) - 1))] / 1000
-    const mean = rtts.reduce((a, b) => a + b, 0) / rtts.length / 1000
-    process.stdout.write(JSON.stringify({ p50_us: rank(0.5), p99_us: rank(0.99), mean_us: mean }) + '\n')
+    printPercentiles(rtts)
     process.exit(0)
   })
 }

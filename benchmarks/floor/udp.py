@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
-import time
 from typing import Any, cast
 
-from benchmarks.floor import percentiles
-
-WARMUP = 500
+from benchmarks.floor import print_figures, script_arguments, time_round_trips
 
 
 class Echo(asyncio.DatagramProtocol):
@@ -54,24 +50,14 @@ async def echo() -> None:
 async def ping(rounds: int, port: int) -> None:
     loop = asyncio.get_running_loop()
     _, protocol = await loop.create_datagram_endpoint(Ping, remote_addr=("127.0.0.1", port))
-    rtts: list[int] = []
-    for i in range(WARMUP + rounds):
-        protocol.reply = loop.create_future()
-        start = time.perf_counter_ns()
-        protocol.transport.sendto(b"p")
-        await asyncio.wait_for(protocol.reply, 10)  # a lost datagram fails, never hangs
-        if i >= WARMUP:
-            rtts.append(time.perf_counter_ns() - start)
+    # a lost datagram fails, never hangs
+    rtts = await time_round_trips(protocol, protocol.transport.sendto, rounds, timeout=10)
     protocol.transport.close()
-    print(json.dumps(percentiles(rtts)), flush=True)
+    print_figures(rtts)
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    if "--uvloop" in sys.argv:
-        import uvloop
-
-        uvloop.install()
+    args = script_arguments()
     if args[0] == "echo":
         asyncio.run(echo())
     else:

@@ -34,39 +34,23 @@
 //
 // The payload is a fixed pattern with a prime period (PERIOD bytes), byte i of a period
 // being (i*131 + (i>>8)*7 + 17) & 0xff, the same in both workers.
+//
+// The plumbing around the commands (command loop, events, errors, shutdown) is
+// benchmarks/js/worker_io.mjs, shared with benchmarks/js/worker.mjs.
 
 import { createRequire } from 'node:module'
-import readline from 'node:readline'
+import { emit, fail, installFatalHandlers, isExiting, log, now, serve } from './worker_io.mjs'
 
 const require = createRequire(new URL('../../tests/interop/js/package.json', import.meta.url))
 const UDX = require('udx-native')
 
 const HOST = '127.0.0.1'
 const PERIOD = 65521
-const now = () => process.hrtime.bigint()
 
 const PATTERN = Buffer.alloc(PERIOD)
 for (let i = 0; i < PERIOD; i++) PATTERN[i] = (i * 131 + (i >> 8) * 7 + 17) & 0xff
 
-function emit(obj) {
-  process.stdout.write(JSON.stringify(obj, (k, v) => (typeof v === 'bigint' ? v.toString() : v)) + '\n')
-}
-
-function log(...args) {
-  console.error('[js udx worker]', ...args)
-}
-
-let exiting = false
-function fail(err) {
-  if (exiting) return
-  exiting = true
-  log('fatal:', err && err.stack ? err.stack : String(err))
-  emit({ event: 'error', message: err && err.message ? err.message : String(err) })
-  process.exit(1)
-}
-process.on('uncaughtException', fail)
-process.on('unhandledRejection', fail)
-process.stdout.on('error', () => process.exit(0))
+installFatalHandlers('[js udx worker]')
 
 if (process.argv.length > 2) throw new Error(`unknown argument ${process.argv[2]}`)
 
@@ -111,150 +95,118 @@ async function sendAll(stream, size) {
   stream.end()
 }
 
-async function handle(cmd) {
-  switch (cmd.cmd) {
-    case 'bind': {
-      socket = udx.createSocket()
-      socket.bind(0, HOST)
-      emit({ event: 'bound', port: socket.address().port })
-      return
-    }
-    case 'open': {
-      for (const [local, remote] of cmd.streams) {
-        const stream = udx.createStream(local)
-        stream.on('error', (err) => {
-          if (!exiting) log(`stream ${local} error:`, err.message)
-        })
-        if (cmd.mode === 'echo') {
-          stream.on('data', (buf) => stream.write(buf))
-          stream.on('end', () => stream.end())
-        }
-        stream.connect(socket, remote, cmd.port, HOST)
-        streams.set(local, stream)
+// The commands, by name ("exit" is serve()'s): each answers with its event(s).
+const handlers = {
+  async bind() {
+    socket = udx.createSocket()
+    socket.bind(0, HOST)
+    emit({ event: 'bound', port: socket.address().port })
+  },
+  async open(cmd) {
+    for (const [local, remote] of cmd.streams) {
+      const stream = udx.createStream(local)
+      stream.on('error', (err) => {
+        if (!isExiting()) log(`stream ${local} error:`, err.message)
+      })
+      if (cmd.mode === 'echo') {
+        stream.on('data', (buf) => stream.write(buf))
+        stream.on('end', () => stream.end())
       }
-      emit({ event: 'opened', count: cmd.streams.length })
-      return
+      stream.connect(socket, remote, cmd.port, HOST)
+      streams.set(local, stream)
     }
-    case 'recv': {
-      const expected = cmd.bytes
-      const check = cmd.check !== false
-      let first = 0n
-      let total = 0
-      let pending = cmd.ids.length
-      const bad = []
-      const ended = []
-      const finish = () => {
-        if (--pending > 0) return
-        const last = ended.length ? ended.reduce((a, b) => (a > b ? a : b)) : now()
-        emit({ event: 'received', streams: cmd.ids.length, bytes: total, first_ns: first, last_ns: last, ok: bad.length === 0, bad: bad.slice(0, 10) })
-      }
-      for (const id of cmd.ids) {
-        const stream = streams.get(id)
-        let got = 0
-        let ok = true
-        let done = false
-        stream.on('data', (buf) => {
-          if (first === 0n) first = now()
-          if (check && ok && !patternMatches(buf, got)) ok = false
-          got += buf.byteLength
-          total += buf.byteLength
-        })
-        stream.on('end', () => {
-          if (done) return
-          done = true
-          ended.push(now())
-          if (got !== expected) bad.push(`stream ${id}: ${got} bytes, expected ${expected}`)
-          else if (!ok) bad.push(`stream ${id}: the bytes differ from the pattern`)
-          stream.end()
-          finish()
-        })
-        stream.on('close', () => {
-          if (done) return
-          done = true
-          bad.push(`stream ${id}: closed before its END (${got} bytes)`)
-          finish()
-        })
-      }
-      emit({ event: 'armed' })
-      return
+    emit({ event: 'opened', count: cmd.streams.length })
+  },
+  async recv(cmd) {
+    const expected = cmd.bytes
+    const check = cmd.check !== false
+    let first = 0n
+    let total = 0
+    let pending = cmd.ids.length
+    const bad = []
+    const ended = []
+    const finish = () => {
+      if (--pending > 0) return
+      const last = ended.length ? ended.reduce((a, b) => (a > b ? a : b)) : now()
+      emit({ event: 'received', streams: cmd.ids.length, bytes: total, first_ns: first, last_ns: last, ok: bad.length === 0, bad: bad.slice(0, 10) })
     }
-    case 'send': {
-      const start = now()
-      await Promise.all(cmd.ids.map((id) => sendAll(streams.get(id), cmd.bytes)))
-      emit({ event: 'sent', bytes: cmd.bytes * cmd.ids.length, start_ns: start, end_ns: now() })
-      return
-    }
-    case 'ping': {
-      const stream = streams.get(cmd.id)
-      const buf = Buffer.from('p')
-      let pong = null
-      stream.on('data', () => {
-        const r = pong
-        pong = null
-        if (r !== null) r()
+    for (const id of cmd.ids) {
+      const stream = streams.get(id)
+      let got = 0
+      let ok = true
+      let done = false
+      stream.on('data', (buf) => {
+        if (first === 0n) first = now()
+        if (check && ok && !patternMatches(buf, got)) ok = false
+        got += buf.byteLength
+        total += buf.byteLength
+      })
+      stream.on('end', () => {
+        if (done) return
+        done = true
+        ended.push(now())
+        if (got !== expected) bad.push(`stream ${id}: ${got} bytes, expected ${expected}`)
+        else if (!ok) bad.push(`stream ${id}: the bytes differ from the pattern`)
+        stream.end()
+        finish()
       })
       stream.on('close', () => {
-        if (pong !== null) fail(new Error(`ping stream ${cmd.id} closed`))
+        if (done) return
+        done = true
+        bad.push(`stream ${id}: closed before its END (${got} bytes)`)
+        finish()
       })
-      const rtts = []
-      for (let i = 0; i < cmd.warmup + cmd.rounds; i++) {
-        const p = new Promise((resolve) => {
-          pong = resolve
-        })
-        const t0 = now()
-        stream.write(buf)
-        await p
-        if (i >= cmd.warmup) rtts.push(Number(now() - t0))
-      }
-      stream.end()
-      emit({ event: 'pinged', rtt_ns: rtts })
-      return
     }
-    case 'stats': {
-      const ids = cmd.ids && cmd.ids.length ? cmd.ids : [...streams.keys()].slice(0, 1)
-      const out = []
-      for (const id of ids) {
-        const s = streams.get(id)
-        if (!s) continue
-        out.push({ id, mtu: s.mtu, srtt_us: s.rtt * 1000, cwnd: s.cwnd, retransmits: s.retransmits, rto_count: s.rtoCount, fast_recoveries: s.fastRecoveries, packets_transmitted: s.packetsTransmitted })
-      }
-      emit({ event: 'stats', streams: out })
-      return
+    emit({ event: 'armed' })
+  },
+  async send(cmd) {
+    const start = now()
+    await Promise.all(cmd.ids.map((id) => sendAll(streams.get(id), cmd.bytes)))
+    emit({ event: 'sent', bytes: cmd.bytes * cmd.ids.length, start_ns: start, end_ns: now() })
+  },
+  async ping(cmd) {
+    const stream = streams.get(cmd.id)
+    const buf = Buffer.from('p')
+    let pong = null
+    stream.on('data', () => {
+      const r = pong
+      pong = null
+      if (r !== null) r()
+    })
+    stream.on('close', () => {
+      if (pong !== null) fail(new Error(`ping stream ${cmd.id} closed`))
+    })
+    const rtts = []
+    for (let i = 0; i < cmd.warmup + cmd.rounds; i++) {
+      const p = new Promise((resolve) => {
+        pong = resolve
+      })
+      const t0 = now()
+      stream.write(buf)
+      await p
+      if (i >= cmd.warmup) rtts.push(Number(now() - t0))
     }
-    case 'exit':
-      await shutdown()
-      return
-    default:
-      throw new Error(`unknown command ${JSON.stringify(cmd.cmd)}`)
-  }
+    stream.end()
+    emit({ event: 'pinged', rtt_ns: rtts })
+  },
+  async stats(cmd) {
+    const ids = cmd.ids && cmd.ids.length ? cmd.ids : [...streams.keys()].slice(0, 1)
+    const out = []
+    for (const id of ids) {
+      const s = streams.get(id)
+      if (!s) continue
+      out.push({ id, mtu: s.mtu, srtt_us: s.rtt * 1000, cwnd: s.cwnd, retransmits: s.retransmits, rto_count: s.rtoCount, fast_recoveries: s.fastRecoveries, packets_transmitted: s.packetsTransmitted })
+    }
+    emit({ event: 'stats', streams: out })
+  },
 }
 
-async function shutdown() {
-  if (exiting) return
-  exiting = true
-  // socket.close() waits for every stream to close; one still retransmitting its END
-  // (its last ack lost, e.g. behind the lossy relay) would hold it for ~13 s
-  const force = setTimeout(() => process.exit(0), 1000)
-  try {
-    for (const stream of streams.values()) stream.destroy()
-    if (socket) await socket.close()
-  } catch (err) {
-    log('error while closing:', err.message)
-  }
-  clearTimeout(force)
-  process.exit(0)
+// Destroys the streams and closes the socket (serve() then exits). socket.close() waits
+// for every stream to close; one still retransmitting its END (its last ack lost, e.g.
+// behind the lossy relay) would hold it for ~13 s: serve() exits after forceExitMs.
+async function close() {
+  for (const stream of streams.values()) stream.destroy()
+  if (socket) await socket.close()
 }
 
-emit({ event: 'started', stack: 'js', node: process.version, clock_ns: now(), pid: process.pid })
-
-const rl = readline.createInterface({ input: process.stdin, crlfDelay: Infinity })
-let chain = Promise.resolve()
-rl.on('line', (line) => {
-  if (!line.trim()) return
-  const cmd = JSON.parse(line)
-  chain = chain.then(() => handle(cmd)).catch(fail)
-})
-rl.on('close', () => {
-  chain = chain.then(() => shutdown())
-})
-process.on('SIGTERM', () => shutdown())
+serve({ handlers, close, forceExitMs: 1000 })

@@ -32,13 +32,15 @@
 // Timestamps are process.hrtime.bigint() (CLOCK_MONOTONIC on Linux, the clock of
 // Python's time.monotonic_ns()), sent as decimal strings.
 // Errors: {"event":"error","message":str} then exit 1.
+// The plumbing around the commands (command loop, events, errors, shutdown) is
+// benchmarks/js/worker_io.mjs, shared with benchmarks/js/udx_worker.mjs.
 
 import { createRequire } from 'node:module'
 import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
-import readline from 'node:readline'
+import { emit, installFatalHandlers, isExiting, log, now, serve } from './worker_io.mjs'
 
 const require = createRequire(new URL('../../tests/interop/js/package.json', import.meta.url))
 const Corestore = require('corestore')
@@ -47,27 +49,8 @@ const NoiseSecretStream = require('@hyperswarm/secret-stream')
 const crypto = require('hypercore-crypto')
 
 const HOST = '127.0.0.1'
-const now = () => process.hrtime.bigint()
 
-function emit(obj) {
-  process.stdout.write(JSON.stringify(obj, (k, v) => (typeof v === 'bigint' ? v.toString() : v)) + '\n')
-}
-
-function log(...args) {
-  console.error('[js worker]', ...args)
-}
-
-let exiting = false
-function fail(err) {
-  if (exiting) return
-  exiting = true
-  log('fatal:', err && err.stack ? err.stack : String(err))
-  emit({ event: 'error', message: err && err.message ? err.message : String(err) })
-  process.exit(1)
-}
-process.on('uncaughtException', fail)
-process.on('unhandledRejection', fail)
-process.stdout.on('error', () => process.exit(0))
+installFatalHandlers('[js worker]')
 
 let transport = 'direct'
 let pace = 0
@@ -141,168 +124,137 @@ function replicate(socket, isInitiator, keyPair) {
     noise = s.noiseStream
   }
   noise.on('error', (err) => {
-    if (!exiting) log('stream error:', err.message)
+    if (!isExiting()) log('stream error:', err.message)
   })
   return noise
 }
 
-async function handle(cmd) {
-  switch (cmd.cmd) {
-    case 'init': {
-      storage = fs.mkdtempSync(path.join(os.tmpdir(), 'peersockets-bench-js-'))
-      store = new Corestore(storage)
-      drive = cmd.key ? new Hyperdrive(store, Buffer.from(cmd.key, 'hex')) : new Hyperdrive(store)
-      await drive.ready()
-      if (cmd.topic) {
-        ext = drive.core.registerExtension('peersockets/' + cmd.topic, { encoding: 'binary', onmessage })
+// The commands, by name ("exit" is serve()'s): each answers with its event(s).
+const handlers = {
+  async init(cmd) {
+    storage = fs.mkdtempSync(path.join(os.tmpdir(), 'peersockets-bench-js-'))
+    store = new Corestore(storage)
+    drive = cmd.key ? new Hyperdrive(store, Buffer.from(cmd.key, 'hex')) : new Hyperdrive(store)
+    await drive.ready()
+    if (cmd.topic) {
+      ext = drive.core.registerExtension('peersockets/' + cmd.topic, { encoding: 'binary', onmessage })
+    }
+    drive.core.on('peer-add', () => {
+      peersAdded++
+      addTimes.push(now())
+      if (peerWaiter !== null && peersAdded >= peerWaiter.count) {
+        const w = peerWaiter
+        peerWaiter = null
+        w.resolve()
       }
-      drive.core.on('peer-add', () => {
-        peersAdded++
-        addTimes.push(now())
-        if (peerWaiter !== null && peersAdded >= peerWaiter.count) {
-          const w = peerWaiter
-          peerWaiter = null
-          w.resolve()
-        }
+    })
+    emit({ event: 'init', key: drive.key.toString('hex'), rss: process.memoryUsage().rss })
+  },
+  async listen() {
+    server = net.createServer({ noDelay: true }, (socket) => replicate(socket, false, serverKeyPair))
+    await new Promise((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(0, HOST, 511, resolve)
+    })
+    emit({ event: 'listening', port: server.address().port })
+  },
+  async connect(cmd) {
+    const total = cmd.peers
+    const concurrency = Math.max(1, cmd.concurrency || 64)
+    const start = now()
+    let next = 0
+    async function lane() {
+      while (next < total) {
+        next++
+        const socket = net.connect({ port: cmd.port, host: HOST, noDelay: true })
+        const noise = replicate(socket, true, crypto.keyPair())
+        const ok = await noise.opened
+        if (!ok) throw new Error('handshake failed')
+      }
+    }
+    const lanes = []
+    for (let i = 0; i < Math.min(concurrency, total); i++) lanes.push(lane())
+    await Promise.all(lanes)
+    emit({ event: 'connected', start_ns: start, end_ns: now() })
+  },
+  async wait_peers(cmd) {
+    if (peersAdded < cmd.count) {
+      await new Promise((resolve) => {
+        peerWaiter = { count: cmd.count, resolve }
       })
-      emit({ event: 'init', key: drive.key.toString('hex'), rss: process.memoryUsage().rss })
-      return
     }
-    case 'listen': {
-      server = net.createServer({ noDelay: true }, (socket) => replicate(socket, false, serverKeyPair))
-      await new Promise((resolve, reject) => {
-        server.once('error', reject)
-        server.listen(0, HOST, 511, resolve)
-      })
-      emit({ event: 'listening', port: server.address().port })
-      return
-    }
-    case 'connect': {
-      const total = cmd.peers
-      const concurrency = Math.max(1, cmd.concurrency || 64)
-      const start = now()
-      let next = 0
-      async function lane() {
-        while (next < total) {
-          next++
-          const socket = net.connect({ port: cmd.port, host: HOST, noDelay: true })
-          const noise = replicate(socket, true, crypto.keyPair())
-          const ok = await noise.opened
-          if (!ok) throw new Error('handshake failed')
+    emit({ event: 'peers', count: peersAdded, t_ns: addTimes[cmd.count - 1] })
+  },
+  async recv(cmd) {
+    recvTarget = cmd.count
+    recvCount = 0
+    recvBytes = 0
+    mode = 'recv'
+    emit({ event: 'armed' })
+  },
+  async send(cmd) {
+    const buf = Buffer.alloc(cmd.size, 0x61)
+    const peers = drive.core.peers.slice()
+    let drainWaits = 0
+    let sinceYield = 0
+    const start = now()
+    for (let i = 0; i < cmd.count; i++) {
+      for (const peer of peers) {
+        if (pace > 0 && ++sinceYield >= pace) {
+          sinceYield = 0
+          await new Promise(setImmediate)
         }
-      }
-      const lanes = []
-      for (let i = 0; i < Math.min(concurrency, total); i++) lanes.push(lane())
-      await Promise.all(lanes)
-      emit({ event: 'connected', start_ns: start, end_ns: now() })
-      return
-    }
-    case 'wait_peers': {
-      if (peersAdded < cmd.count) {
-        await new Promise((resolve) => {
-          peerWaiter = { count: cmd.count, resolve }
-        })
-      }
-      emit({ event: 'peers', count: peersAdded, t_ns: addTimes[cmd.count - 1] })
-      return
-    }
-    case 'recv': {
-      recvTarget = cmd.count
-      recvCount = 0
-      recvBytes = 0
-      mode = 'recv'
-      emit({ event: 'armed' })
-      return
-    }
-    case 'send': {
-      const buf = Buffer.alloc(cmd.size, 0x61)
-      const peers = drive.core.peers.slice()
-      let drainWaits = 0
-      let sinceYield = 0
-      const start = now()
-      for (let i = 0; i < cmd.count; i++) {
-        for (const peer of peers) {
-          if (pace > 0 && ++sinceYield >= pace) {
-            sinceYield = 0
-            await new Promise(setImmediate)
-          }
-          ext.send(buf, peer)
-          // protomux records whether the secret-stream accepted the write (streamx
-          // backpressure, which follows the TCP socket's): wait for 'drain' if not.
-          if (!peer.channel.drained) {
-            drainWaits++
-            await new Promise((resolve) => peer.protomux.stream.once('drain', resolve))
-          }
-        }
-      }
-      emit({ event: 'sent', messages: cmd.count * peers.length, start_ns: start, end_ns: now(), drain_waits: drainWaits })
-      return
-    }
-    case 'echo':
-      mode = 'echo'
-      emit({ event: 'echoing' })
-      return
-    case 'ping': {
-      const buf = Buffer.alloc(cmd.size || 1, 0x70)
-      const peer = drive.core.peers[0]
-      const rtts = []
-      mode = 'ping'
-      for (let i = 0; i < cmd.warmup + cmd.rounds; i++) {
-        const pong = new Promise((resolve) => {
-          pongResolve = resolve
-        })
-        const t0 = now()
         ext.send(buf, peer)
-        await pong
-        if (i >= cmd.warmup) rtts.push(Number(now() - t0))
+        // protomux records whether the secret-stream accepted the write (streamx
+        // backpressure, which follows the TCP socket's): wait for 'drain' if not.
+        if (!peer.channel.drained) {
+          drainWaits++
+          await new Promise((resolve) => peer.protomux.stream.once('drain', resolve))
+        }
       }
-      mode = null
-      emit({ event: 'pinged', rtt_ns: rtts })
-      return
     }
-    case 'memory': {
-      if (global.gc) {
-        global.gc()
-        global.gc()
-      }
-      emit({ event: 'memory', rss: process.memoryUsage().rss, gc: !!global.gc })
-      return
+    emit({ event: 'sent', messages: cmd.count * peers.length, start_ns: start, end_ns: now(), drain_waits: drainWaits })
+  },
+  async echo() {
+    mode = 'echo'
+    emit({ event: 'echoing' })
+  },
+  async ping(cmd) {
+    const buf = Buffer.alloc(cmd.size || 1, 0x70)
+    const peer = drive.core.peers[0]
+    const rtts = []
+    mode = 'ping'
+    for (let i = 0; i < cmd.warmup + cmd.rounds; i++) {
+      const pong = new Promise((resolve) => {
+        pongResolve = resolve
+      })
+      const t0 = now()
+      ext.send(buf, peer)
+      await pong
+      if (i >= cmd.warmup) rtts.push(Number(now() - t0))
     }
-    case 'exit':
-      await shutdown()
-      return
-    default:
-      throw new Error(`unknown command ${JSON.stringify(cmd.cmd)}`)
-  }
+    mode = null
+    emit({ event: 'pinged', rtt_ns: rtts })
+  },
+  async memory() {
+    if (global.gc) {
+      global.gc()
+      global.gc()
+    }
+    emit({ event: 'memory', rss: process.memoryUsage().rss, gc: !!global.gc })
+  },
 }
 
-async function shutdown() {
-  if (exiting) return
-  exiting = true
-  const force = setTimeout(() => process.exit(0), 3000)
+// Releases the drive, the store, the sockets and the storage (serve() then exits).
+async function close() {
   try {
     if (server) server.close()
     for (const socket of sockets) socket.destroy()
     if (drive) await drive.close()
     if (store) await store.close()
-  } catch (err) {
-    log('error while closing:', err.message)
+  } finally {
+    if (storage) fs.rmSync(storage, { recursive: true, force: true })
   }
-  if (storage) fs.rmSync(storage, { recursive: true, force: true })
-  clearTimeout(force)
-  process.exit(0)
 }
 
-emit({ event: 'started', stack: 'js', node: process.version, transport, clock_ns: now(), pid: process.pid })
-
-const rl = readline.createInterface({ input: process.stdin, crlfDelay: Infinity })
-let chain = Promise.resolve()
-rl.on('line', (line) => {
-  if (!line.trim()) return
-  const cmd = JSON.parse(line)
-  chain = chain.then(() => handle(cmd)).catch(fail)
-})
-rl.on('close', () => {
-  chain = chain.then(() => shutdown())
-})
-process.on('SIGTERM', () => shutdown())
+serve({ started: { transport }, handlers, close, forceExitMs: 3000 })
