@@ -17,6 +17,7 @@
         │                               port out of range, timed out, address in use
         └── ConnectionClosed   the connection ended; nothing more can be sent on it
             └── StreamReset (ECONNRESET), StreamTimeout (also a TimeoutError)   UDX streams
+        DHTError, DHTTimeout (also a TimeoutError)   a DHT request or query failed
 
 Every message names the value that was wrong.
 """
@@ -181,3 +182,17 @@ class StreamTimeout(ConnectionClosed, TimeoutError):
 
     def __init__(self, message: str) -> None:
         super().__init__(errno.ETIMEDOUT, message)
+
+
+class DHTError(NetworkError):
+    """A DHT operation failed: no node answered, too few nodes responded, the node closed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.EHOSTUNREACH, message)
+
+
+class DHTTimeout(DHTError, TimeoutError):
+    """A DHT request went unanswered through all its sends."""
+
+    def __init__(self, message: str) -> None:
+        OSError.__init__(self, errno.ETIMEDOUT, message)

@@ -53,7 +53,15 @@ FAMILIES = {
         "StreamIdInUse",
         "SocketClosed",
     },
-    NetworkError: {"ConnectError", "ListenError", "ConnectionClosed", "StreamReset", "StreamTimeout"},
+    NetworkError: {
+        "ConnectError",
+        "ListenError",
+        "ConnectionClosed",
+        "StreamReset",
+        "StreamTimeout",
+        "DHTError",
+        "DHTTimeout",
+    },
 }
 
 

@@ -1,0 +1,417 @@
+"""A dht-rpc node on asyncio: two UDP sockets shared with UDX, requests, replies, queries (HYPERDHT.md 1).
+
+The protocol pieces are sans-I/O (``messages``, ``rpc``, ``query``,
+``routing``, ``tokens``); this module moves their datagrams through
+``UDXSocket``s (so UDX streams share the ports, as in hyperdht), keeps the
+clock, and answers dht-rpc's internal commands. Application commands
+(hyperdht's) go to ``on_request``.
+
+Modes: an ephemeral node (the default) sends no id and is in nobody's
+routing table. ``persistent=True`` makes a node that answers as a storing
+node with id H(its bound address); it is meant for nodes whose bound address
+is their public one (a bootstrap node, a node on a local network).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket as _socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from ..errors import DecodeError, DHTError, DHTTimeout, InvalidSetting
+from ..udx import UDXSocket
+from . import messages as m
+from .messages import Address, ErrorCode, InternalCommand, Request, Response
+from .query import Query, Reply
+from .routing import Node, RoutingTable
+from .rpc import Requests
+from .tokens import TICK_MS, Tokens
+
+__all__ = ["Incoming", "RPCNode", "parse_bootstrap"]
+
+log = logging.getLogger(__name__)
+
+TICK: Final = 5.0
+"""Seconds of one maintenance tick (dht-rpc's 5000 ms)."""
+
+MAX_DELAYED_PING: Final = 10_000
+MAX_DOWN_HINT_CHECKS: Final = 10
+QUERY_RETRIES: Final = 5
+"""Sends after the first for a query's requests (dht-rpc: 6 sends, 6 s)."""
+
+
+@dataclass(slots=True)
+class Incoming:
+    """A request that arrived: the decoded request, who sent it, its accepted id, on which socket."""
+
+    request: Request
+    source: Address
+    id: bytes | None
+    socket: UDXSocket
+
+
+RequestHandler = Callable[["RPCNode", Incoming], Awaitable[None] | None]
+
+
+def parse_bootstrap(entries: Sequence[str | tuple[str, int]]) -> list[tuple[str, int]]:
+    """Bootstrap entries as (host, port): "host:port", "suggested-ip@host:port" or tuples."""
+    parsed: list[tuple[str, int]] = []
+    for entry in entries:
+        if isinstance(entry, tuple):
+            host, port = entry
+        elif isinstance(entry, str) and ":" in entry:
+            where, _, port_text = entry.rpartition(":")
+            host = where.split("@", 1)[0] if "@" in where else where
+            try:
+                port = int(port_text)
+            except ValueError:
+                raise InvalidSetting(f"bootstrap entry {entry!r}: the port is not a number") from None
+        else:
+            raise InvalidSetting(f"bootstrap entry {entry!r}: expected 'host:port' or (host, port)")
+        if not isinstance(port, int) or not 1 <= port <= 65535:
+            raise InvalidSetting(f"bootstrap entry {entry!r}: port must be 1-65535")
+        parsed.append((host, port))
+    return parsed
+
+
+class RPCNode:
+    """One dht-rpc node: a server socket (its address is the node's), a client socket, a table."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: Sequence[str | tuple[str, int]],
+        host: str = "0.0.0.0",
+        port: int = 0,
+        persistent: bool = False,
+        on_request: RequestHandler | None = None,
+    ) -> None:
+        self.bootstrap_nodes = parse_bootstrap(bootstrap)
+        self.host = host
+        self.port = port
+        self.persistent = persistent
+        self.on_request = on_request
+        self.server: UDXSocket | None = None
+        self.client: UDXSocket | None = None
+        self.id = os.urandom(32)
+        """Our table id: H(our address) when persistent, else random and never sent."""
+        self.table = RoutingTable(self.id)
+        self.tokens = Tokens()
+        self._requests = Requests(random.randrange(0x10000))
+        self._waiters: dict[int, asyncio.Future[tuple[Response, Address]]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._ticker: asyncio.TimerHandle | None = None
+        self._tick = 0
+        self._token_ticks = 0
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.last_query: Query | None = None
+        self.stats = {"requests_in": 0, "requests_out": 0, "responses_in": 0, "timeouts": 0}
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def open(self) -> None:
+        """Bind both sockets (the server socket on host:port) and start the timers."""
+        self._loop = asyncio.get_running_loop()
+        self.server = await UDXSocket.bind(self.host, self.port, on_message=self._on_server_datagram)
+        self.client = await UDXSocket.bind(
+            self.host, 0, udx=self.server.udx, on_message=self._on_client_datagram
+        )
+        if self.persistent:
+            self.id = m.node_id(self.address)
+            self.table = RoutingTable(self.id)
+        self._ticker = self._loop.call_later(TICK_MS / 1000, self._on_tick)
+
+    @property
+    def address(self) -> Address:
+        """(host, port) of the server socket: this node's address."""
+        if self.server is None:
+            raise DHTError("the DHT node is not open")
+        host, port = self.server.address[:2]
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return host, port
+
+    async def close(self) -> None:
+        """Stop the timers, fail pending requests with DHTError, close the sockets."""
+        if self._closed:
+            return
+        self._closed = True
+        for handle in (self._timer, self._ticker):
+            if handle is not None:
+                handle.cancel()
+        for future in self._waiters.values():
+            if not future.done():
+                future.set_exception(DHTError("the DHT node closed"))
+                future.exception()
+        self._waiters.clear()
+        for sock in (self.client, self.server):
+            if sock is not None:
+                await sock.close()
+
+    def _on_tick(self) -> None:
+        """Every 750 ms: token rotation; every TICK: the maintenance tick counter."""
+        assert self._loop is not None
+        self.tokens.tick()
+        self._token_ticks += 1
+        if self._token_ticks * TICK_MS >= TICK * 1000:
+            self._token_ticks = 0
+            self._tick += 1
+        self._ticker = self._loop.call_later(TICK_MS / 1000, self._on_tick)
+
+    # ---------------------------------------------------------------- requests
+
+    def request(
+        self,
+        address: Address,
+        command: int,
+        *,
+        internal: bool = False,
+        target: bytes | None = None,
+        value: bytes | None = None,
+        token: bytes | None = None,
+        retries: int = 3,
+    ) -> asyncio.Future[tuple[Response, Address]]:
+        """Send a request to ``address``; the future gets (response, source) or DHTTimeout."""
+        if self._closed or self._loop is None:
+            raise DHTError("the DHT node is closed")
+        sender_id = self.id if self.persistent else None
+        request = Request(0, address, command, internal, sender_id, token, target, value)
+        future: asyncio.Future[tuple[Response, Address]] = self._loop.create_future()
+        tid = self._requests.send(request, address, self._loop.time(), retries=retries)
+        self._waiters[tid] = future
+        self.stats["requests_out"] += 1
+        self._flush()
+        return future
+
+    def _socket_out(self) -> UDXSocket:
+        sock = self.server if self.persistent else self.client
+        assert sock is not None
+        return sock
+
+    def _flush(self) -> None:
+        outgoing = self._requests.outgoing
+        if outgoing:
+            sock = self._socket_out()
+            for datagram, address in outgoing:
+                sock.send(datagram, address)
+            outgoing.clear()
+        self._arm()
+
+    def _arm(self) -> None:
+        assert self._loop is not None
+        when = self._requests.get_timer()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if when is not None:
+            self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        assert self._loop is not None
+        for pending in self._requests.handle_timer(self._loop.time()):
+            tid = pending.request.tid
+            self.stats["timeouts"] += 1
+            future = self._waiters.pop(tid, None)
+            node = self.table.get(m.node_id(pending.address))
+            if node is not None:
+                self.table.remove(node.id)
+            if future is not None and not future.done():
+                future.set_exception(
+                    DHTTimeout(f"no reply from {pending.address[0]}:{pending.address[1]} after {pending.sent} sends")
+                )
+                future.exception()
+        self._flush()
+
+    # ---------------------------------------------------------------- datagrams
+
+    def _on_server_datagram(self, data: bytes, source: tuple[str, int]) -> None:
+        assert self.server is not None
+        self._on_datagram(data, source, self.server)
+
+    def _on_client_datagram(self, data: bytes, source: tuple[str, int]) -> None:
+        assert self.client is not None
+        self._on_datagram(data, source, self.client)
+
+    def _on_datagram(self, data: bytes, source_any: tuple[str, int], sock: UDXSocket) -> None:
+        source: Address = (source_any[0], source_any[1])
+        if len(data) < 2 or source[1] == 0 or data[0] not in (m.REQUEST_ID, m.RESPONSE_ID):
+            return
+        try:
+            message = m.decode(data)
+        except DecodeError as exc:
+            log.debug("dropped a datagram from %s:%d: %s", source[0], source[1], exc)
+            return
+        accepted = m.accepted_id(message.id, source)
+        if accepted is not None:
+            self._saw(accepted, source)
+        if isinstance(message, Response):
+            self._on_response(message, source)
+        else:
+            self.stats["requests_in"] += 1
+            self._on_request(Incoming(message, source, accepted, sock))
+
+    def _saw(self, id_: bytes, source: Address) -> None:
+        if id_ == self.id:
+            return
+        node = self.table.get(id_)
+        if node is not None:
+            node.seen = self._tick
+            return
+        self.table.add(Node(id_, source[0], source[1], added=self._tick, seen=self._tick, pinged=self._tick))
+
+    def _on_response(self, response: Response, source: Address) -> None:
+        pending = self._requests.response(response)
+        if pending is None:
+            return
+        self.stats["responses_in"] += 1
+        future = self._waiters.pop(response.tid, None)
+        if future is not None and not future.done():
+            future.set_result((response, source))
+        self._flush()
+
+    # ---------------------------------------------------------------- answering
+
+    def reply(
+        self,
+        incoming: Incoming,
+        *,
+        token: bool = False,
+        closer_nodes: bool = False,
+        error: int = 0,
+        value: bytes | None = None,
+    ) -> None:
+        """Answer ``incoming`` from the socket it came in on, as dht-rpc answers."""
+        request = incoming.request
+        host = incoming.source[0]
+        closer: tuple[Address, ...] = ()
+        if closer_nodes and request.target is not None:
+            closer = tuple(node.address for node in self.table.closest(request.target))
+        from_server = incoming.socket is self.server
+        response = Response(
+            request.tid,
+            incoming.source,
+            self.id if self.persistent and from_server else None,
+            self.tokens.token(host) if token else None,
+            closer,
+            error,
+            value,
+        )
+        incoming.socket.send(response.encode(), incoming.source)
+
+    def _on_request(self, incoming: Incoming) -> None:
+        request = incoming.request
+        if request.token is not None and not self.tokens.valid(incoming.source[0], request.token):
+            self.reply(incoming, token=True, closer_nodes=True, error=ErrorCode.INVALID_TOKEN)
+            return
+        if request.internal:
+            self._on_internal(incoming)
+            return
+        handler = self.on_request
+        if handler is None:
+            self.reply(incoming, closer_nodes=True, error=ErrorCode.UNKNOWN_COMMAND)
+            return
+        result = handler(self, incoming)
+        if result is not None:
+            assert self._loop is not None
+            self._loop.create_task(result)  # type: ignore[arg-type]
+
+    def _on_internal(self, incoming: Incoming) -> None:
+        request = incoming.request
+        command = request.command
+        if command == InternalCommand.PING:
+            self.reply(incoming)
+        elif command == InternalCommand.PING_NAT:
+            port = m.ping_nat_port(request.value)
+            if port is None:
+                return
+            response = Response(request.tid, incoming.source, None, None, (), 0, None)
+            incoming.socket.send(response.encode(), (incoming.source[0], port))
+        elif command == InternalCommand.FIND_NODE:
+            if request.target is None:
+                return
+            self.reply(incoming, closer_nodes=True)
+        elif command == InternalCommand.DOWN_HINT:
+            self.reply(incoming)
+        elif command == InternalCommand.DELAYED_PING:
+            delay = m.delayed_ping_delay(request.value)
+            if delay is None or delay > MAX_DELAYED_PING:
+                return
+            assert self._loop is not None
+            self._loop.call_later(delay / 1000, self.reply, incoming)
+        else:
+            self.reply(incoming, closer_nodes=True, error=ErrorCode.UNKNOWN_COMMAND)
+
+    # ---------------------------------------------------------------- queries
+
+    async def query(
+        self,
+        target: bytes,
+        command: int,
+        *,
+        internal: bool = False,
+        value: bytes | None = None,
+        seeds: Sequence[Address] | None = None,
+    ) -> AsyncIterator[Reply]:
+        """Ask the nodes closest to ``target``, closer and closer; yields every successful reply.
+
+        ``closest`` (after the iteration) holds the replies with an accepted id."""
+        seed_list = list(seeds) if seeds is not None else [n.address for n in self.table.closest(target)]
+        if len(seed_list) < 20:
+            seed_list += [b for b in self.bootstrap_nodes if b not in seed_list]
+        query = Query(target, seed_list, own_id=self.id if self.persistent else None)
+        self.last_query = query
+        waiting: dict[asyncio.Future[tuple[Response, Address]], Address] = {}
+        try:
+            while True:
+                for address in query.next_nodes():
+                    future = self.request(
+                        address, command, internal=internal, target=target, value=value, retries=QUERY_RETRIES
+                    )
+                    waiting[future] = address
+                if not waiting:
+                    return
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                for future in done:
+                    address = waiting.pop(future)
+                    try:
+                        response, source = future.result()
+                    except DHTError:
+                        query.timed_out(address)
+                        continue
+                    accepted = m.accepted_id(response.id, source)
+                    query.replied(address, response, accepted)
+                    if response.error == 0:
+                        yield Reply(address, accepted, response)
+        finally:
+            for future in waiting:
+                future.cancel()
+
+    async def find_node(self, target: bytes) -> list[Reply]:
+        """An iterative FIND_NODE; returns the closest replies (persistent nodes)."""
+        async for _reply in self.query(target, InternalCommand.FIND_NODE, internal=True):
+            pass
+        assert self.last_query is not None
+        return list(self.last_query.closest_replies)
+
+    async def bootstrap(self) -> None:
+        """Resolve the bootstrap nodes, then fill the table with a query for our own id."""
+        assert self._loop is not None
+        resolved: list[Address] = []
+        for host, port in self.bootstrap_nodes:
+            try:
+                infos = await self._loop.getaddrinfo(host, port, family=_socket.AF_INET, type=_socket.SOCK_DGRAM)
+            except OSError as exc:
+                log.warning("bootstrap node %s:%d does not resolve: %s", host, port, exc)
+                continue
+            resolved.append((str(infos[0][4][0]), port))
+        self.bootstrap_nodes = resolved
+        with contextlib.suppress(DHTError):
+            await self.find_node(self.id)
