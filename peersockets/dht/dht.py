@@ -1,0 +1,278 @@
+"""The Hyperswarm DHT's public API: find peers of a topic, announce, store values (HYPERDHT.md 2).
+
+``DHT`` runs a dht-rpc node (``node.py``) and speaks hyperdht's commands over
+it: LOOKUP, ANNOUNCE and UNANNOUNCE (signed for each storing node),
+FIND_PEER, IMMUTABLE_PUT/GET and MUTABLE_PUT/GET, each a query towards the
+target followed, for writes, by a commit to the closest storing nodes with
+the tokens they gave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final
+
+from ..errors import DecodeError, DHTError, InvalidKey
+from ..wire.crypto import KeyPair, blake2b_256
+from . import records as r
+from .messages import Address, Response
+from .node import RPCNode
+from .query import Reply
+
+__all__ = ["DEFAULT_BOOTSTRAP", "DHT", "MutableValue", "PeerRecord"]
+
+log = logging.getLogger(__name__)
+
+PeerRecord = r.PeerRecord
+
+DEFAULT_BOOTSTRAP: Final = (
+    "88.99.3.86@node1.hyperdht.org:49737",
+    "142.93.90.113@node2.hyperdht.org:49737",
+    "138.68.147.8@node3.hyperdht.org:49737",
+)
+"""The public Hyperswarm DHT's bootstrap nodes (hyperdht's lib/constants.js)."""
+
+CommitMaker = Callable[[Reply], "asyncio.Future[tuple[Response, Address]] | None"]
+"""Makes the commit request for one of the closest storing nodes (None: skip that node)."""
+
+REANNOUNCE: Final = 5 * 60.0
+"""Seconds between refreshes of an announcement (records live 13-26 minutes on the nodes)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MutableValue:
+    """A mutable value found on the DHT: its sequence number, bytes and signature."""
+
+    seq: int
+    value: bytes
+    signature: bytes
+
+
+class DHT:
+    """A node of the Hyperswarm DHT; an async context manager.
+
+    ``bootstrap``: "host:port" strings or (host, port) tuples (the public DHT by
+    default; ``[]`` starts a new network). ``host``/``port``: the UDP socket.
+    ``ephemeral``: None or True for a client node that stores nothing; False for
+    a persistent node whose bound address is its public address (a bootstrap
+    node, a local network).
+    """
+
+    def __init__(
+        self,
+        bootstrap: Sequence[str | tuple[str, int]] = DEFAULT_BOOTSTRAP,
+        host: str = "0.0.0.0",
+        port: int = 0,
+        ephemeral: bool | None = None,
+    ) -> None:
+        self.node = RPCNode(bootstrap=bootstrap, host=host, port=port, persistent=ephemeral is False)
+        self._announcing: dict[tuple[bytes, bytes], asyncio.Task[None]] = {}
+        self._opened = False
+
+    async def __aenter__(self) -> DHT:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Bind the sockets and bootstrap (fill the routing table)."""
+        if self._opened:
+            return
+        self._opened = True
+        await self.node.open()
+        if self.node.bootstrap_nodes:
+            await self.node.bootstrap()
+
+    @property
+    def address(self) -> Address:
+        """(host, port) of this node's UDP socket."""
+        return self.node.address
+
+    async def close(self) -> None:
+        """Stop refreshing announcements and close the sockets."""
+        tasks = list(self._announcing.values())
+        self._announcing.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.node.close()
+
+    # ------------------------------------------------------------------ reading
+
+    async def lookup(self, topic: bytes) -> AsyncIterator[r.PeerRecord]:
+        """The peers announced on ``topic`` (32 bytes), each public key once, as they are found."""
+        target = _check_target(topic, "topic")
+        seen: set[bytes] = set()
+        async for reply in self.node.query(target, r.Command.LOOKUP):
+            value = reply.response.value
+            if value is None:
+                continue
+            try:
+                found = r.decode_lookup_reply(value)
+            except DecodeError:
+                continue
+            for peer in found.peers:
+                if peer.public_key not in seen:
+                    seen.add(peer.public_key)
+                    yield peer
+
+    async def find_peer(self, public_key: bytes) -> r.PeerRecord | None:
+        """The record a server announced for its own key (its relays), or None."""
+        target = blake2b_256(_check_target(public_key, "public_key"))
+        async for reply in self.node.query(target, r.Command.FIND_PEER):
+            if reply.response.value is None:
+                continue
+            try:
+                peer = r.decode_peer_record(reply.response.value)
+            except DecodeError:
+                continue
+            if peer.public_key == public_key:
+                return peer
+        return None
+
+    async def immutable_get(self, key: bytes) -> bytes | None:
+        """The value whose BLAKE2b-256 hash is ``key``, or None."""
+        target = _check_target(key, "key")
+        async for reply in self.node.query(target, r.Command.IMMUTABLE_GET):
+            value = reply.response.value
+            if value is not None and blake2b_256(value) == target:
+                return value
+        return None
+
+    async def mutable_get(self, public_key: bytes, seq: int = 0) -> MutableValue | None:
+        """The newest value signed by ``public_key`` with a sequence number >= ``seq``, or None."""
+        target = blake2b_256(_check_target(public_key, "public_key"))
+        best: MutableValue | None = None
+        async for reply in self.node.query(target, r.Command.MUTABLE_GET, value=r.encode_mutable_get_request(seq)):
+            if reply.response.value is None:
+                continue
+            try:
+                got = r.decode_mutable_get_response(reply.response.value)
+            except DecodeError:
+                continue
+            if got.seq < seq or (best is not None and got.seq <= best.seq):
+                continue
+            if r.verify_mutable(got.signature, got.seq, got.value, public_key):
+                best = MutableValue(got.seq, got.value, got.signature)
+        return best
+
+    # ------------------------------------------------------------------ writing
+
+    async def _query_then_commit(
+        self, target: bytes, command: int, value: bytes | None, commit: CommitMaker
+    ) -> int:
+        """Run the query, then send one commit per closest storing node; how many succeeded."""
+        async for _reply in self.node.query(target, command, value=value):
+            pass
+        query = self.node.last_query
+        closest = list(query.closest_replies) if query is not None else []
+        futures = []
+        for reply in closest:
+            request = commit(reply)
+            if request is not None:
+                futures.append(request)
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        succeeded = sum(1 for result in results if not isinstance(result, BaseException) and result[0].error == 0)
+        if not succeeded:
+            raise DHTError(
+                f"too few nodes responded for target {target.hex()}: "
+                f"{len(closest)} storing nodes found, {len(futures)} asked, none accepted"
+            )
+        return succeeded
+
+    async def immutable_put(self, value: bytes) -> bytes:
+        """Store ``value`` on the nodes closest to its hash; returns the hash (its key)."""
+        value = bytes(value)
+        target = blake2b_256(value)
+
+        def commit(reply: Reply) -> asyncio.Future[tuple[Response, Address]] | None:
+            token = reply.response.token
+            if token is None:
+                return None
+            return self.node.request(reply.address, r.Command.IMMUTABLE_PUT, target=target, value=value, token=token)
+
+        await self._query_then_commit(target, r.Command.IMMUTABLE_GET, None, commit)
+        return target
+
+    async def mutable_put(self, key_pair: KeyPair, value: bytes, seq: int = 0) -> MutableValue:
+        """Store ``value`` at ``seq``, signed by ``key_pair``, on the nodes closest to H(public key)."""
+        value = bytes(value)
+        target = blake2b_256(key_pair.public_key)
+        signature = r.sign_mutable(key_pair, seq, value)
+        signed = r.encode_mutable_put_request(r.MutablePutRequest(key_pair.public_key, seq, value, signature))
+
+        def commit(reply: Reply) -> asyncio.Future[tuple[Response, Address]] | None:
+            token = reply.response.token
+            if token is None:
+                return None
+            return self.node.request(reply.address, r.Command.MUTABLE_PUT, target=target, value=signed, token=token)
+
+        await self._query_then_commit(target, r.Command.MUTABLE_GET, r.encode_mutable_get_request(0), commit)
+        return MutableValue(seq, value, signature)
+
+    async def announce(self, topic: bytes, key_pair: KeyPair, relay_addresses: Sequence[Address] = ()) -> None:
+        """Announce ``key_pair`` on ``topic`` now, and keep it fresh until ``unannounce`` or close."""
+        target = _check_target(topic, "topic")
+        await self._announce_once(target, key_pair, tuple(relay_addresses))
+        slot = (target, key_pair.public_key)
+        previous = self._announcing.pop(slot, None)
+        if previous is not None:
+            previous.cancel()
+        self._announcing[slot] = asyncio.ensure_future(self._refresh(target, key_pair, tuple(relay_addresses)))
+
+    async def _announce_once(self, target: bytes, key_pair: KeyPair, relays: tuple[Address, ...]) -> int:
+        peer = r.PeerRecord(key_pair.public_key, relays)
+
+        def commit(reply: Reply) -> asyncio.Future[tuple[Response, Address]] | None:
+            token = reply.response.token
+            if token is None or reply.id is None:
+                return None
+            signature = r.sign_announce(key_pair, target, reply.id, token, peer)
+            value = r.encode_announce(r.Announce(peer=peer, signature=signature))
+            return self.node.request(reply.address, r.Command.ANNOUNCE, target=target, value=value, token=token)
+
+        return await self._query_then_commit(target, r.Command.LOOKUP, None, commit)
+
+    async def _refresh(self, target: bytes, key_pair: KeyPair, relays: tuple[Address, ...]) -> None:
+        while True:
+            await asyncio.sleep(REANNOUNCE)
+            try:
+                await self._announce_once(target, key_pair, relays)
+            except DHTError as exc:
+                log.warning("refreshing the announcement of %s failed: %s", target.hex()[:16], exc)
+
+    async def unannounce(self, topic: bytes, key_pair: KeyPair) -> None:
+        """Stop refreshing and remove ``key_pair``'s announcement from the nodes that hold it."""
+        target = _check_target(topic, "topic")
+        task = self._announcing.pop((target, key_pair.public_key), None)
+        if task is not None:
+            task.cancel()
+        peer = r.PeerRecord(key_pair.public_key, ())
+
+        def commit(reply: Reply) -> asyncio.Future[tuple[Response, Address]] | None:
+            token = reply.response.token
+            if token is None or reply.id is None:
+                return None
+            signature = r.sign_unannounce(key_pair, target, reply.id, token, peer)
+            value = r.encode_announce(r.Announce(peer=peer, signature=signature))
+            return self.node.request(reply.address, r.Command.UNANNOUNCE, target=target, value=value, token=token)
+
+        await self._query_then_commit(target, r.Command.LOOKUP, None, commit)
+
+
+def _check_target(value: bytes, name: str) -> bytes:
+    if not isinstance(value, bytes | bytearray | memoryview) or len(value) != 32:
+        shown = value.hex() if isinstance(value, bytes | bytearray) else repr(value)
+        raise InvalidKey(f"{name} must be 32 bytes, got {shown}")
+    return bytes(value)
