@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -20,9 +21,11 @@ from typing import Final
 from ..errors import DecodeError, DHTError, InvalidKey
 from ..wire.crypto import KeyPair, blake2b_256
 from . import records as r
-from .messages import Address, Response
-from .node import RPCNode
+from .messages import Address, ErrorCode, Response
+from .node import Incoming, RPCNode
 from .query import Reply
+from .store import RecordStore
+from .store import Reply as StoreReply
 
 __all__ = ["DEFAULT_BOOTSTRAP", "DHT", "MutableValue", "PeerRecord"]
 
@@ -70,7 +73,11 @@ class DHT:
         port: int = 0,
         ephemeral: bool | None = None,
     ) -> None:
-        self.node = RPCNode(bootstrap=bootstrap, host=host, port=port, persistent=ephemeral is False)
+        persistent = ephemeral is False
+        self.node = RPCNode(bootstrap=bootstrap, host=host, port=port, persistent=persistent)
+        self._store: RecordStore | None = None
+        if persistent:
+            self.node.on_request = self._on_request
         self._announcing: dict[tuple[bytes, bytes], asyncio.Task[None]] = {}
         self._opened = False
 
@@ -89,6 +96,8 @@ class DHT:
             return
         self._opened = True
         await self.node.open()
+        if self.node.persistent:
+            self._store = RecordStore(asyncio.get_running_loop().time())
         if self.node.bootstrap_nodes:
             await self.node.bootstrap()
 
@@ -107,6 +116,56 @@ class DHT:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.node.close()
+
+    # ------------------------------------------------------------------ storing
+
+    def _on_request(self, node: RPCNode, incoming: Incoming) -> None:
+        """A persistent node answers hyperdht's storage commands from its RecordStore."""
+        store = self._store
+        if store is None:
+            return
+        request = incoming.request
+        command = request.command
+        value = request.value
+        now = asyncio.get_running_loop().time()
+        reply: StoreReply | None
+        try:
+            if command == r.Command.LOOKUP:
+                reply = store.lookup(request.target, now)
+            elif command == r.Command.FIND_PEER:
+                reply = store.find_peer(request.target, now)
+            elif command in (r.Command.ANNOUNCE, r.Command.UNANNOUNCE):
+                if value is None:
+                    return
+                announce = r.decode_announce(value)
+                if command == r.Command.ANNOUNCE:
+                    reply = store.announce(
+                        request.target, node.id, request.token, incoming.source, announce, now,
+                        unix_ms=int(time.time() * 1000),
+                    )
+                else:
+                    reply = store.unannounce(request.target, node.id, request.token, announce, now)
+            elif command == r.Command.MUTABLE_PUT:
+                if value is None:
+                    return
+                reply = store.mutable_put(request.target, request.token, r.decode_mutable_put_request(value), now)
+            elif command == r.Command.MUTABLE_GET:
+                seq = r.decode_mutable_get_request(value) if value is not None else None
+                reply = store.mutable_get(request.target, seq, now)
+            elif command == r.Command.IMMUTABLE_PUT:
+                reply = store.immutable_put(request.target, request.token, value, now)
+            elif command == r.Command.IMMUTABLE_GET:
+                reply = store.immutable_get(request.target, now)
+            else:
+                node.reply(incoming, closer_nodes=True, error=ErrorCode.UNKNOWN_COMMAND)
+                return
+        except DecodeError as exc:
+            log.debug("no reply to a malformed %s from %s: %s", command, incoming.source, exc)
+            return
+        if reply is not None:
+            node.reply(
+                incoming, token=reply.token, closer_nodes=reply.closer_nodes, error=reply.error, value=reply.value
+            )
 
     # ------------------------------------------------------------------ reading
 
