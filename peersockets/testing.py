@@ -1,4 +1,5 @@
-"""Test helpers: MemoryNetwork (real secret-stream and protomux over in-memory pipes) and fixtures.
+"""Test helpers: MemoryNetwork (real secret-stream and protomux over in-memory pipes), a local
+DHT testnet, and fixtures.
 
 Load the fixtures in a test suite with ``pytest_plugins = ["peersockets.testing"]``.
 """
@@ -9,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from .connection import Connection
+from .dht import DHT
 from .pipe import create_pipe
 from .swarm import Swarm
 from .wire.crypto import KeyPair
@@ -61,6 +63,70 @@ class MemoryNetwork:
         self._topics.clear()
 
 
+class DHTTestnet:
+    """A DHT of its own: ``size`` persistent Python nodes on ``host``, for tests and examples.
+
+        async with DHTTestnet(4) as testnet:
+            async with DHT(bootstrap=testnet.bootstrap) as dht: ...   # or: await testnet.client()
+
+    The first node starts the network (no bootstrap); the others bootstrap from it,
+    then look themselves up once more so that every table holds every node.
+    """
+
+    def __init__(self, size: int = 4, host: str = "127.0.0.1") -> None:
+        if size < 1:
+            raise ValueError(f"a testnet needs at least 1 node, got {size}")
+        self.size = size
+        self.host = host
+        self.nodes: list[DHT] = []
+        self._clients: list[DHT] = []
+
+    @property
+    def bootstrap(self) -> list[tuple[str, int]]:
+        """The bootstrap list of this network: the first node's (host, port)."""
+        if not self.nodes:
+            raise RuntimeError("the testnet is not started")
+        host, port = self.nodes[0].address
+        return [(host, port)]
+
+    async def start(self) -> None:
+        """Start every node."""
+        first = DHT(bootstrap=[], host=self.host, ephemeral=False)
+        self.nodes.append(first)
+        await first.open()
+        for _ in range(self.size - 1):
+            node = DHT(bootstrap=self.bootstrap, host=self.host, ephemeral=False)
+            self.nodes.append(node)
+            await node.open()
+        for node in self.nodes[1:]:
+            await node.node.bootstrap()
+
+    async def client(self, **options: Any) -> DHT:
+        """An ephemeral node on this network, closed with the testnet."""
+        client = DHT(bootstrap=self.bootstrap, host=self.host, **options)
+        self._clients.append(client)
+        await client.open()
+        return client
+
+    async def close(self) -> None:
+        """Close the clients, then the nodes."""
+        for dht in [*self._clients, *self.nodes]:
+            await dht.close()
+        self._clients.clear()
+        self.nodes.clear()
+
+    async def __aenter__(self) -> DHTTestnet:
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
 try:
     import pytest_asyncio
 except ImportError:  # pragma: no cover - fixtures need pytest-asyncio
@@ -92,3 +158,9 @@ else:
         finally:
             for swarm in swarms:
                 await swarm.close()
+
+    @pytest_asyncio.fixture
+    async def dht_testnet() -> AsyncIterator[DHTTestnet]:
+        """A DHTTestnet of 4 Python nodes on 127.0.0.1, closed after the test."""
+        async with DHTTestnet(4) as testnet:
+            yield testnet

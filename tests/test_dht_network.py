@@ -1,0 +1,118 @@
+"""The DHT end to end on a network of Python nodes (peersockets.testing.DHTTestnet), on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import pytest
+
+from peersockets.dht import DHT, PeerRecord
+from peersockets.dht.node import parse_bootstrap
+from peersockets.errors import DHTError, InvalidKey, InvalidSetting
+from peersockets.testing import DHTTestnet
+from peersockets.wire.crypto import KeyPair
+
+pytestmark = pytest.mark.timeout(60)
+TIMEOUT = 20.0
+
+
+async def found(dht: DHT, topic: bytes) -> set[bytes]:
+    return {peer.public_key async for peer in dht.lookup(topic)}
+
+
+async def test_a_testnet_of_python_nodes_knows_itself(dht_testnet: DHTTestnet) -> None:
+    assert len(dht_testnet.nodes) == 4
+    for node in dht_testnet.nodes:
+        assert len(node.node.table) == 3  # every other node, none twice, not itself
+
+
+async def test_announce_lookup_and_unannounce(dht_testnet: DHTTestnet) -> None:
+    a, b = await dht_testnet.client(), await dht_testnet.client()
+    topic = os.urandom(32)
+    ka, kb = KeyPair.from_seed(b"\x01" * 32), KeyPair.from_seed(b"\x02" * 32)
+    await asyncio.wait_for(a.announce(topic, ka), TIMEOUT)
+    assert await asyncio.wait_for(found(b, topic), TIMEOUT) == {ka.public_key}
+    await asyncio.wait_for(b.announce(topic, kb, [("127.0.0.1", 4000)]), TIMEOUT)
+    peers = [peer async for peer in a.lookup(topic)]
+    assert {p.public_key for p in peers} == {ka.public_key, kb.public_key}
+    assert PeerRecord(kb.public_key, (("127.0.0.1", 4000),)) in peers
+    await asyncio.wait_for(a.unannounce(topic, ka), TIMEOUT)
+    assert await asyncio.wait_for(found(b, topic), TIMEOUT) == {kb.public_key}
+    assert await asyncio.wait_for(found(b, os.urandom(32)), TIMEOUT) == set()
+
+
+async def test_every_storing_node_verified_the_signature_it_was_given(dht_testnet: DHTTestnet) -> None:
+    client = await dht_testnet.client()
+    topic = os.urandom(32)
+    await asyncio.wait_for(client.announce(topic, KeyPair.generate()), TIMEOUT)
+    stored = [node._store.sizes()["records"] for node in dht_testnet.nodes if node._store is not None]
+    assert sum(stored) >= 3  # each closest storing node took the record signed for it
+
+
+async def test_immutable_and_mutable_values(dht_testnet: DHTTestnet) -> None:
+    a, b = await dht_testnet.client(), await dht_testnet.client()
+    key = await asyncio.wait_for(a.immutable_put(b"an immutable value"), TIMEOUT)
+    assert await asyncio.wait_for(b.immutable_get(key), TIMEOUT) == b"an immutable value"
+    assert await asyncio.wait_for(b.immutable_get(os.urandom(32)), TIMEOUT) is None
+    kp = KeyPair.from_seed(b"\x03" * 32)
+    await asyncio.wait_for(a.mutable_put(kp, b"first", seq=1), TIMEOUT)
+    await asyncio.wait_for(a.mutable_put(kp, b"second", seq=2), TIMEOUT)
+    got = await asyncio.wait_for(b.mutable_get(kp.public_key), TIMEOUT)
+    assert got is not None and (got.seq, got.value) == (2, b"second")
+    assert await asyncio.wait_for(b.mutable_get(kp.public_key, seq=3), TIMEOUT) is None
+    with pytest.raises(DHTError, match="none accepted"):
+        await asyncio.wait_for(a.mutable_put(kp, b"older", seq=1), TIMEOUT)  # SEQ_TOO_LOW everywhere
+
+
+async def test_find_peer_after_a_self_announce(dht_testnet: DHTTestnet) -> None:
+    from peersockets.wire.crypto import blake2b_256
+
+    client = await dht_testnet.client()
+    kp = KeyPair.from_seed(b"\x04" * 32)
+    await asyncio.wait_for(client.announce(blake2b_256(kp.public_key), kp), TIMEOUT)
+    peer = await asyncio.wait_for(client.find_peer(kp.public_key), TIMEOUT)
+    assert peer is not None and peer.public_key == kp.public_key
+    assert await asyncio.wait_for(client.find_peer(os.urandom(32)), TIMEOUT) is None
+
+
+async def test_bootstrap_entries_in_every_spelling() -> None:
+    assert parse_bootstrap(["127.0.0.1:49737", ("10.0.0.1", 5), "88.99.3.86@node1.hyperdht.org:49737"]) == [
+        ("127.0.0.1", 49737),
+        ("10.0.0.1", 5),
+        ("88.99.3.86", 49737),
+    ]
+    for bad in (["no-port"], ["host:abc"], ["host:0"], [("h", 70000)]):
+        with pytest.raises(InvalidSetting):
+            parse_bootstrap(bad)  # type: ignore[arg-type]
+
+
+async def test_a_string_bootstrap_and_a_dead_entry_beside_a_live_one() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead:
+        dead.bind(("127.0.0.1", 0))
+        dead_port = dead.getsockname()[1]
+        async with DHTTestnet(3) as testnet:
+            host, port = testnet.bootstrap[0]
+            async with DHT(bootstrap=[f"127.0.0.1:{dead_port}", f"{host}:{port}"], host="127.0.0.1") as dht:
+                topic = os.urandom(32)
+                kp = KeyPair.generate()
+                await asyncio.wait_for(dht.announce(topic, kp), 30)
+                assert await asyncio.wait_for(found(dht, topic), 30) == {kp.public_key}
+
+
+async def test_no_reachable_bootstrap_node_fails_with_a_dht_error_not_a_hang() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead:
+        dead.bind(("127.0.0.1", 0))
+        async with DHT(bootstrap=[dead.getsockname()], host="127.0.0.1") as dht:
+            with pytest.raises(DHTError, match="too few nodes"):
+                await asyncio.wait_for(dht.announce(os.urandom(32), KeyPair.generate()), 30)
+            assert await asyncio.wait_for(found(dht, os.urandom(32)), 30) == set()
+
+
+async def test_bad_keys_are_typed_errors(dht_testnet: DHTTestnet) -> None:
+    client = await dht_testnet.client()
+    with pytest.raises(InvalidKey, match="topic must be 32 bytes"):
+        await client.announce(b"short", KeyPair.generate())
+    with pytest.raises(InvalidKey, match="public_key"):
+        await client.mutable_get(b"x" * 31)
