@@ -174,6 +174,16 @@ def _peer_count(text: str) -> int:
     return count
 
 
+def _dht_port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {text!r}")
+    return port
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -758,7 +768,8 @@ def build_parser() -> argparse.ArgumentParser:
             f"  {PROG} demo                          see three local peers chat, then one leave\n"
             f"  {PROG} keygen                        make a drive key to meet on\n"
             f"  {PROG} chat KEY --listen 127.0.0.1:4000\n"
-            f"  {PROG} chat KEY --connect 127.0.0.1:4000\n\n"
+            f"  {PROG} chat KEY --connect 127.0.0.1:4000\n"
+            f"  {PROG} dht-node --port 49737           a DHT node of a new local network\n\n"
             f"'{PROG} COMMAND --help' tells more about each command."
         ),
     )
@@ -850,6 +861,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chat.add_argument("-v", "--verbose", action="store_true", help="log connections to stderr")
 
+    node = commands.add_parser(
+        "dht-node",
+        help="run a node of the Hyperswarm DHT (a new local network, or one more node of one)",
+        formatter_class=_FORMATTER,
+        description=(
+            "Run a persistent DHT node that stores announcements and values for others,\n"
+            "on UDP HOST:PORT. Without --bootstrap it starts a network of its own (other\n"
+            "nodes and clients then bootstrap from it); with --bootstrap it joins that\n"
+            "network. Prints its address, then a line of statistics every minute.\n"
+            "Ctrl-C quits (exit status 0). Its bound address must be its public one: use\n"
+            "it on one machine or a local network."
+        ),
+        epilog=(
+            "example, a local network of two nodes:\n"
+            f"  {PROG} dht-node --port 49737\n"
+            f"  {PROG} dht-node --port 49738 --bootstrap 127.0.0.1:49737"
+        ),
+    )
+    node.add_argument("--host", default="127.0.0.1", help="the address to bind (default 127.0.0.1)")
+    node.add_argument("--port", type=_dht_port, default=0, help="the UDP port (default 0: any free port)")
+    node.add_argument(
+        "--bootstrap",
+        type=_connect_address,
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a node of the network to join (repeat for more); none: start a new network",
+    )
+    node.add_argument(
+        "--stats-interval",
+        type=_seconds,
+        default=DHT_STATS_INTERVAL,
+        metavar="SECONDS",
+        help=f"seconds between statistics lines (default {DHT_STATS_INTERVAL:g})",
+    )
+    node.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+
     commands.add_parser(
         "keygen",
         help="print a new key pair and a new drive key",
@@ -862,6 +910,42 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"example:\n  {PROG} keygen",
     )
     return parser
+
+
+DHT_STATS_INTERVAL = 60.0
+"""Seconds between the statistics lines of ``dht-node``."""
+
+
+async def _dht_node(args: argparse.Namespace) -> int:
+    """Run one persistent DHT node until Ctrl-C: a new network, or one more node of another."""
+    from .dht import DHT
+    from .errors import ListenError
+
+    bootstrap = list(args.bootstrap)
+    dht = DHT(bootstrap=bootstrap, host=args.host, port=args.port, ephemeral=False)
+    try:
+        await dht.open()
+    except ListenError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        host, port = dht.address
+        _out(f"dht-node on {host}:{port} (node id {dht.node.id.hex()[:16]})")
+        if bootstrap:
+            _out(f"joined the network of {', '.join(f'{h}:{p}' for h, p in dht.node.bootstrap_nodes)}")
+        else:
+            _out("a new network: other nodes and clients bootstrap with --bootstrap " f"{host}:{port}")
+        while True:
+            await asyncio.sleep(args.stats_interval)
+            stats = dht.node.stats
+            stored = dht._store.sizes() if dht._store is not None else {}
+            _out(
+                f"stats: {len(dht.node.table)} nodes known, {stats['requests_in']} requests in, "
+                f"{stats['requests_out']} out, {stats['timeouts']} timed out, "
+                f"{stored.get('records', 0)} records on {stored.get('targets', 0)} topics, "
+                f"{stored.get('mutables', 0) + stored.get('immutables', 0)} values"
+            )
+    finally:
+        await dht.close()
 
 
 LOOP_ENV = "PEERSOCKETS_LOOP"
@@ -889,13 +973,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.error("choose a command: demo, chat or keygen")
+        parser.error("choose a command: demo, chat, dht-node or keygen")
     if getattr(args, "verbose", False):
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
         if args.command == "keygen":
             return _keygen()
-        runner = _demo if args.command == "demo" else _chat
+        runner = {"demo": _demo, "chat": _chat, "dht-node": _dht_node}[args.command]
         loop_factory, loop_name = event_loop()
         log.info("event loop: %s", loop_name)
         with asyncio.Runner(loop_factory=loop_factory) as loop_runner:
