@@ -195,7 +195,7 @@ def _one_line(stderr: str) -> str:
         (["demo", "--timeout", "-1"], "the timeout must be positive"),
         (["demo", "--topic", ""], "the topic must not be empty"),
         (["bogus"], "invalid choice: 'bogus'"),
-        ([], "choose a command: demo, chat or keygen"),
+        ([], "choose a command: demo, chat, dht-node or keygen"),
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(args: list[str], expected: str) -> None:
