@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from peersockets.dht import DHT, PeerRecord
-from peersockets.dht.node import parse_bootstrap
+from peersockets.dht.node import RPCNode, parse_bootstrap
 from peersockets.errors import DHTError, InvalidKey, InvalidSetting
 from peersockets.testing import DHTTestnet
 from peersockets.wire.crypto import KeyPair
@@ -79,9 +79,9 @@ async def test_find_peer_after_a_self_announce(dht_testnet: DHTTestnet) -> None:
 
 async def test_bootstrap_entries_in_every_spelling() -> None:
     assert parse_bootstrap(["127.0.0.1:49737", ("10.0.0.1", 5), "88.99.3.86@node1.hyperdht.org:49737"]) == [
-        ("127.0.0.1", 49737),
-        ("10.0.0.1", 5),
-        ("88.99.3.86", 49737),
+        ("127.0.0.1", 49737, None),
+        ("10.0.0.1", 5, None),
+        ("node1.hyperdht.org", 49737, "88.99.3.86"),
     ]
     for bad in (["no-port"], ["host:abc"], ["host:0"], [("h", 70000)]):
         with pytest.raises(InvalidSetting):
@@ -116,3 +116,29 @@ async def test_bad_keys_are_typed_errors(dht_testnet: DHTTestnet) -> None:
         await client.announce(b"short", KeyPair.generate())
     with pytest.raises(InvalidKey, match="public_key"):
         await client.mutable_get(b"x" * 31)
+
+
+async def test_a_suggested_ip_is_tried_first_and_the_name_resolved_when_it_does_not_answer(
+    dht_testnet: DHTTestnet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hyperdht's "suggested-ip@host:port": the IP is pinged first, else the name is resolved."""
+    _host, port = dht_testnet.bootstrap[0]
+    async with DHT(bootstrap=[f"127.0.0.1@localhost:{port}"], host="127.0.0.1") as dht:
+        assert dht.node.bootstrap_nodes == [("127.0.0.1", port)]
+        assert len(dht.node.table) == 4  # the suggested IP answered: the network was found
+    pinged: list[tuple[str, int]] = []
+    real_request = RPCNode.request
+
+    def silent_suggested_ip(self: RPCNode, address: tuple[str, int], *args: object, **kwargs: object) -> object:
+        if address[0] == "192.0.2.1":  # never sent: TEST-NET-1 stands for an IP that does not answer
+            pinged.append(address)
+            future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            future.set_exception(DHTError("no reply"))
+            return future
+        return real_request(self, address, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(RPCNode, "request", silent_suggested_ip)
+    async with DHT(bootstrap=[f"192.0.2.1@localhost:{port}"], host="127.0.0.1") as dht:
+        assert pinged == [("192.0.2.1", port)]
+        assert dht.node.bootstrap_nodes == [("127.0.0.1", port)]
+        assert len(dht.node.table) == 4

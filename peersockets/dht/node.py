@@ -22,7 +22,7 @@ import random
 import socket as _socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from ..errors import DecodeError, DHTError, DHTTimeout, InvalidSetting
 from ..udx import UDXSocket
@@ -33,7 +33,7 @@ from .routing import Node, RoutingTable
 from .rpc import Requests
 from .tokens import TICK_MS, Tokens
 
-__all__ = ["Incoming", "RPCNode", "parse_bootstrap"]
+__all__ = ["BootstrapNode", "Incoming", "RPCNode", "parse_bootstrap"]
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +59,27 @@ class Incoming:
 RequestHandler = Callable[["RPCNode", Incoming], Awaitable[None] | None]
 
 
-def parse_bootstrap(entries: Sequence[str | tuple[str, int]]) -> list[tuple[str, int]]:
-    """Bootstrap entries as (host, port): "host:port", "suggested-ip@host:port" or tuples."""
-    parsed: list[tuple[str, int]] = []
+class BootstrapNode(NamedTuple):
+    """A bootstrap entry: where to find it, and the IP to try first ("suggested-ip@host:port")."""
+
+    host: str
+    port: int
+    suggested: str | None = None
+
+
+def parse_bootstrap(entries: Sequence[str | tuple[str, int]]) -> list[BootstrapNode]:
+    """Bootstrap entries: "host:port", "suggested-ip@host:port" (hyperdht's form) or tuples."""
+    parsed: list[BootstrapNode] = []
     for entry in entries:
-        if isinstance(entry, tuple):
-            host, port = entry
+        suggested: str | None = None
+        if isinstance(entry, tuple) and len(entry) >= 2:
+            host, port = entry[0], entry[1]
         elif isinstance(entry, str) and ":" in entry:
             where, _, port_text = entry.rpartition(":")
-            host = where.split("@", 1)[0] if "@" in where else where
+            if "@" in where:
+                suggested, _, host = where.partition("@")
+            else:
+                host = where
             try:
                 port = int(port_text)
             except ValueError:
@@ -76,7 +88,9 @@ def parse_bootstrap(entries: Sequence[str | tuple[str, int]]) -> list[tuple[str,
             raise InvalidSetting(f"bootstrap entry {entry!r}: expected 'host:port' or (host, port)")
         if not isinstance(port, int) or not 1 <= port <= 65535:
             raise InvalidSetting(f"bootstrap entry {entry!r}: port must be 1-65535")
-        parsed.append((host, port))
+        if not host:
+            raise InvalidSetting(f"bootstrap entry {entry!r}: no host")
+        parsed.append(BootstrapNode(str(host), port, suggested or None))
     return parsed
 
 
@@ -92,7 +106,9 @@ class RPCNode:
         persistent: bool = False,
         on_request: RequestHandler | None = None,
     ) -> None:
-        self.bootstrap_nodes = parse_bootstrap(bootstrap)
+        self.bootstrap_entries = parse_bootstrap(bootstrap)
+        self.bootstrap_nodes: list[Address] = [(b.suggested or b.host, b.port) for b in self.bootstrap_entries]
+        """The bootstrap nodes' addresses (resolved by ``bootstrap()``)."""
         self.host = host
         self.port = port
         self.persistent = persistent
@@ -402,16 +418,38 @@ class RPCNode:
         return list(self.last_query.closest_replies)
 
     async def bootstrap(self) -> None:
-        """Resolve the bootstrap nodes, then fill the table with a query for our own id."""
+        """Resolve the bootstrap nodes, then fill the table with a query for our own id.
+
+        An entry with a suggested IP is pinged there first and resolved by name only if
+        that fails, as hyperdht does. Entries that do not resolve are skipped with a
+        warning; if no node answers, a warning says so (the node keeps working alone).
+        """
         assert self._loop is not None
         resolved: list[Address] = []
-        for host, port in self.bootstrap_nodes:
-            try:
-                infos = await self._loop.getaddrinfo(host, port, family=_socket.AF_INET, type=_socket.SOCK_DGRAM)
-            except OSError as exc:
-                log.warning("bootstrap node %s:%d does not resolve: %s", host, port, exc)
-                continue
-            resolved.append((str(infos[0][4][0]), port))
+        for entry in self.bootstrap_entries:
+            address = await self._resolve(entry)
+            if address is not None and address not in resolved:
+                resolved.append(address)
         self.bootstrap_nodes = resolved
+        replies = 0
         with contextlib.suppress(DHTError):
-            await self.find_node(self.id)
+            async for _reply in self.query(self.id, InternalCommand.FIND_NODE, internal=True):
+                replies += 1
+        if self.bootstrap_entries and not replies:
+            names = ", ".join(f"{b.host}:{b.port}" for b in self.bootstrap_entries)
+            log.warning("no DHT bootstrap node answered (%s): this node knows no other", names)
+
+    async def _resolve(self, entry: BootstrapNode) -> Address | None:
+        assert self._loop is not None
+        if entry.suggested is not None:
+            try:
+                await self.request((entry.suggested, entry.port), InternalCommand.PING, internal=True, retries=1)
+                return entry.suggested, entry.port
+            except DHTError:
+                pass  # resolve the name instead
+        try:
+            infos = await self._loop.getaddrinfo(entry.host, entry.port, family=_socket.AF_INET, type=_socket.SOCK_DGRAM)
+        except OSError as exc:
+            log.warning("DHT bootstrap node %s:%d does not resolve: %s", entry.host, entry.port, exc)
+            return None
+        return str(infos[0][4][0]), entry.port
