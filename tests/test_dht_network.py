@@ -142,3 +142,48 @@ async def test_a_suggested_ip_is_tried_first_and_the_name_resolved_when_it_does_
         assert pinged == [("192.0.2.1", port)]
         assert dht.node.bootstrap_nodes == [("127.0.0.1", port)]
         assert len(dht.node.table) == 4
+
+
+async def test_an_adaptive_node_samples_its_address_and_becomes_persistent(dht_testnet: DHTTestnet) -> None:
+    """ephemeral=None: after adaptive_after, a reachable node with a consistent address stores too."""
+    from peersockets.dht.messages import node_id
+
+    adaptive = await dht_testnet.client(adaptive_after=0.2)
+    ephemeral = await dht_testnet.client(ephemeral=True)
+    assert not adaptive.persistent
+    for _ in range(100):
+        if adaptive.persistent:
+            break
+        await asyncio.sleep(0.05)
+    assert adaptive.persistent
+    assert adaptive.node.nat.host == "127.0.0.1" and adaptive.node.nat.port != 0
+    assert adaptive.node.id == node_id(adaptive.address)
+    assert not await adaptive.node.firewalled()
+    topic, kp = os.urandom(32), KeyPair.generate()
+    await asyncio.wait_for(ephemeral.announce(topic, kp), TIMEOUT)  # its table holds the new node now
+    assert adaptive._store is not None and adaptive._store.sizes()["records"] == 1
+    assert not ephemeral.persistent and ephemeral._store is None
+
+
+async def test_a_node_whose_replies_do_not_reach_its_server_socket_stays_ephemeral(
+    dht_testnet: DHTTestnet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The firewall check: PING_NAT replies must arrive on the server socket, at its own port."""
+    client = await dht_testnet.client()
+    for node in dht_testnet.nodes:  # the network answers PING_NAT at the source port, not the asked one
+        monkeypatch.setattr(node.node, "_on_internal", _ping_nat_to_source(node.node))
+    assert await client.node.firewalled()
+    assert not await client.node.try_persistent()
+    assert not client.persistent
+
+
+def _ping_nat_to_source(node: RPCNode):  # type: ignore[no-untyped-def]
+    real = node._on_internal
+
+    def on_internal(incoming):  # type: ignore[no-untyped-def]
+        if incoming.request.command == 1:  # PING_NAT: answer as a NAT that drops the redirect would
+            node.reply(incoming)
+            return
+        real(incoming)
+
+    return on_internal

@@ -43,6 +43,9 @@ DEFAULT_BOOTSTRAP: Final = (
 CommitMaker = Callable[[Reply], "asyncio.Future[tuple[Response, Address]] | None"]
 """Makes the commit request for one of the closest storing nodes (None: skip that node)."""
 
+ADAPTIVE_AFTER: Final = 20 * 60.0
+"""Seconds after start when a node with ``ephemeral=None`` tests for persistence (240 ticks)."""
+
 REANNOUNCE: Final = 5 * 60.0
 """Seconds between refreshes of an announcement (records live 13-26 minutes on the nodes)."""
 
@@ -61,9 +64,11 @@ class DHT:
 
     ``bootstrap``: "host:port" strings or (host, port) tuples (the public DHT by
     default; ``[]`` starts a new network). ``host``/``port``: the UDP socket.
-    ``ephemeral``: None or True for a client node that stores nothing; False for
+    ``ephemeral``: True for a client node that never stores anything; False for
     a persistent node whose bound address is its public address (a bootstrap
-    node, a local network).
+    node, a local network); None (the default, as hyperswarm) starts ephemeral
+    and, ``adaptive_after`` seconds later (20 minutes), becomes persistent if
+    its public address is consistent and reachable (dht-rpc's firewall check).
     """
 
     def __init__(
@@ -72,12 +77,17 @@ class DHT:
         host: str = "0.0.0.0",
         port: int = 0,
         ephemeral: bool | None = None,
+        adaptive_after: float = ADAPTIVE_AFTER,
     ) -> None:
         persistent = ephemeral is False
-        self.node = RPCNode(bootstrap=bootstrap, host=host, port=port, persistent=persistent)
+        self.node = RPCNode(
+            bootstrap=bootstrap,
+            host=host,
+            port=port,
+            persistent=persistent,
+            adaptive_after=adaptive_after if ephemeral is None else None,
+        )
         self._store: RecordStore | None = None
-        if persistent:
-            self.node.on_request = self._on_request
         self._announcing: dict[tuple[bytes, bytes], asyncio.Task[None]] = {}
         self._opened = False
 
@@ -95,9 +105,10 @@ class DHT:
         if self._opened:
             return
         self._opened = True
+        self.node.on_persistent = self._start_storing
         await self.node.open()
         if self.node.persistent:
-            self._store = RecordStore(asyncio.get_running_loop().time())
+            self._start_storing()
         if self.node.bootstrap_nodes:
             await self.node.bootstrap()
 
@@ -105,6 +116,16 @@ class DHT:
     def address(self) -> Address:
         """(host, port) of this node's UDP socket."""
         return self.node.address
+
+    @property
+    def persistent(self) -> bool:
+        """Whether this node stores records for others (and is in their routing tables)."""
+        return self.node.persistent
+
+    def _start_storing(self) -> None:
+        if self._store is None:
+            self._store = RecordStore(asyncio.get_running_loop().time())
+            self.node.on_request = self._on_request
 
     async def close(self) -> None:
         """Stop refreshing announcements and close the sockets."""

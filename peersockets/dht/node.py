@@ -9,7 +9,11 @@ clock, and answers dht-rpc's internal commands. Application commands
 Modes: an ephemeral node (the default) sends no id and is in nobody's
 routing table. ``persistent=True`` makes a node that answers as a storing
 node with id H(its bound address); it is meant for nodes whose bound address
-is their public one (a bootstrap node, a node on a local network).
+is their public one (a bootstrap node, a node on a local network). With
+``adaptive_after`` an ephemeral node samples its public address from the
+replies it gets (``nat``) and, that long after start, becomes persistent if
+the address is consistent and strangers can reach it (``firewalled()``), as
+dht-rpc's adaptive mode does after 20 minutes.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from ..errors import DecodeError, DHTError, DHTTimeout, InvalidSetting
 from ..udx import UDXSocket
 from . import messages as m
 from .messages import Address, ErrorCode, InternalCommand, Request, Response
+from .nat import NatSampler
 from .query import Query, Reply
 from .routing import Node, RoutingTable
 from .rpc import Requests
@@ -104,6 +109,7 @@ class RPCNode:
         host: str = "0.0.0.0",
         port: int = 0,
         persistent: bool = False,
+        adaptive_after: float | None = None,
         on_request: RequestHandler | None = None,
     ) -> None:
         self.bootstrap_entries = parse_bootstrap(bootstrap)
@@ -112,7 +118,15 @@ class RPCNode:
         self.host = host
         self.port = port
         self.persistent = persistent
+        if adaptive_after is not None and adaptive_after <= 0:
+            raise InvalidSetting(f"adaptive_after must be > 0 seconds or None, got {adaptive_after!r}")
+        self.adaptive_after = adaptive_after
+        """Seconds after start when an ephemeral node tests whether it can become persistent
+        (dht-rpc's adaptive mode: 240 ticks, 20 min); None: never."""
+        self._adaptive: asyncio.Task[bool] | None = None
         self.on_request = on_request
+        self.on_persistent: Callable[[], None] | None = None
+        """Called once when an adaptive node becomes persistent."""
         self.server: UDXSocket | None = None
         self.client: UDXSocket | None = None
         self.id = os.urandom(32)
@@ -128,6 +142,10 @@ class RPCNode:
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.last_query: Query | None = None
+        self.nat = NatSampler()
+        """Samples of our public address, from the ``to`` of the replies we get."""
+        self._arrivals: dict[int, UDXSocket | None] = {}
+        """tids whose response's arrival socket the firewall check wants to know."""
         self.stats = {"requests_in": 0, "requests_out": 0, "responses_in": 0, "timeouts": 0}
 
     # ---------------------------------------------------------------- lifecycle
@@ -143,6 +161,15 @@ class RPCNode:
             self.id = m.node_id(self.address)
             self.table = RoutingTable(self.id)
         self._ticker = self._loop.call_later(TICK_MS / 1000, self._on_tick)
+        if self.adaptive_after is not None and not self.persistent:
+            self._adaptive = self._loop.create_task(self._adapt(self.adaptive_after))
+
+    async def _adapt(self, delay: float) -> bool:
+        await asyncio.sleep(delay)
+        try:
+            return await self.try_persistent()
+        except DHTError:
+            return False
 
     @property
     def address(self) -> Address:
@@ -159,6 +186,10 @@ class RPCNode:
         if self._closed:
             return
         self._closed = True
+        if self._adaptive is not None:
+            self._adaptive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._adaptive
         for handle in (self._timer, self._ticker):
             if handle is not None:
                 handle.cancel()
@@ -195,6 +226,18 @@ class RPCNode:
         retries: int = 3,
     ) -> asyncio.Future[tuple[Response, Address]]:
         """Send a request to ``address``; the future gets (response, source) or DHTTimeout."""
+        return self._send_request(address, command, internal, target, value, token, retries)[1]
+
+    def _send_request(
+        self,
+        address: Address,
+        command: int,
+        internal: bool,
+        target: bytes | None,
+        value: bytes | None,
+        token: bytes | None,
+        retries: int,
+    ) -> tuple[int, asyncio.Future[tuple[Response, Address]]]:
         if self._closed or self._loop is None:
             raise DHTError("the DHT node is closed")
         sender_id = self.id if self.persistent else None
@@ -204,7 +247,7 @@ class RPCNode:
         self._waiters[tid] = future
         self.stats["requests_out"] += 1
         self._flush()
-        return future
+        return tid, future
 
     def _socket_out(self) -> UDXSocket:
         sock = self.server if self.persistent else self.client
@@ -269,6 +312,10 @@ class RPCNode:
         if accepted is not None:
             self._saw(accepted, source)
         if isinstance(message, Response):
+            if message.tid in self._arrivals:
+                self._arrivals[message.tid] = sock  # a firewall probe: sampled on its own
+            elif message.to[1]:
+                self.nat.add(*message.to)  # where that node saw us: a sample of our public address
             self._on_response(message, source)
         else:
             self.stats["requests_in"] += 1
@@ -310,17 +357,20 @@ class RPCNode:
         closer: tuple[Address, ...] = ()
         if closer_nodes and request.target is not None:
             closer = tuple(node.address for node in self.table.closest(request.target))
-        from_server = incoming.socket is self.server
         response = Response(
             request.tid,
             incoming.source,
-            self.id if self.persistent and from_server else None,
+            self._reply_id(incoming),
             self.tokens.token(host) if token else None,
             closer,
             error,
             value,
         )
         incoming.socket.send(response.encode(), incoming.source)
+
+    def _reply_id(self, incoming: Incoming) -> bytes | None:
+        """Our id, in replies a persistent node sends from its server socket."""
+        return self.id if self.persistent and incoming.socket is self.server else None
 
     def _on_request(self, incoming: Incoming) -> None:
         request = incoming.request
@@ -348,8 +398,9 @@ class RPCNode:
             port = m.ping_nat_port(request.value)
             if port is None:
                 return
-            response = Response(request.tid, incoming.source, None, None, (), 0, None)
-            incoming.socket.send(response.encode(), (incoming.source[0], port))
+            redirected = (incoming.source[0], port)  # the reply says, and goes to, the asked port
+            response = Response(request.tid, redirected, self._reply_id(incoming), None, (), 0, None)
+            incoming.socket.send(response.encode(), redirected)
         elif command == InternalCommand.FIND_NODE:
             if request.target is None:
                 return
@@ -453,3 +504,68 @@ class RPCNode:
             log.warning("DHT bootstrap node %s:%d does not resolve: %s", entry.host, entry.port, exc)
             return None
         return str(infos[0][4][0]), entry.port
+
+    # ---------------------------------------------------------------- NAT and firewall
+
+    async def firewalled(self) -> bool:
+        """True unless strangers can reach our server socket at the address they see (below)."""
+        return await self.reachable_address() is None
+
+    async def reachable_address(self) -> Address | None:
+        """dht-rpc's firewall check: our public address if strangers can reach our server socket.
+
+        PING_NAT (asking for the reply on our server socket's port) goes to up to five
+        recent table nodes and the bootstrap nodes. Reachable if enough replies arrive
+        on the server socket (3 when 5 or more were asked, else 1), and the address
+        they report is consistent, at the sampled host, with our server socket's port.
+        """
+        assert self.server is not None
+        server_port = self.server.address[1]
+        candidates = [node.address for node in list(self.table)[-5:]]
+        candidates += [address for address in self.bootstrap_nodes if address not in candidates]
+        if not candidates or self.nat.host is None:
+            return None
+        value = m.ping_nat_value(server_port)
+        tids: list[int] = []
+        futures = []
+        for address in candidates:
+            tid, future = self._send_request(address, InternalCommand.PING_NAT, True, None, value, None, 0)
+            self._arrivals[tid] = None
+            futures.append(future)
+            tids.append(tid)
+        try:
+            results = await asyncio.gather(*futures, return_exceptions=True)
+        finally:
+            arrivals = {tid: self._arrivals.pop(tid, None) for tid in tids}
+        probe = NatSampler()
+        confirmed = 0
+        for tid, result in zip(tids, results, strict=True):
+            if isinstance(result, BaseException) or arrivals[tid] is not self.server:
+                continue
+            response, _source = result
+            confirmed += 1
+            probe.add(*response.to)
+        needed = 3 if len(candidates) >= 5 else 1
+        if confirmed < needed or probe.host != self.nat.host or probe.port != server_port:
+            return None
+        return probe.host, probe.port
+
+    async def try_persistent(self) -> bool:
+        """Become persistent if our address is consistent and reachable: id = H(public address)."""
+        if self.persistent or self.server is None:
+            return self.persistent
+        host, port = self.nat.host, self.nat.port
+        if host is None or port == 0:
+            return False  # no sample yet, or a port-randomizing NAT
+        public = await self.reachable_address()
+        if public is None or (self.nat.host, self.nat.port) != (host, port) or self.persistent:
+            return False  # firewalled, or our address changed meanwhile
+        self.id = m.node_id(public)
+        self.table, _left_out = self.table.with_id(self.id)
+        self.persistent = True
+        if self.on_persistent is not None:
+            self.on_persistent()
+        log.info("the DHT node is persistent now, at %s:%d", *public)
+        with contextlib.suppress(DHTError):
+            await self.find_node(self.id)
+        return True
