@@ -42,12 +42,24 @@ def test_imports_go_down_only(layer: str) -> None:
     assert not imported & above, f"{layer}.py imports {imported & above}"
 
 
-UDX_CORES = ["packet.py", "stream.py", "congestion.py"]
+SANS_IO_CORES = [
+    "udx/packet.py",
+    "udx/stream.py",
+    "udx/congestion.py",
+    "dht/messages.py",
+    "dht/rpc.py",
+    "dht/query.py",
+    "dht/routing.py",
+    "dht/tokens.py",
+    "dht/nat.py",
+    "dht/records.py",
+    "dht/store.py",
+]
 
 
-@pytest.mark.parametrize("name", UDX_CORES)
-def test_the_udx_cores_are_sans_io(name: str) -> None:
-    source = (PACKAGE / "udx" / name).read_text()
+@pytest.mark.parametrize("name", SANS_IO_CORES)
+def test_the_udx_and_dht_cores_are_sans_io(name: str) -> None:
+    source = (PACKAGE / name).read_text()
     tree = ast.parse(source)
     imported = {
         alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
@@ -63,4 +75,19 @@ def test_udx_sits_below_connection_and_above_errors_only(path: Path) -> None:
         (node.level, node.module or "") for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level
     }
     outside = {module for level, module in relative if level >= 2 and module != "errors"}
+    assert not outside, f"{path.name} imports {outside}"
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "dht").glob("*.py")), ids=lambda p: p.name)
+def test_dht_sits_on_udx_and_the_wire_codecs_only(path: Path) -> None:
+    """dht/ imports errors, udx (its sockets) and wire's codecs and crypto: nothing above."""
+    tree = ast.parse(path.read_text())
+    relative = {
+        (node.level, node.module or "") for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level
+    }
+    outside = {
+        module
+        for level, module in relative
+        if level >= 2 and module not in ("errors", "udx") and not module.startswith("wire.")
+    }
     assert not outside, f"{path.name} imports {outside}"
