@@ -73,11 +73,13 @@ class DHTTestnet:
     then look themselves up once more so that every table holds every node.
     """
 
-    def __init__(self, size: int = 4, host: str = "127.0.0.1") -> None:
+    def __init__(self, size: int = 4, host: str = "127.0.0.1", **options: Any) -> None:
         if size < 1:
             raise ValueError(f"a testnet needs at least 1 node, got {size}")
         self.size = size
         self.host = host
+        self.options = options
+        """Keyword options for every node (DHT's: attempt_timeout, ...)."""
         self.nodes: list[DHT] = []
         self._clients: list[DHT] = []
 
@@ -91,11 +93,11 @@ class DHTTestnet:
 
     async def start(self) -> None:
         """Start every node."""
-        first = DHT(bootstrap=[], host=self.host, ephemeral=False)
+        first = DHT(bootstrap=[], host=self.host, ephemeral=False, **self.options)
         self.nodes.append(first)
         await first.open()
         for _ in range(self.size - 1):
-            node = DHT(bootstrap=self.bootstrap, host=self.host, ephemeral=False)
+            node = DHT(bootstrap=self.bootstrap, host=self.host, ephemeral=False, **self.options)
             self.nodes.append(node)
             await node.open()
         for node in self.nodes[1:]:
@@ -103,7 +105,7 @@ class DHTTestnet:
 
     async def client(self, **options: Any) -> DHT:
         """An ephemeral node on this network, closed with the testnet."""
-        client = DHT(bootstrap=self.bootstrap, host=self.host, **options)
+        client = DHT(bootstrap=self.bootstrap, host=self.host, **{**self.options, **options})
         self._clients.append(client)
         await client.open()
         return client

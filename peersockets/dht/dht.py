@@ -24,6 +24,7 @@ from . import records as r
 from .messages import Address, ErrorCode, Response
 from .node import Incoming, RPCNode
 from .query import Reply
+from .rpc import ATTEMPT_TIMEOUT
 from .store import RecordStore
 from .store import Reply as StoreReply
 
@@ -69,6 +70,8 @@ class DHT:
     node, a local network); None (the default, as hyperswarm) starts ephemeral
     and, ``adaptive_after`` seconds later (20 minutes), becomes persistent if
     its public address is consistent and reachable (dht-rpc's firewall check).
+    ``attempt_timeout``: seconds each send of a request waits (dht-rpc's 1 s; a
+    request is sent 4 times, a query's 6).
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class DHT:
         port: int = 0,
         ephemeral: bool | None = None,
         adaptive_after: float = ADAPTIVE_AFTER,
+        attempt_timeout: float = ATTEMPT_TIMEOUT,
     ) -> None:
         persistent = ephemeral is False
         self.node = RPCNode(
@@ -86,6 +90,7 @@ class DHT:
             port=port,
             persistent=persistent,
             adaptive_after=adaptive_after if ephemeral is None else None,
+            attempt_timeout=attempt_timeout,
         )
         self._store: RecordStore | None = None
         self._announcing: dict[tuple[bytes, bytes], asyncio.Task[None]] = {}

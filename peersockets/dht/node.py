@@ -24,9 +24,9 @@ import logging
 import os
 import random
 import socket as _socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from ..errors import DecodeError, DHTError, DHTTimeout, InvalidSetting
 from ..udx import UDXSocket
@@ -34,8 +34,8 @@ from . import messages as m
 from .messages import Address, ErrorCode, InternalCommand, Request, Response
 from .nat import NatSampler
 from .query import Query, Reply
-from .routing import Node, RoutingTable
-from .rpc import Requests
+from .routing import MAX_REPINGS, Node, RoutingTable
+from .rpc import ATTEMPT_TIMEOUT, Requests
 from .tokens import TICK_MS, Tokens
 
 __all__ = ["BootstrapNode", "Incoming", "RPCNode", "parse_bootstrap"]
@@ -45,6 +45,14 @@ log = logging.getLogger(__name__)
 TICK: Final = 5.0
 """Seconds of one maintenance tick (dht-rpc's 5000 ms)."""
 
+PING_TICKS: Final = 8
+"""Every 8 ticks the least recently seen table nodes are pinged."""
+PINGS_PER_ROUND: Final = 5
+REFRESH_TICKS: Final = 60
+"""A background query runs after 60 ticks (5 min) without one..."""
+SMALL_TABLE_REFRESH_TICKS: Final = 64
+"""... and every 64 ticks while the table has fewer than 20 nodes."""
+MAX_DOWN_HINTS_PER_TICK: Final = 50
 MAX_DELAYED_PING: Final = 10_000
 MAX_DOWN_HINT_CHECKS: Final = 10
 QUERY_RETRIES: Final = 5
@@ -110,6 +118,7 @@ class RPCNode:
         port: int = 0,
         persistent: bool = False,
         adaptive_after: float | None = None,
+        attempt_timeout: float = ATTEMPT_TIMEOUT,
         on_request: RequestHandler | None = None,
     ) -> None:
         self.bootstrap_entries = parse_bootstrap(bootstrap)
@@ -133,7 +142,7 @@ class RPCNode:
         """Our table id: H(our address) when persistent, else random and never sent."""
         self.table = RoutingTable(self.id)
         self.tokens = Tokens()
-        self._requests = Requests(random.randrange(0x10000))
+        self._requests = Requests(random.randrange(0x10000), attempt_timeout=attempt_timeout)
         self._waiters: dict[int, asyncio.Future[tuple[Response, Address]]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._ticker: asyncio.TimerHandle | None = None
@@ -144,6 +153,11 @@ class RPCNode:
         self.last_query: Query | None = None
         self.nat = NatSampler()
         """Samples of our public address, from the ``to`` of the replies we get."""
+        self._maintenance: set[asyncio.Task[object]] = set()
+        self._repinging = 0
+        self._down_checks = 0
+        self._down_hints_sent = 0
+        self._last_query_tick = 0
         self._arrivals: dict[int, UDXSocket | None] = {}
         """tids whose response's arrival socket the firewall check wants to know."""
         self.stats = {"requests_in": 0, "requests_out": 0, "responses_in": 0, "timeouts": 0}
@@ -190,6 +204,8 @@ class RPCNode:
             self._adaptive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._adaptive
+        for task in list(self._maintenance):
+            task.cancel()
         for handle in (self._timer, self._ticker):
             if handle is not None:
                 handle.cancel()
@@ -209,8 +225,46 @@ class RPCNode:
         self._token_ticks += 1
         if self._token_ticks * TICK_MS >= TICK * 1000:
             self._token_ticks = 0
-            self._tick += 1
+            self._maintain()
         self._ticker = self._loop.call_later(TICK_MS / 1000, self._on_tick)
+
+    def _maintain(self) -> None:
+        """dht-rpc's tick: every 8th pings the least recently seen nodes; idle tables refresh."""
+        assert self._loop is not None
+        self._tick += 1
+        self._down_hints_sent = 0
+        if self._tick % PING_TICKS == 0 and len(self.table):
+            oldest = sorted(self.table, key=lambda node: node.seen)[:PINGS_PER_ROUND]
+            for stale in oldest:
+                self._background(self._check_alive(stale))
+        idle = self._tick - self._last_query_tick
+        if idle >= REFRESH_TICKS or (len(self.table) < 20 and self._tick % SMALL_TABLE_REFRESH_TICKS == 0):
+            self._last_query_tick = self._tick
+            picked = self.table.random()
+            self._background(self.find_node(picked.id if picked is not None else self.id))
+
+    def _background(self, coroutine: Coroutine[Any, Any, object]) -> None:
+        """Run maintenance work; its failures are expected (dead nodes) and only logged."""
+        assert self._loop is not None
+        task = self._loop.create_task(coroutine)
+        self._maintenance.add(task)
+        task.add_done_callback(self._maintenance_done)
+
+    def _maintenance_done(self, task: asyncio.Task[object]) -> None:
+        self._maintenance.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("DHT maintenance: %s", task.exception())
+
+    async def _check_alive(self, node: Node) -> bool:
+        """Ping a table node; one that does not answer, or answers without its id, is removed."""
+        node.pinged = self._tick
+        seen = node.seen
+        with contextlib.suppress(DHTError):  # a timeout removed it already
+            await self.request(node.address, InternalCommand.PING, internal=True)
+        if node.seen == seen and self.table.get(node.id) is node:
+            self.table.remove(node.id)
+            return False
+        return True
 
     # ---------------------------------------------------------------- requests
 
@@ -328,7 +382,21 @@ class RPCNode:
         if node is not None:
             node.seen = self._tick
             return
-        self.table.add(Node(id_, source[0], source[1], added=self._tick, seen=self._tick, pinged=self._tick))
+        fresh = Node(id_, source[0], source[1], added=self._tick, seen=self._tick, pinged=self._tick)
+        if self.table.add(fresh) or self._repinging >= MAX_REPINGS:
+            return
+        candidate = self.table.reping_candidate(id_, self._tick)
+        if candidate is not None:
+            self._repinging += 1
+            self._background(self._reping_and_swap(candidate, fresh))
+
+    async def _reping_and_swap(self, old: Node, fresh: Node) -> None:
+        """A full row: the least recently pinged node keeps its place only if it answers."""
+        try:
+            if not await self._check_alive(old) and self.table.get(fresh.id) is None:
+                self.table.add(fresh)
+        finally:
+            self._repinging -= 1
 
     def _on_response(self, response: Response, source: Address) -> None:
         pending = self._requests.response(response)
@@ -407,6 +475,14 @@ class RPCNode:
             self.reply(incoming, closer_nodes=True)
         elif command == InternalCommand.DOWN_HINT:
             self.reply(incoming)
+            down = m.down_hint_address(request.value)
+            node = self.table.get(m.node_id(down)) if down is not None else None
+            if node is not None and self._down_checks < MAX_DOWN_HINT_CHECKS and (
+                node.pinged < self._tick or node.down_hints == 0
+            ):
+                node.down_hints += 1
+                self._down_checks += 1
+                self._background(self._down_check(node))
         elif command == InternalCommand.DELAYED_PING:
             delay = m.delayed_ping_delay(request.value)
             if delay is None or delay > MAX_DELAYED_PING:
@@ -415,6 +491,22 @@ class RPCNode:
             self._loop.call_later(delay / 1000, self.reply, incoming)
         else:
             self.reply(incoming, closer_nodes=True, error=ErrorCode.UNKNOWN_COMMAND)
+
+    async def _down_check(self, node: Node) -> None:
+        try:
+            await self._check_alive(node)
+        finally:
+            self._down_checks -= 1
+
+    def _hint_down(self, down: Address, referrers: list[Address]) -> None:
+        """Tell the nodes that named ``down`` in a query that it did not answer (50 a tick)."""
+        value = m.down_hint_value(down)
+        for referrer in referrers:
+            if self._down_hints_sent >= MAX_DOWN_HINTS_PER_TICK:
+                return
+            self._down_hints_sent += 1
+            future = self.request(referrer, InternalCommand.DOWN_HINT, internal=True, value=value, retries=2)
+            future.add_done_callback(_ignore_result)
 
     # ---------------------------------------------------------------- queries
 
@@ -435,6 +527,7 @@ class RPCNode:
             seed_list += [b for b in self.bootstrap_nodes if b not in seed_list]
         query = Query(target, seed_list, own_id=self.id if self.persistent else None)
         self.last_query = query
+        self._last_query_tick = self._tick
         waiting: dict[asyncio.Future[tuple[Response, Address]], Address] = {}
         try:
             while True:
@@ -451,7 +544,9 @@ class RPCNode:
                     try:
                         response, source = future.result()
                     except DHTError:
-                        query.timed_out(address)
+                        referrers = query.timed_out(address)
+                        if referrers:
+                            self._hint_down(address, referrers)
                         continue
                     accepted = m.accepted_id(response.id, source)
                     query.replied(address, response, accepted)
@@ -569,3 +664,8 @@ class RPCNode:
         with contextlib.suppress(DHTError):
             await self.find_node(self.id)
         return True
+
+
+def _ignore_result(future: asyncio.Future[tuple[Response, Address]]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -57,6 +57,8 @@ class Query:
         self._candidates: list[tuple[int, Address]] = []
         self._seen: set[Address] = set()
         self._in_flight: set[Address] = set()
+        self._referrers: dict[Address, list[Address]] = {}
+        """Who named each candidate in its closer nodes: told with a DOWN_HINT if it is dead."""
         self.closest_replies: list[Reply] = []
         """Replies with an accepted id, closest to the target first, at most k."""
         self.replies = 0
@@ -96,6 +98,10 @@ class Query:
             self._rank(Reply(address, accepted_id, response))
         for node in response.closer_nodes:
             self._offer(node)
+            if node in self._seen and node not in self._in_flight:
+                referrers = self._referrers.setdefault(node, [])
+                if len(referrers) < 4 and address not in referrers:
+                    referrers.append(address)
 
     def _rank(self, reply: Reply) -> None:
         assert reply.id is not None
@@ -110,10 +116,11 @@ class Query:
         closest.insert(index, reply)
         del closest[self.k :]
 
-    def timed_out(self, address: Address) -> None:
-        """The request to ``address`` ran out of sends."""
+    def timed_out(self, address: Address) -> list[Address]:
+        """The request to ``address`` ran out of sends; returns the nodes that named it."""
         self._in_flight.discard(address)
         self.timeouts += 1
+        return self._referrers.pop(address, [])
 
     @property
     def in_flight(self) -> int:
