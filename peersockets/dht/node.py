@@ -604,9 +604,14 @@ class RPCNode:
 
     async def firewalled(self) -> bool:
         """True unless strangers can reach our server socket at the address they see (below)."""
-        return await self.reachable_address() is None
+        return await self._probe_reachability() is None
 
     async def reachable_address(self) -> Address | None:
+        """Our public address if strangers can reach our server socket there (below), else None."""
+        probe = await self._probe_reachability()
+        return None if probe is None or probe.host is None else (probe.host, probe.port)
+
+    async def _probe_reachability(self) -> NatSampler | None:
         """dht-rpc's firewall check: our public address if strangers can reach our server socket.
 
         PING_NAT (asking for the reply on our server socket's port) goes to up to five
@@ -643,7 +648,7 @@ class RPCNode:
         needed = 3 if len(candidates) >= 5 else 1
         if confirmed < needed or probe.host != self.nat.host or probe.port != server_port:
             return None
-        return probe.host, probe.port
+        return probe
 
     async def try_persistent(self) -> bool:
         """Become persistent if our address is consistent and reachable: id = H(public address)."""
@@ -652,9 +657,11 @@ class RPCNode:
         host, port = self.nat.host, self.nat.port
         if host is None or port == 0:
             return False  # no sample yet, or a port-randomizing NAT
-        public = await self.reachable_address()
-        if public is None or (self.nat.host, self.nat.port) != (host, port) or self.persistent:
+        probe = await self._probe_reachability()
+        if probe is None or probe.host is None or (self.nat.host, self.nat.port) != (host, port) or self.persistent:
             return False  # firewalled, or our address changed meanwhile
+        public = (probe.host, probe.port)
+        self.nat = probe  # from now on requests leave from the server socket: its samples count
         self.id = m.node_id(public)
         self.table, _left_out = self.table.with_id(self.id)
         self.persistent = True
