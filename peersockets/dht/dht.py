@@ -24,6 +24,7 @@ from . import records as r
 from .messages import Address, ErrorCode, Response
 from .node import Incoming, RPCNode
 from .query import Reply
+from .ratelimit import DEFAULT_RATE
 from .rpc import ATTEMPT_TIMEOUT
 from .store import RecordStore
 from .store import Reply as StoreReply
@@ -71,7 +72,9 @@ class DHT:
     and, ``adaptive_after`` seconds later (20 minutes), becomes persistent if
     its public address is consistent and reachable (dht-rpc's firewall check).
     ``attempt_timeout``: seconds each send of a request waits (dht-rpc's 1 s; a
-    request is sent 4 times, a query's 6).
+    request is sent 4 times, a query's 6). ``request_rate``: requests a second
+    each source (host, port) may make after a burst of twice that; the rest get
+    no answer (8192 sources are remembered, the least recent forgotten first).
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class DHT:
         ephemeral: bool | None = None,
         adaptive_after: float = ADAPTIVE_AFTER,
         attempt_timeout: float = ATTEMPT_TIMEOUT,
+        request_rate: float = DEFAULT_RATE,
     ) -> None:
         persistent = ephemeral is False
         self.node = RPCNode(
@@ -91,6 +95,7 @@ class DHT:
             persistent=persistent,
             adaptive_after=adaptive_after if ephemeral is None else None,
             attempt_timeout=attempt_timeout,
+            request_rate=request_rate,
         )
         self._store: RecordStore | None = None
         self._announcing: dict[tuple[bytes, bytes], asyncio.Task[None]] = {}

@@ -34,6 +34,7 @@ from . import messages as m
 from .messages import Address, ErrorCode, InternalCommand, Request, Response
 from .nat import NatSampler
 from .query import Query, Reply
+from .ratelimit import DEFAULT_RATE, RateLimiter
 from .routing import MAX_REPINGS, Node, RoutingTable
 from .rpc import ATTEMPT_TIMEOUT, Requests
 from .tokens import TICK_MS, Tokens
@@ -119,6 +120,7 @@ class RPCNode:
         persistent: bool = False,
         adaptive_after: float | None = None,
         attempt_timeout: float = ATTEMPT_TIMEOUT,
+        request_rate: float = DEFAULT_RATE,
         on_request: RequestHandler | None = None,
     ) -> None:
         self.bootstrap_entries = parse_bootstrap(bootstrap)
@@ -142,6 +144,8 @@ class RPCNode:
         """Our table id: H(our address) when persistent, else random and never sent."""
         self.table = RoutingTable(self.id)
         self.tokens = Tokens()
+        self.limiter = RateLimiter(request_rate, max(1, int(2 * request_rate)))
+        """Requests a second each source (host, port) may make; the rest get no answer."""
         self._requests = Requests(random.randrange(0x10000), attempt_timeout=attempt_timeout)
         self._waiters: dict[int, asyncio.Future[tuple[Response, Address]]] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -372,6 +376,9 @@ class RPCNode:
                 self.nat.add(*message.to)  # where that node saw us: a sample of our public address
             self._on_response(message, source)
         else:
+            assert self._loop is not None
+            if not self.limiter.allow(source, self._loop.time()):
+                return
             self.stats["requests_in"] += 1
             self._on_request(Incoming(message, source, accepted, sock))
 

@@ -1,0 +1,92 @@
+"""A DHT node answers strangers: per-source rates, bounded tables, junk refused quietly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import pytest
+
+from peersockets.dht import DHT
+from peersockets.dht.messages import InternalCommand, Request, Response, decode
+from peersockets.dht.ratelimit import RateLimiter
+from peersockets.errors import InvalidSetting
+from peersockets.testing import DHTTestnet
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_a_source_gets_its_burst_then_its_rate() -> None:
+    limiter = RateLimiter(rate=10, burst=20)
+    source = ("127.0.0.1", 4000)
+    assert sum(limiter.allow(source, 0.0) for _ in range(100)) == 20
+    assert sum(limiter.allow(source, 1.0) for _ in range(100)) == 10  # one second refills 10
+    assert limiter.allow(("127.0.0.1", 4001), 1.0)  # another source has its own bucket
+    assert limiter.refused == 170
+
+
+def test_the_table_of_sources_is_bounded() -> None:
+    limiter = RateLimiter(rate=10, burst=20, max_sources=100)
+    for port in range(1, 10_001):
+        limiter.allow(("127.0.0.1", port), 0.0)
+    assert len(limiter) == 100
+
+
+@pytest.mark.parametrize("setting", [{"rate": 0}, {"burst": 0}, {"max_sources": 0}])
+def test_bad_limits_are_refused(setting: dict[str, float]) -> None:
+    with pytest.raises(InvalidSetting):
+        RateLimiter(**setting)  # type: ignore[arg-type]
+
+
+async def test_a_flooding_socket_is_cut_to_its_rate_and_others_are_still_answered() -> None:
+    async with DHT(bootstrap=[], host="127.0.0.1", ephemeral=False, request_rate=50) as node:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flood, socket.socket(
+            socket.AF_INET, socket.SOCK_DGRAM
+        ) as other:
+            for sock in (flood, other):
+                sock.bind(("127.0.0.1", 0))
+                sock.settimeout(0.5)
+            for tid in range(1000):
+                flood.sendto(Request(tid, node.address, InternalCommand.PING, internal=True).encode(), node.address)
+            await asyncio.sleep(0.5)
+            answered = 0
+            flood.setblocking(False)
+            while True:
+                try:
+                    data = flood.recv(2048)
+                except BlockingIOError:
+                    break
+                assert isinstance(decode(data), Response)
+                answered += 1
+            assert 100 <= answered <= 140  # the burst (2 x 50) and what 50 a second refilled
+            other.sendto(Request(1, node.address, InternalCommand.PING, internal=True).encode(), node.address)
+            reply = await asyncio.get_running_loop().run_in_executor(None, other.recv, 2048)
+            assert isinstance(decode(reply), Response)
+            assert node.node.limiter.refused >= 850
+
+
+async def test_junk_datagrams_get_no_answer_and_break_nothing() -> None:
+    async with DHTTestnet(2) as testnet:
+        target = testnet.nodes[0]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as junk:
+            junk.bind(("127.0.0.1", 0))
+            junk.setblocking(False)
+            rng = os.urandom
+            for _ in range(300):
+                kind = rng(1)[0] % 3
+                data = (b"\x03", b"\x13", b"")[kind] + rng(rng(1)[0] % 120)
+                junk.sendto(data, target.address)
+            await asyncio.sleep(0.3)
+            answers = 0
+            while True:
+                try:
+                    junk.recv(2048)
+                    answers += 1
+                except BlockingIOError:
+                    break
+        # whatever decoded as a request may be answered; nothing else is, and the node still works
+        client = await testnet.client()
+        key = await asyncio.wait_for(client.immutable_put(b"still serving"), 20)
+        assert await asyncio.wait_for(client.immutable_get(key), 20) == b"still serving"
+        assert answers <= 300
