@@ -87,7 +87,7 @@ class Worker:
         self.join_changed = asyncio.Event()
         self.tasks = Tasks()
         self.listening = False
-        self.profiler = CommandProfiler(profile_path, dump_when_unused=True)
+        self.profiler = CommandProfiler(profile_path)
 
     # -- commands -------------------------------------------------------------------
 

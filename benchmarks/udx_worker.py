@@ -114,7 +114,7 @@ class Worker:
         self.sock: UDXSocket | None = None
         self.streams: dict[int, Stream] = {}
         self.tasks = Tasks()
-        self.profiler = CommandProfiler(profile_path, dump_when_unused=False)
+        self.profiler = CommandProfiler(profile_path)
 
     # -- commands -------------------------------------------------------------------
 

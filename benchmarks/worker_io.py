@@ -95,14 +95,11 @@ class Tasks:
 
 class CommandProfiler:
     """cProfile, switched on by the timed commands for their timed phase only and
-    written to ``path`` at exit; does nothing without a path.
+    written to ``path`` at exit; does nothing without a path, and writes nothing if
+    no command switched it on (an empty stats file breaks ``profile_summary``)."""
 
-    ``dump_when_unused``: write the (empty) stats even if no command switched it on.
-    """
-
-    def __init__(self, path: str | None, *, dump_when_unused: bool) -> None:
+    def __init__(self, path: str | None) -> None:
         self.path = path
-        self.dump_when_unused = dump_when_unused
         self._profile = cProfile.Profile() if path else None
         self._used = False
 
@@ -118,9 +115,8 @@ class CommandProfiler:
             self._profile.disable()
 
     def dump(self) -> None:
-        """Write the stats to ``path`` (if there is one and, unless ``dump_when_unused``,
-        if anything was profiled)."""
-        if self._profile is not None and self.path and (self._used or self.dump_when_unused):
+        """Write the stats to ``path``, if there is one and anything was profiled."""
+        if self._profile is not None and self.path and self._used:
             self._profile.dump_stats(self.path)
 
 
