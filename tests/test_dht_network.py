@@ -12,7 +12,7 @@ from peersockets.dht import DHT, PeerRecord
 from peersockets.dht.node import RPCNode, parse_bootstrap
 from peersockets.errors import DHTError, InvalidKey, InvalidSetting
 from peersockets.testing import DHTTestnet
-from peersockets.wire.crypto import KeyPair
+from peersockets.wire.crypto import KeyPair, blake2b_256
 
 pytestmark = pytest.mark.timeout(60)
 TIMEOUT = 20.0
@@ -67,8 +67,6 @@ async def test_immutable_and_mutable_values(dht_testnet: DHTTestnet) -> None:
 
 
 async def test_find_peer_after_a_self_announce(dht_testnet: DHTTestnet) -> None:
-    from peersockets.wire.crypto import blake2b_256
-
     client = await dht_testnet.client()
     kp = KeyPair.from_seed(b"\x04" * 32)
     await asyncio.wait_for(client.announce(blake2b_256(kp.public_key), kp), TIMEOUT)
@@ -187,3 +185,27 @@ def _ping_nat_to_source(node: RPCNode):  # type: ignore[no-untyped-def]
         real(incoming)
 
     return on_internal
+
+
+async def test_a_write_overlapped_by_another_query_commits_to_its_own_closest_nodes() -> None:
+    """Each query keeps its own closest nodes: a put that a slower lookup overlaps still
+    commits to the nodes its own query found (it once took the other query's)."""
+    from peersockets.dht.node import Incoming
+
+    slow_target = os.urandom(32)
+
+    def on_request(node: RPCNode, incoming: Incoming) -> None:
+        delay = 1.5 if incoming.request.target == slow_target else 0.2
+        asyncio.get_running_loop().call_later(delay, lambda: node.reply(incoming, token=True, closer_nodes=True))
+
+    storing = RPCNode(bootstrap=[], host="127.0.0.1", persistent=True, on_request=on_request)
+    await storing.open()
+    try:
+        async with DHT(bootstrap=[storing.address], host="127.0.0.1", ephemeral=True) as dht:
+            put = asyncio.ensure_future(dht.immutable_put(b"value"))  # its query ends after 0.2 s
+            await asyncio.sleep(0.05)
+            lookup = asyncio.ensure_future(found(dht, slow_target))  # this one after 1.5 s
+            assert await asyncio.wait_for(put, TIMEOUT) == blake2b_256(b"value")
+            assert await asyncio.wait_for(lookup, TIMEOUT) == set()
+    finally:
+        await storing.close()

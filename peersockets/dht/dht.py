@@ -263,10 +263,10 @@ class DHT:
         self, target: bytes, command: int, value: bytes | None, commit: CommitMaker
     ) -> int:
         """Run the query, then send one commit per closest storing node; how many succeeded."""
-        async for _reply in self.node.query(target, command, value=value):
+        run = self.node.query(target, command, value=value)
+        async for _reply in run:
             pass
-        query = self.node.last_query
-        closest = list(query.closest_replies) if query is not None else []
+        closest = run.closest_replies  # this run's own: other queries may overlap it
         futures = []
         for reply in closest:
             request = commit(reply)

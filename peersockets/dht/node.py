@@ -39,7 +39,7 @@ from .routing import MAX_REPINGS, Node, RoutingTable
 from .rpc import ATTEMPT_TIMEOUT, Requests
 from .tokens import TICK_MS, Tokens
 
-__all__ = ["BootstrapNode", "Incoming", "RPCNode", "parse_bootstrap"]
+__all__ = ["BootstrapNode", "Incoming", "QueryRun", "RPCNode", "parse_bootstrap"]
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,6 @@ class RPCNode:
         self._token_ticks = 0
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.last_query: Query | None = None
         self.nat = NatSampler()
         """Samples of our public address, from the ``to`` of the replies we get."""
         self._maintenance: set[asyncio.Task[object]] = set()
@@ -517,7 +516,7 @@ class RPCNode:
 
     # ---------------------------------------------------------------- queries
 
-    async def query(
+    def query(
         self,
         target: bytes,
         command: int,
@@ -525,16 +524,21 @@ class RPCNode:
         internal: bool = False,
         value: bytes | None = None,
         seeds: Sequence[Address] | None = None,
-    ) -> AsyncIterator[Reply]:
-        """Ask the nodes closest to ``target``, closer and closer; yields every successful reply.
-
-        ``closest`` (after the iteration) holds the replies with an accepted id."""
+    ) -> QueryRun:
+        """Ask the nodes closest to ``target``, closer and closer; iterate it for every
+        successful reply. Its ``closest_replies`` (after the iteration) are the storing
+        nodes a commit goes to; each run has its own, however many overlap."""
         seed_list = list(seeds) if seeds is not None else [n.address for n in self.table.closest(target)]
         if len(seed_list) < 20:
             seed_list += [b for b in self.bootstrap_nodes if b not in seed_list]
-        query = Query(target, seed_list, own_id=self.id if self.persistent else None)
-        self.last_query = query
+        state = Query(target, seed_list, own_id=self.id if self.persistent else None)
         self._last_query_tick = self._tick
+        return QueryRun(state, self._run_query(state, command, internal, value))
+
+    async def _run_query(
+        self, query: Query, command: int, internal: bool, value: bytes | None
+    ) -> AsyncIterator[Reply]:
+        target = query.target
         waiting: dict[asyncio.Future[tuple[Response, Address]], Address] = {}
         try:
             while True:
@@ -565,10 +569,10 @@ class RPCNode:
 
     async def find_node(self, target: bytes) -> list[Reply]:
         """An iterative FIND_NODE; returns the closest replies (persistent nodes)."""
-        async for _reply in self.query(target, InternalCommand.FIND_NODE, internal=True):
+        run = self.query(target, InternalCommand.FIND_NODE, internal=True)
+        async for _reply in run:
             pass
-        assert self.last_query is not None
-        return list(self.last_query.closest_replies)
+        return list(run.closest_replies)
 
     async def bootstrap(self) -> None:
         """Resolve the bootstrap nodes, then fill the table with a query for our own id.
@@ -683,3 +687,19 @@ class RPCNode:
 def _ignore_result(future: asyncio.Future[tuple[Response, Address]]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+class QueryRun:
+    """One running query: iterate it for the replies; ``closest_replies`` once it is done."""
+
+    def __init__(self, state: Query, replies: AsyncIterator[Reply]) -> None:
+        self.state = state
+        self._replies = replies
+
+    def __aiter__(self) -> AsyncIterator[Reply]:
+        return self._replies
+
+    @property
+    def closest_replies(self) -> list[Reply]:
+        """The replies with an accepted id, closest to the target first (at most k)."""
+        return list(self.state.closest_replies)

@@ -44,6 +44,7 @@ _REQUIRED_PACKAGES = (
     "compact-encoding",
     "hypercore-crypto",
     "udx-native",
+    "hyperdht",
 )
 _LINE_LIMIT = 64 * 1024 * 1024
 _STDERR_LINES = 2000
