@@ -90,3 +90,24 @@ async def test_junk_datagrams_get_no_answer_and_break_nothing() -> None:
         key = await asyncio.wait_for(client.immutable_put(b"still serving"), 20)
         assert await asyncio.wait_for(client.immutable_get(key), 20) == b"still serving"
         assert answers <= 300
+
+
+@pytest.mark.parametrize("value", [None, b"", b"\x7f\x00\x00\x01\x01"], ids=["none", "empty", "five-bytes"])
+async def test_a_down_hint_without_an_address_gets_no_answer(value: bytes | None) -> None:
+    """As dht-rpc: a DOWN_HINT whose value is not a 6-byte address is dropped unanswered."""
+    async with DHT(bootstrap=[], host="127.0.0.1", ephemeral=False) as node:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as asker:
+            asker.bind(("127.0.0.1", 0))
+            asker.setblocking(False)
+            hint = Request(7, node.address, InternalCommand.DOWN_HINT, internal=True, value=value)
+            ping = Request(8, node.address, InternalCommand.PING, internal=True)
+            asker.sendto(hint.encode(), node.address)
+            asker.sendto(ping.encode(), node.address)
+            await asyncio.sleep(0.2)
+            tids = []
+            while True:
+                try:
+                    tids.append(decode(asker.recv(2048)).tid)
+                except BlockingIOError:
+                    break
+            assert tids == [8]  # the ping is answered, the hint is not

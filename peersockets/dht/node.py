@@ -480,15 +480,17 @@ class RPCNode:
                 return
             self.reply(incoming, closer_nodes=True)
         elif command == InternalCommand.DOWN_HINT:
-            self.reply(incoming)
             down = m.down_hint_address(request.value)
-            node = self.table.get(m.node_id(down)) if down is not None else None
+            if down is None:
+                return  # no (or a short) address: no reply, as dht-rpc
+            node = self.table.get(m.node_id(down))
             if node is not None and self._down_checks < MAX_DOWN_HINT_CHECKS and (
                 node.pinged < self._tick or node.down_hints == 0
             ):
                 node.down_hints += 1
                 self._down_checks += 1
                 self._background(self._down_check(node))
+            self.reply(incoming)
         elif command == InternalCommand.DELAYED_PING:
             delay = m.delayed_ping_delay(request.value)
             if delay is None or delay > MAX_DELAYED_PING:
