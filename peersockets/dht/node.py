@@ -540,20 +540,29 @@ class RPCNode:
     async def _run_query(
         self, query: Query, command: int, internal: bool, value: bytes | None
     ) -> AsyncIterator[Reply]:
+        assert self._loop is not None
         target = query.target
         waiting: dict[asyncio.Future[tuple[Response, Address]], Address] = {}
+        sent_at: dict[asyncio.Future[tuple[Response, Address]], float] = {}
+        slow_after = self._requests.attempt_timeout
         try:
             while True:
-                for address in query.next_nodes():
+                now = self._loop.time()
+                slow = sum(1 for started in sent_at.values() if now - started >= slow_after)
+                for address in query.next_nodes(slow):
                     future = self.request(
                         address, command, internal=internal, target=target, value=value, retries=QUERY_RETRIES
                     )
                     waiting[future] = address
-                if not waiting:
+                    sent_at[future] = now
+                if not waiting or query.done_but_slow(slow):
                     return
-                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                soonest = min(sent_at.values()) + slow_after - now
+                timeout = soonest if soonest > 0 else slow_after
+                done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 for future in done:
                     address = waiting.pop(future)
+                    del sent_at[future]
                     try:
                         response, source = future.result()
                     except DHTError:

@@ -81,10 +81,11 @@ class Query:
         bisect.insort(self._candidates, (d, address))
         del self._candidates[MAX_CANDIDATES:]
 
-    def next_nodes(self) -> list[Address]:
-        """Whom to ask now: the closest candidates not asked yet, up to the concurrency."""
+    def next_nodes(self, slow: int = 0) -> list[Address]:
+        """Whom to ask now: the closest candidates not asked yet, up to the concurrency plus
+        one for each of the ``slow`` requests in flight (those that missed a 1 s cycle)."""
         chosen: list[Address] = []
-        while self._candidates and len(self._in_flight) < self.concurrency:
+        while self._candidates and len(self._in_flight) < self.concurrency + slow:
             _d, address = self._candidates.pop(0)
             self._in_flight.add(address)
             chosen.append(address)
@@ -131,3 +132,8 @@ class Query:
     def done(self) -> bool:
         """Nothing left to ask and nothing in flight."""
         return not self._candidates and not self._in_flight
+
+    def done_but_slow(self, slow: int) -> bool:
+        """Nothing left to ask, every request in flight is slow, and k storing nodes answered:
+        dht-rpc stops waiting for the slow ones then."""
+        return not self._candidates and slow >= len(self._in_flight) and len(self.closest_replies) >= self.k

@@ -58,6 +58,8 @@ class Requests:
             raise InvalidSetting(f"attempt_timeout must be > 0 seconds, got {attempt_timeout!r}")
         self._next_tid = first_tid
         self._timeout = attempt_timeout
+        self.attempt_timeout = attempt_timeout
+        """Seconds each send waits for its response."""
         self._live: dict[int, Pending] = {}
         self._waiting: deque[Pending] = deque()
         self._slots = [0] * SLOTS
