@@ -156,7 +156,7 @@ async def test_an_adaptive_node_samples_its_address_and_becomes_persistent(dht_t
     assert adaptive.persistent
     assert (adaptive.node.nat.host, adaptive.node.nat.port) == adaptive.address  # the server socket's
     assert adaptive.node.id == node_id(adaptive.address)
-    assert not await adaptive.node.firewalled()
+    assert not await adaptive.node.check_firewall()
     topic, kp = os.urandom(32), KeyPair.generate()
     await asyncio.wait_for(ephemeral.announce(topic, kp), TIMEOUT)  # its table holds the new node now
     assert adaptive._store is not None and adaptive._store.sizes()["records"] == 1
@@ -167,10 +167,11 @@ async def test_a_node_whose_replies_do_not_reach_its_server_socket_stays_ephemer
     dht_testnet: DHTTestnet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The firewall check: PING_NAT replies must arrive on the server socket, at its own port."""
-    client = await dht_testnet.client()
     for node in dht_testnet.nodes:  # the network answers PING_NAT at the source port, not the asked one
         monkeypatch.setattr(node.node, "_on_internal", _ping_nat_to_source(node.node))
-    assert await client.node.firewalled()
+    client = await dht_testnet.client()
+    assert client.node.firewalled  # the quick test at bootstrap failed too
+    assert await client.node.check_firewall()
     assert not await client.node.try_persistent()
     assert not client.persistent
 
@@ -209,3 +210,23 @@ async def test_a_write_overlapped_by_another_query_commits_to_its_own_closest_no
             assert await asyncio.wait_for(lookup, TIMEOUT) == set()
     finally:
         await storing.close()
+
+
+async def test_the_quick_firewall_test_lets_a_reachable_client_send_from_its_server_socket(
+    dht_testnet: DHTTestnet,
+) -> None:
+    """dht-rpc's bootstrap: a PING_NAT answer reaching the server socket makes it the sending one."""
+    client = await dht_testnet.client(ephemeral=True)
+    assert not client.node.firewalled and not client.persistent
+    assert (client.node.nat.host, client.node.nat.port) == client.address
+    seen: list[tuple[str, int]] = []
+    target = dht_testnet.nodes[0]
+    real = target.node._on_datagram
+
+    def spy(data: bytes, source: tuple[str, int], sock: object) -> None:
+        seen.append(source[:2])
+        real(data, source, sock)  # type: ignore[arg-type]
+
+    target.node._on_datagram = spy  # type: ignore[method-assign]
+    await asyncio.wait_for(client.immutable_put(b"from the server socket"), TIMEOUT)
+    assert client.address in seen

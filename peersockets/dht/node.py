@@ -12,7 +12,7 @@ node with id H(its bound address); it is meant for nodes whose bound address
 is their public one (a bootstrap node, a node on a local network). With
 ``adaptive_after`` an ephemeral node samples its public address from the
 replies it gets (``nat``) and, that long after start, becomes persistent if
-the address is consistent and strangers can reach it (``firewalled()``), as
+the address is consistent and strangers can reach it (``check_firewall()``), as
 dht-rpc's adaptive mode does after 20 minutes.
 """
 
@@ -129,6 +129,9 @@ class RPCNode:
         self.host = host
         self.port = port
         self.persistent = persistent
+        self.firewalled = not persistent
+        """Whether strangers may be unable to reach our server socket (the start state of
+        a non-persistent node, until the firewall test says otherwise)."""
         if adaptive_after is not None and adaptive_after <= 0:
             raise InvalidSetting(f"adaptive_after must be > 0 seconds or None, got {adaptive_after!r}")
         self.adaptive_after = adaptive_after
@@ -307,7 +310,8 @@ class RPCNode:
         return tid, future
 
     def _socket_out(self) -> UDXSocket:
-        sock = self.server if self.persistent else self.client
+        """Requests leave from the server socket once strangers can reach it, else the client's."""
+        sock = self.server if self.persistent or not self.firewalled else self.client
         assert sock is not None
         return sock
 
@@ -600,9 +604,30 @@ class RPCNode:
                 resolved.append(address)
         self.bootstrap_nodes = resolved
         replies = 0
+        probe: asyncio.Future[tuple[Response, Address]] | None = None
+        probe_tid = -1
         with contextlib.suppress(DHTError):
-            async for _reply in self.query(self.id, InternalCommand.FIND_NODE, internal=True):
+            async for reply in self.query(self.id, InternalCommand.FIND_NODE, internal=True):
                 replies += 1
+                if probe is None and self.firewalled:
+                    # dht-rpc's quick firewall test: does a PING_NAT answer reach our server socket?
+                    assert self.server is not None
+                    value = m.ping_nat_value(self.server.address[1])
+                    probe_tid, probe = self._send_request(
+                        reply.address, InternalCommand.PING_NAT, True, None, value, None, 0
+                    )
+                    self._arrivals[probe_tid] = None
+        if probe is not None:
+            with contextlib.suppress(DHTError):
+                await probe
+            reached = self._arrivals.pop(probe_tid, None) is self.server
+            sampler = await self._probe_reachability() if reached else None
+            if sampler is not None:
+                self.nat = sampler  # requests leave from the server socket now: sample that
+                self.firewalled = False
+                log.info("the DHT node is reachable: its requests leave from its server socket")
+                with contextlib.suppress(DHTError):
+                    await self.find_node(self.id)
         if self.bootstrap_entries and not replies:
             names = ", ".join(f"{b.host}:{b.port}" for b in self.bootstrap_entries)
             log.warning("no DHT bootstrap node answered (%s): this node knows no other", names)
@@ -624,7 +649,7 @@ class RPCNode:
 
     # ---------------------------------------------------------------- NAT and firewall
 
-    async def firewalled(self) -> bool:
+    async def check_firewall(self) -> bool:
         """True unless strangers can reach our server socket at the address they see (below)."""
         return await self._probe_reachability() is None
 
@@ -684,6 +709,7 @@ class RPCNode:
             return False  # firewalled, or our address changed meanwhile
         public = (probe.host, probe.port)
         self.nat = probe  # from now on requests leave from the server socket: its samples count
+        self.firewalled = False
         self.id = m.node_id(public)
         self.table, _left_out = self.table.with_id(self.id)
         self.persistent = True
