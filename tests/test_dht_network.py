@@ -230,3 +230,53 @@ async def test_the_quick_firewall_test_lets_a_reachable_client_send_from_its_ser
     target.node._on_datagram = spy  # type: ignore[method-assign]
     await asyncio.wait_for(client.immutable_put(b"from the server socket"), TIMEOUT)
     assert client.address in seen
+
+
+async def test_a_node_that_slept_is_ephemeral_again_and_stops_storing(dht_testnet: DHTTestnet) -> None:
+    """dht-rpc: a tick more than 15 s late means the machine slept; an adaptive node starts over."""
+    from peersockets.dht import records
+
+    node = await dht_testnet.client(adaptive_after=0.1)
+    for _ in range(100):
+        if node.persistent:
+            break
+        await asyncio.sleep(0.05)
+    assert node.persistent
+    old_id = node.node.id
+    loop = asyncio.get_running_loop()
+    node.node._last_tick_at = loop.time() - 20  # the next tick comes 20 s late
+    node.node._on_tick()
+    assert not node.persistent and node.node.firewalled and node.node.id != old_id
+    asker = await dht_testnet.client(ephemeral=True)
+    response, _source = await asker.node.request(node.address, records.Command.LOOKUP, target=os.urandom(32))
+    assert response.error == 1  # UNKNOWN_COMMAND: an ephemeral node stores nothing
+    for _ in range(100):  # and the adaptive test runs again
+        if node.persistent:
+            break
+        await asyncio.sleep(0.05)
+    assert node.persistent
+
+
+async def test_an_adaptive_node_retests_only_once_its_public_host_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import peersockets.dht.node as node_module
+
+    monkeypatch.setattr(node_module, "RECHECK", 0.01)
+    node = RPCNode(bootstrap=[], host="127.0.0.1", adaptive_after=0.01)
+    tries: list[str | None] = []
+
+    async def never(self: RPCNode = node) -> bool:
+        tries.append(self.nat.host)
+        return False
+
+    monkeypatch.setattr(node, "try_persistent", never)
+    await node.open()
+    try:
+        node.nat.add("198.51.100.1", 1000)  # documentation addresses: samples only, nothing is sent
+        await asyncio.sleep(0.2)
+        assert len(tries) == 1  # the host did not change: no new test
+        for _ in range(3):
+            node.nat.add("198.51.100.2", 1000)
+        await asyncio.sleep(0.2)
+        assert len(tries) == 2 and tries[-1] == "198.51.100.2"
+    finally:
+        await node.close()

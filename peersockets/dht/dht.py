@@ -116,6 +116,7 @@ class DHT:
             return
         self._opened = True
         self.node.on_persistent = self._start_storing
+        self.node.on_ephemeral = self._stop_storing
         await self.node.open()
         if self.node.persistent:
             self._start_storing()
@@ -135,7 +136,11 @@ class DHT:
     def _start_storing(self) -> None:
         if self._store is None:
             self._store = RecordStore(asyncio.get_running_loop().time())
-            self.node.on_request = self._on_request
+        self.node.on_request = self._on_request
+
+    def _stop_storing(self) -> None:
+        """Ephemeral again: storage commands are answered as unknown (what was stored expires)."""
+        self.node.on_request = None
 
     async def close(self) -> None:
         """Stop refreshing announcements and close the sockets."""

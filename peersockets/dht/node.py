@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 TICK: Final = 5.0
 """Seconds of one maintenance tick (dht-rpc's 5000 ms)."""
 
+RECHECK: Final = 720 * TICK
+"""An adaptive node that is not persistent re-tests this often (1 h), once its host changed."""
+SLEEP_GAP: Final = 15.0
+"""A tick this late means the machine slept: an adaptive node turns ephemeral again."""
 PING_TICKS: Final = 8
 """Every 8 ticks the least recently seen table nodes are pinged."""
 PINGS_PER_ROUND: Final = 5
@@ -140,7 +144,10 @@ class RPCNode:
         self._adaptive: asyncio.Task[bool] | None = None
         self.on_request = on_request
         self.on_persistent: Callable[[], None] | None = None
-        """Called once when an adaptive node becomes persistent."""
+        """Called when an adaptive node becomes persistent."""
+        self.on_ephemeral: Callable[[], None] | None = None
+        """Called when an adaptive node turns ephemeral again (after a sleep)."""
+        self._last_tick_at = 0.0
         self.server: UDXSocket | None = None
         self.client: UDXSocket | None = None
         self.id = os.urandom(32)
@@ -180,16 +187,40 @@ class RPCNode:
         if self.persistent:
             self.id = m.node_id(self.address)
             self.table = RoutingTable(self.id)
+        self._last_tick_at = self._loop.time()
         self._ticker = self._loop.call_later(TICK_MS / 1000, self._on_tick)
         if self.adaptive_after is not None and not self.persistent:
             self._adaptive = self._loop.create_task(self._adapt(self.adaptive_after))
 
     async def _adapt(self, delay: float) -> bool:
+        """dht-rpc's adaptive mode: test after ``delay``; then again every RECHECK, but only
+        once the sampled public host changed."""
         await asyncio.sleep(delay)
-        try:
-            return await self.try_persistent()
-        except DHTError:
-            return False
+        while not self.persistent:
+            checked = self.nat.host
+            with contextlib.suppress(DHTError):
+                if await self.try_persistent():
+                    return True
+            await asyncio.sleep(RECHECK)
+            while self.nat.host == checked and not self.persistent:
+                await asyncio.sleep(RECHECK)
+        return self.persistent
+
+    def _woke_up(self) -> None:
+        """The clock jumped (the machine slept): an adaptive node is ephemeral again, as dht-rpc."""
+        if self.adaptive_after is None or self._loop is None:
+            return
+        log.info("the DHT node slept: ephemeral again until the next test")
+        if self.persistent:
+            self.persistent = False
+            self.firewalled = True
+            self.id = os.urandom(32)
+            self.table, _left_out = self.table.with_id(self.id)
+            if self.on_ephemeral is not None:
+                self.on_ephemeral()
+        if self._adaptive is not None:
+            self._adaptive.cancel()
+        self._adaptive = self._loop.create_task(self._adapt(self.adaptive_after))
 
     @property
     def address(self) -> Address:
@@ -227,6 +258,10 @@ class RPCNode:
     def _on_tick(self) -> None:
         """Every 750 ms: token rotation; every TICK: the maintenance tick counter."""
         assert self._loop is not None
+        now = self._loop.time()
+        if now - self._last_tick_at > SLEEP_GAP:
+            self._woke_up()
+        self._last_tick_at = now
         self.tokens.tick()
         self._token_ticks += 1
         if self._token_ticks * TICK_MS >= TICK * 1000:
