@@ -171,6 +171,10 @@ async def test_a_node_whose_replies_do_not_reach_its_server_socket_stays_ephemer
         monkeypatch.setattr(node.node, "_on_internal", _ping_nat_to_source(node.node))
     client = await dht_testnet.client()
     assert client.node.firewalled  # the quick test at bootstrap failed too
+    # nat-sampler's feeding: each table node's view of us counts once, however often it answers
+    assert client.node.nat.size == len(client.node.table) == 4
+    await client.node.find_node(os.urandom(32))
+    assert client.node.nat.size == 4
     assert await client.node.check_firewall()
     assert not await client.node.try_persistent()
     assert not client.persistent

@@ -50,6 +50,8 @@ RECHECK: Final = 720 * TICK
 """An adaptive node that is not persistent re-tests this often (1 h), once its host changed."""
 SLEEP_GAP: Final = 15.0
 """A tick this late means the machine slept: an adaptive node turns ephemeral again."""
+RESAMPLE_TICKS: Final = 360
+"""A table node's view of our address is sampled again after 360 ticks (30 min)."""
 PING_TICKS: Final = 8
 """Every 8 ticks the least recently seen table nodes are pinged."""
 PINGS_PER_ROUND: Final = 5
@@ -171,6 +173,7 @@ class RPCNode:
         self._down_checks = 0
         self._down_hints_sent = 0
         self._last_query_tick = 0
+        self._idless_sampled: list[Address] = []
         self._arrivals: dict[int, UDXSocket | None] = {}
         """tids whose response's arrival socket the firewall check wants to know."""
         self.stats = {"requests_in": 0, "requests_out": 0, "responses_in": 0, "timeouts": 0}
@@ -411,7 +414,7 @@ class RPCNode:
             if message.tid in self._arrivals:
                 self._arrivals[message.tid] = sock  # a firewall probe: sampled on its own
             elif message.to[1]:
-                self.nat.add(*message.to)  # where that node saw us: a sample of our public address
+                self._sample(message.to, accepted, source, sock)
             self._on_response(message, source)
         else:
             assert self._loop is not None
@@ -419,6 +422,24 @@ class RPCNode:
                 return
             self.stats["requests_in"] += 1
             self._on_request(Incoming(message, source, accepted, sock))
+
+    def _sample(self, to: Address, accepted: bytes | None, source: Address, sock: UDXSocket) -> None:
+        """Where a node saw us, as nat-sampler is fed in dht-rpc: once per table node (again
+        after 30 min), plus id-less repliers up to as many as there are bootstrap nodes,
+        and only replies on the socket our requests leave from."""
+        if sock is not self._socket_out():
+            return
+        if accepted is not None:
+            node = self.table.get(accepted)
+            if node is None or (node.sampled and self._tick + 1 - node.sampled < RESAMPLE_TICKS):
+                return
+            node.sampled = self._tick + 1
+        else:
+            limit = max(1, len(self.bootstrap_nodes))
+            if source in self._idless_sampled or len(self._idless_sampled) >= limit:
+                return
+            self._idless_sampled.append(source)
+        self.nat.add(*to)
 
     def _saw(self, id_: bytes, source: Address) -> None:
         if id_ == self.id:
@@ -659,6 +680,7 @@ class RPCNode:
             sampler = await self._probe_reachability() if reached else None
             if sampler is not None:
                 self.nat = sampler  # requests leave from the server socket now: sample that
+                self._idless_sampled.clear()
                 self.firewalled = False
                 log.info("the DHT node is reachable: its requests leave from its server socket")
                 with contextlib.suppress(DHTError):
@@ -744,6 +766,7 @@ class RPCNode:
             return False  # firewalled, or our address changed meanwhile
         public = (probe.host, probe.port)
         self.nat = probe  # from now on requests leave from the server socket: its samples count
+        self._idless_sampled.clear()
         self.firewalled = False
         self.id = m.node_id(public)
         self.table, _left_out = self.table.with_id(self.id)
