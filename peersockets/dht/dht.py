@@ -328,16 +328,22 @@ class DHT:
 
     async def _announce_once(self, target: bytes, key_pair: KeyPair, relays: tuple[Address, ...]) -> int:
         peer = r.PeerRecord(key_pair.public_key, relays)
+        commit = self._signed_commit(target, key_pair, peer, r.Command.ANNOUNCE)
+        return await self._query_then_commit(target, r.Command.LOOKUP, None, commit)
+
+    def _signed_commit(self, target: bytes, key_pair: KeyPair, peer: r.PeerRecord, command: int) -> CommitMaker:
+        """ANNOUNCE or UNANNOUNCE to a storing node, signed for its id and the token it gave."""
+        sign = r.sign_announce if command == r.Command.ANNOUNCE else r.sign_unannounce
 
         def commit(reply: Reply) -> asyncio.Future[tuple[Response, Address]] | None:
             token = reply.response.token
             if token is None or reply.id is None:
                 return None
-            signature = r.sign_announce(key_pair, target, reply.id, token, peer)
+            signature = sign(key_pair, target, reply.id, token, peer)
             value = r.encode_announce(r.Announce(peer=peer, signature=signature))
-            return self.node.request(reply.address, r.Command.ANNOUNCE, target=target, value=value, token=token)
+            return self.node.request(reply.address, command, target=target, value=value, token=token)
 
-        return await self._query_then_commit(target, r.Command.LOOKUP, None, commit)
+        return commit
 
     async def _refresh(self, target: bytes, key_pair: KeyPair, relays: tuple[Address, ...]) -> None:
         while True:
@@ -354,15 +360,7 @@ class DHT:
         if task is not None:
             task.cancel()
         peer = r.PeerRecord(key_pair.public_key, ())
-
-        def commit(reply: Reply) -> asyncio.Future[tuple[Response, Address]] | None:
-            token = reply.response.token
-            if token is None or reply.id is None:
-                return None
-            signature = r.sign_unannounce(key_pair, target, reply.id, token, peer)
-            value = r.encode_announce(r.Announce(peer=peer, signature=signature))
-            return self.node.request(reply.address, r.Command.UNANNOUNCE, target=target, value=value, token=token)
-
+        commit = self._signed_commit(target, key_pair, peer, r.Command.UNANNOUNCE)
         await self._query_then_commit(target, r.Command.LOOKUP, None, commit)
 
 

@@ -521,9 +521,7 @@ def sign_announce(
     refresh: bytes | None = None,
 ) -> bytes:
     """The ANNOUNCE signature of ``peer`` on ``target`` for the node ``node_id`` that gave ``token``."""
-    return _sign(
-        key_pair, announce_signable(target, node_id, token, encode_peer_record(peer), refresh)
-    )
+    return _sign(key_pair, announce_signable(target, node_id, token, encode_peer_record(peer), refresh))
 
 
 def verify_announce(
@@ -548,9 +546,7 @@ def sign_unannounce(
     refresh: bytes | None = None,
 ) -> bytes:
     """The UNANNOUNCE signature: as :func:`sign_announce`, under NS_UNANNOUNCE."""
-    return _sign(
-        key_pair, unannounce_signable(target, node_id, token, encode_peer_record(peer), refresh)
-    )
+    return _sign(key_pair, unannounce_signable(target, node_id, token, encode_peer_record(peer), refresh))
 
 
 def verify_unannounce(
