@@ -111,3 +111,10 @@ async def test_a_down_hint_without_an_address_gets_no_answer(value: bytes | None
                 except BlockingIOError:
                     break
             assert tids == [8]  # the ping is answered, the hint is not
+
+
+def test_one_host_on_many_ports_is_bounded_too() -> None:
+    limiter = RateLimiter(rate=10, burst=20)
+    allowed = sum(limiter.allow(("127.0.0.1", port), 0.0) for port in range(1, 2001) for _ in range(3))
+    assert allowed == 20 * 20  # the host's bucket: 20 x one source's burst
+    assert limiter.allow(("198.51.100.7", 1), 0.0)  # a bucket per host: another host is untouched

@@ -1,15 +1,16 @@
 """Per-source request rates for a DHT node that answers strangers (sans-I/O, time passed in).
 
 A token bucket per (host, port): ``rate`` requests a second after a burst of
-``burst``. The table of buckets is bounded (``max_sources``): the least
-recently heard source is forgotten first, so a flood from many ports costs a
-bounded amount of memory (and each port still gets only its own share).
+``burst``; and one per host, ``HOST_FACTOR`` times larger, so a flood from
+many ports of one host (or a spoofed one: replies are larger than requests)
+is bounded too. The tables of buckets are bounded (``max_sources``): the
+least recently heard source is forgotten first.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Final
+from typing import Any, Final
 
 from ..errors import InvalidSetting
 from .messages import Address
@@ -21,6 +22,9 @@ DEFAULT_RATE: Final = 100.0
 
 DEFAULT_BURST: Final = 200
 MAX_SOURCES: Final = 8192
+HOST_FACTOR: Final = 20
+"""A host may make this many times one source's rate, over all its ports (a local network of
+nodes on one machine shares one host)."""
 
 
 class RateLimiter:
@@ -37,6 +41,7 @@ class RateLimiter:
         self.burst = burst
         self.max_sources = max_sources
         self._buckets: OrderedDict[Address, list[float]] = OrderedDict()
+        self._hosts: OrderedDict[str, list[float]] = OrderedDict()
         self.refused = 0
         """Requests refused so far."""
 
@@ -44,19 +49,31 @@ class RateLimiter:
         return len(self._buckets)
 
     def allow(self, source: Address, now: float) -> bool:
-        """Whether a request from ``source`` at ``now`` is within its rate (and count it)."""
-        bucket = self._buckets.get(source)
-        if bucket is None:
-            if len(self._buckets) >= self.max_sources:
-                self._buckets.popitem(last=False)
-            bucket = self._buckets[source] = [float(self.burst), now]
-        else:
-            self._buckets.move_to_end(source)
-            tokens = bucket[0] + (now - bucket[1]) * self.rate
-            bucket[0] = tokens if tokens < self.burst else float(self.burst)
-            bucket[1] = now
-        if bucket[0] < 1.0:
+        """Whether a request from ``source`` at ``now`` is within its rates (and count it)."""
+        port_bucket = _refill(self._buckets, source, now, self.rate, self.burst, self.max_sources)
+        host_bucket = _refill(
+            self._hosts, source[0], now, self.rate * HOST_FACTOR, self.burst * HOST_FACTOR, self.max_sources
+        )
+        if port_bucket[0] < 1.0 or host_bucket[0] < 1.0:
             self.refused += 1
             return False
-        bucket[0] -= 1.0
+        port_bucket[0] -= 1.0
+        host_bucket[0] -= 1.0
         return True
+
+
+def _refill(
+    buckets: OrderedDict[Any, list[float]], key: object, now: float, rate: float, burst: float, limit: int
+) -> list[float]:
+    """The bucket of ``key``, topped up for the time since it was last used (a new one is full)."""
+    bucket = buckets.get(key)
+    if bucket is None:
+        if len(buckets) >= limit:
+            buckets.popitem(last=False)
+        bucket = buckets[key] = [float(burst), now]
+        return bucket
+    buckets.move_to_end(key)
+    tokens = bucket[0] + (now - bucket[1]) * rate
+    bucket[0] = tokens if tokens < burst else float(burst)
+    bucket[1] = now
+    return bucket
