@@ -125,7 +125,7 @@ class _LoopSpy:
     def call_later(
         self, delay: float, callback: Callable[..., object], *args: Any
     ) -> asyncio.TimerHandle:
-        if callback == self._node.reply:
+        if callback == self._node._delayed_reply:
             self._scheduled(delay)
         return self._loop.call_later(delay, callback, *args)
 

@@ -118,3 +118,19 @@ def test_one_host_on_many_ports_is_bounded_too() -> None:
     allowed = sum(limiter.allow(("127.0.0.1", port), 0.0) for port in range(1, 2001) for _ in range(3))
     assert allowed == 20 * 20  # the host's bucket: 20 x one source's burst
     assert limiter.allow(("198.51.100.7", 1), 0.0)  # a bucket per host: another host is untouched
+
+
+async def test_delayed_pings_waiting_at_once_are_bounded_and_cancelled_on_close() -> None:
+    from peersockets.dht.messages import delayed_ping_value
+    from peersockets.dht.node import MAX_DELAYED_REPLIES
+
+    async with DHT(bootstrap=[], host="127.0.0.1", ephemeral=False, request_rate=10_000) as node:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as asker:
+            asker.bind(("127.0.0.1", 0))
+            value = delayed_ping_value(10_000)
+            for tid in range(MAX_DELAYED_REPLIES + 200):
+                request = Request(tid, node.address, InternalCommand.DELAYED_PING, internal=True, value=value)
+                asker.sendto(request.encode(), node.address)
+            await asyncio.sleep(0.3)
+            assert len(node.node._delayed) == MAX_DELAYED_REPLIES
+    assert not node.node._delayed  # closing cancelled them: no reply from a closed socket later

@@ -61,6 +61,8 @@ SMALL_TABLE_REFRESH_TICKS: Final = 64
 """... and every 64 ticks while the table has fewer than 20 nodes."""
 MAX_DOWN_HINTS_PER_TICK: Final = 50
 MAX_DELAYED_PING: Final = 10_000
+MAX_DELAYED_REPLIES: Final = 256
+"""DELAYED_PING replies waiting at once (strangers choose the delay, up to 10 s)."""
 MAX_DOWN_HINT_CHECKS: Final = 10
 QUERY_RETRIES: Final = 5
 """Sends after the first for a query's requests (dht-rpc: 6 sends, 6 s)."""
@@ -174,6 +176,8 @@ class RPCNode:
         self._down_hints_sent = 0
         self._last_query_tick = 0
         self._idless_sampled: list[Address] = []
+        self._delayed: dict[int, asyncio.TimerHandle] = {}
+        """DELAYED_PING replies waiting (at most MAX_DELAYED_REPLIES), cancelled on close."""
         self._arrivals: dict[int, UDXSocket | None] = {}
         """tids whose response's arrival socket the firewall check wants to know."""
         self.stats = {"requests_in": 0, "requests_out": 0, "responses_in": 0, "timeouts": 0}
@@ -246,6 +250,9 @@ class RPCNode:
                 await self._adaptive
         for task in list(self._maintenance):
             task.cancel()
+        for delayed in self._delayed.values():
+            delayed.cancel()
+        self._delayed.clear()
         for handle in (self._timer, self._ticker):
             if handle is not None:
                 handle.cancel()
@@ -553,12 +560,16 @@ class RPCNode:
             self.reply(incoming)
         elif command == InternalCommand.DELAYED_PING:
             delay = m.delayed_ping_delay(request.value)
-            if delay is None or delay > MAX_DELAYED_PING:
+            if delay is None or delay > MAX_DELAYED_PING or len(self._delayed) >= MAX_DELAYED_REPLIES:
                 return
             assert self._loop is not None
-            self._loop.call_later(delay / 1000, self.reply, incoming)
+            self._delayed[id(incoming)] = self._loop.call_later(delay / 1000, self._delayed_reply, incoming)
         else:
             self.reply(incoming, closer_nodes=True, error=ErrorCode.UNKNOWN_COMMAND)
+
+    def _delayed_reply(self, incoming: Incoming) -> None:
+        self._delayed.pop(id(incoming), None)
+        self.reply(incoming)
 
     async def _down_check(self, node: Node) -> None:
         try:
