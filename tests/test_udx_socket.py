@@ -425,3 +425,107 @@ async def test_writing_after_a_reset_raises_the_reset(pair: tuple[UDXSocket, UDX
         await asyncio.wait_for(wb.wait_closed(), TIMEOUT)
     with pytest.raises(StreamReset, match="cannot write"):
         wb.write(b"after the reset")
+
+
+class _NoSocket:
+    """Stands for a UDXSocket in transport tests that feed packets by hand; sends go nowhere."""
+
+    address = ("127.0.0.1", 1)
+
+    def _send(self, datagram: bytes, address: tuple[str, int]) -> None:
+        pass
+
+    def _send_many(self, datagrams: list[bytes], address: tuple[str, int]) -> None:
+        pass
+
+    def _attach(self, stream: UDXStream) -> None:
+        pass
+
+    def _detach(self, stream: UDXStream) -> None:
+        pass
+
+
+async def test_a_protocol_that_writes_while_reading_still_gets_the_bytes_in_order() -> None:
+    """Found in review: handing over held data released more from the out-of-order buffer,
+    and a nested flush (the protocol's write) delivered it before the rest."""
+    from peersockets.udx.stream import StreamCore
+
+    loop = asyncio.get_running_loop()
+    core = StreamCore(1, receive_window=3000, max_out_of_order=64)
+    stream = UDXStream(core, loop, unregister=lambda _s: None)
+    got: list[bytes] = []
+
+    class Replier(asyncio.Protocol):
+        def data_received(self, data: bytes) -> None:
+            got.append(data)
+            if len(data) == 100:
+                stream.write(b"reply")
+
+    stream.set_protocol(Replier())
+    stream.connect(_NoSocket(), 2, ("127.0.0.1", 9))  # type: ignore[arg-type]
+    stream.pause_reading()
+
+    def packet_(seq: int, size: int) -> memoryview:
+        return memoryview(p.encode(p.DATA, 1, 1 << 22, seq, 0, seq.to_bytes(2, "big") * (size // 2)))
+
+    for seq in range(1, 40):
+        stream._receive(packet_(seq, 100), loop.time())  # above a hole at 0
+    stream._receive(packet_(0, 2900), loop.time())  # fills it; the window is full
+    stream._flush(defer_ack=True)
+    stream.resume_reading()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    seqs = [int.from_bytes(piece[:2], "big") for piece in got]
+    assert seqs == list(range(40))
+    stream.abort()
+
+
+async def test_writelines_after_write_eof_is_refused_like_write(pair: tuple[UDXSocket, UDXSocket]) -> None:
+    a, b = pair
+    (_ra, wa), _ = await open_pair(a, b)
+    wa.write_eof()
+    with pytest.raises(ConnectionClosed, match="write_eof"):
+        wa.writelines([b"after", b"eof"])
+    waiting = a.create_stream(55)
+    with pytest.raises(ConnectionClosed, match="not connected"):
+        waiting.writelines([b"too soon"])
+    waiting.abort()
+
+
+async def test_drain_on_a_reset_stream_raises(pair: tuple[UDXSocket, UDXSocket]) -> None:
+    a, b = pair
+    (_ra, wa), (_rb, wb) = await open_pair(a, b)
+    wa.write(bytes(8 * 1024 * 1024))  # more than the window: drain must wait
+    draining = asyncio.ensure_future(wa.drain())
+    await asyncio.sleep(0.01)
+    wb.transport.abort()
+    with pytest.raises((StreamReset, ConnectionResetError)):
+        await asyncio.wait_for(draining, TIMEOUT)
+
+
+async def test_closing_a_socket_ends_its_unconnected_streams_too(pair: tuple[UDXSocket, UDXSocket]) -> None:
+    a, _b = pair
+    waiting = a.create_stream(77)
+    await a.close()
+    assert waiting.core.closed and waiting.closed.done()
+    assert 77 not in a.udx.streams
+
+
+async def test_a_bad_address_fails_before_the_protocol_sees_anything(pair: tuple[UDXSocket, UDXSocket]) -> None:
+    a, _b = pair
+    events: list[str] = []
+
+    class Watcher(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            events.append("made")
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            events.append("lost")
+
+    with pytest.raises(InvalidSetting, match="got 0"):
+        a.connect_protocol(Watcher(), None, 2, ("127.0.0.1", 0))
+    with pytest.raises(InvalidSetting, match=r"'no-such-host\.invalid'"):
+        a.connect_protocol(Watcher(), None, 2, ("no-such-host.invalid", 9))
+    await asyncio.sleep(0.01)
+    assert events == []
+    assert a.udx.streams == {}

@@ -558,3 +558,23 @@ def test_an_unacked_end_that_carries_data_still_times_out() -> None:
     net.flush(net.a)
     net.run_until(lambda: net.a.closed, limit=30)
     assert isinstance(net.a.error, StreamTimeout)
+
+
+def test_data_the_peer_sends_past_its_own_end_is_never_delivered() -> None:
+    receiver = StreamCore(2)
+    receiver.connect(1, None, 0.0)
+    receiver.receive(memoryview(p.encode(p.END, 2, 1000, 1, 0)), 0.0)
+    receiver.receive(memoryview(p.encode(p.DATA, 2, 1000, 2, 0, b"AFTER-END")), 0.0)
+    receiver.receive(memoryview(p.encode(p.DATA, 2, 1000, 0, 0, b"first")), 0.0)
+    assert [bytes(x) for x in receiver.incoming] == [b"first"]
+    assert receiver.events == [Ended()]
+
+
+def test_an_end_waiting_for_a_closed_window_is_probed_too() -> None:
+    core = StreamCore(1)
+    core.connect(2, None, 0.0)
+    core.receive(memoryview(p.encode(p.STATE, 1, 0, 0, 0)), 0.0)  # the peer's window is 0
+    core.end()
+    core.flush(0.0)
+    assert [header(d)[0] for d, _ in core.outgoing] == [p.HEARTBEAT]
+    assert core.get_timer() is not None  # and again after rto: never stuck

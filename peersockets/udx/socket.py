@@ -27,7 +27,7 @@ from typing import Any, Final
 from ..errors import InvalidSetting, ListenError, MessageTooLarge, SocketClosed, StreamIdInUse
 from . import packet as p
 from .stream import BASE_MTU, IPV4_OVERHEAD, IPV6_OVERHEAD, StreamCore
-from .transport import Firewall, UDXStream
+from .transport import Firewall, UDXStream, _check_remote_id
 
 __all__ = ["UDX", "Address", "MessageHandler", "UDXSocket"]
 
@@ -184,6 +184,7 @@ class UDXSocket:
         extra = {} if close_timeout is None else {"close_timeout": close_timeout}
         stream = UDXStream(core, self._loop, firewall=firewall, unregister=udx._unregister, **extra)
         udx._register(stream)
+        self._attach(stream)  # closing this socket aborts it, connected or not
         return stream
 
     async def open_stream(
@@ -196,6 +197,7 @@ class UDXSocket:
         **settings: Any,
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A stream connected to ``remote_id`` at ``address``, as asyncio's (reader, writer)."""
+        address = self._resolve(address)
         reader = asyncio.StreamReader(limit=limit, loop=self._loop)
         protocol = asyncio.StreamReaderProtocol(reader, loop=self._loop)
         stream = self.connect_protocol(protocol, local_id, remote_id, address, **settings)
@@ -206,22 +208,27 @@ class UDXSocket:
         self, protocol: asyncio.BaseProtocol, local_id: int | None, remote_id: int, address: Address, **settings: Any
     ) -> UDXStream:
         """A stream connected to ``remote_id`` at ``address`` running ``protocol`` (e.g. a Connection)."""
+        address = self._resolve(address)
+        _check_remote_id(remote_id)
         stream = self.create_stream(local_id, **settings)
         stream.set_protocol(protocol)
-        try:
-            stream.connect(self, remote_id, self._resolve(address))
-        except BaseException:
-            stream.abort()
-            raise
+        stream.connect(self, remote_id, address)
         protocol.connection_made(stream)
         return stream
 
     def _resolve(self, address: Address) -> Address:
+        """(IP, port) as this socket sends to it; names are refused (no DNS inside the loop)."""
         host, port = address[0], address[1]
         if not isinstance(port, int) or not 1 <= port <= 65535:
             raise InvalidSetting(f"a UDP port is 1-65535, got {port!r}")
-        if self.family == _socket.AF_INET6 and ipaddress.ip_address(host).version == 4:
+        try:
+            version = ipaddress.ip_address(host).version
+        except ValueError:
+            raise InvalidSetting(f"a UDX stream needs an IP address, got {host!r} (resolve names first)") from None
+        if self.family == _socket.AF_INET6 and version == 4:
             return (f"::ffff:{host}", port)
+        if self.family == _socket.AF_INET and version == 6:
+            raise InvalidSetting(f"an IPv4 UDX socket cannot reach {host!r}")
         return (host, port)
 
     def _attach(self, stream: UDXStream) -> None:

@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
-from ..errors import InvalidSetting, StreamReset, StreamTimeout
+from ..errors import ConnectionClosed, InvalidSetting, StreamReset, StreamTimeout
 from . import packet as p
 from .congestion import NewReno
 
@@ -303,6 +303,8 @@ class StreamCore:
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Queue bytes to send (they go out at the next ``flush``)."""
+        if self._end_requested:
+            raise ConnectionClosed(f"UDX stream {self.local_id}: cannot write after end()")
         if not data:
             return
         view = memoryview(bytes(data) if not isinstance(data, bytes) else data)
@@ -312,6 +314,11 @@ class StreamCore:
     def end(self) -> None:
         """Queue our END after everything written; the stream half-closes."""
         self._end_requested = True
+
+    @property
+    def ending(self) -> bool:
+        """``end()`` was called: nothing more may be written."""
+        return self._end_requested
 
     def send_message(self, payload: bytes | bytearray | memoryview, now: float) -> None:
         """One unreliable, unordered MESSAGE datagram (never acked, never resent)."""
@@ -401,8 +408,8 @@ class StreamCore:
         outstanding_room = MAX_OUTSTANDING - (self._snd_nxt - self._snd_una)
         if outstanding_room <= 0:
             return False  # a receiver that SACKs ahead but holds back its ack gets no more
-        if window == 0 and self._queue:
-            self._start_zero_window_probe(now)
+        if window == 0:
+            self._start_zero_window_probe(now)  # queued data, or only our END: both wait for it
             return False
         sent = False
         in_flight = len(self._by_time)
@@ -537,6 +544,11 @@ class StreamCore:
         self._received = True
         if flags & p.END and (self._remote_end is None or seq < self._remote_end):
             self._remote_end = seq
+            for beyond in [s for s in self._ooo if s > seq]:  # sent past its own END: dropped
+                del self._ooo[beyond]
+            self._ranges = [[start, min(end, seq + 1)] for start, end in self._ranges if start <= seq]
+        if self._remote_end is not None and seq > self._remote_end:
+            return  # past the peer's END: acked, never delivered
         if seq == self._rcv_nxt and seq in self._ooo:
             if self._unread < self._window:
                 self._drain_out_of_order()  # this copy is a duplicate of the one held
@@ -956,7 +968,7 @@ class StreamCore:
             self._zwp_at = now + self._zwp_interval
 
     def _zero_window_probe(self, now: float) -> None:
-        if self._peer_rwnd > 0 or not self._queue:
+        if self._peer_rwnd > 0 or not (self._queue or (self._end_requested and self._end_seq is None)):
             self._zwp_at = None
             return
         self._send_heartbeat()

@@ -74,6 +74,7 @@ class UDXStream(asyncio.Transport):
         self._lost = False
         self._lost_reported = False
         self._ack_scheduled = False
+        self._delivering = False
         self._forgotten = False
         self._timer: asyncio.Handle | None = None
         self._timer_when = 0.0
@@ -159,20 +160,22 @@ class UDXStream(asyncio.Transport):
             return type(error)(f"UDX stream {self.local_id} cannot write: {error.strerror}")
         return ConnectionClosed(f"UDX stream {self.local_id} is closing; cannot write")
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
+    def _check_writable(self) -> None:
         if self._closing or self.core.closed:
             raise self._closed_error()
-        if self.core._end_requested:
+        if self.core.ending:
             raise ConnectionClosed(f"UDX stream {self.local_id}: cannot write after write_eof()")
         if not self.core.connected:
             raise ConnectionClosed(f"UDX stream {self.local_id} is not connected yet")
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._check_writable()
         self.core.write(data)
         self._flush()
         self._check_write_pressure()
 
     def writelines(self, list_of_data: Any) -> None:
-        if self._closing or self.core.closed:
-            raise self._closed_error()
+        self._check_writable()
         for data in list_of_data:
             self.core.write(data)
         self._flush()
@@ -180,7 +183,7 @@ class UDXStream(asyncio.Transport):
 
     def write_eof(self) -> None:
         """Send END after everything written: the remote reads EOF, we may still read."""
-        if self.core.closed or self.core._end_requested:
+        if self.core.closed or self.core.ending:
             return
         self.core.end()
         self._flush()
@@ -214,6 +217,8 @@ class UDXStream(asyncio.Transport):
         self._check_write_pressure()
 
     def _check_write_pressure(self) -> None:
+        if self._lost:
+            return  # connection_lost wakes the writers (with the error, if there is one)
         size = self.core.writable_bytes
         protocol = self._protocol
         if not self._writing_paused and size > self._high:
@@ -286,18 +291,24 @@ class UDXStream(asyncio.Transport):
                     handler(message)
 
     def _take_incoming(self) -> None:
+        if self._delivering:
+            return  # the protocol wrote while we hand it data: the loop below takes the rest, in order
         core = self.core
-        while core.incoming:  # handing over frees window: the core may release more
-            incoming = core.incoming
-            core.incoming = []  # the protocol may write, and so flush, while we hand these over
-            if self._paused_reading or self._held:
-                self._held.extend(bytes(piece) for piece in incoming)
-                return
-            for index, piece in enumerate(incoming):
-                if self._paused_reading:
-                    self._held.extend(bytes(rest) for rest in incoming[index:])
+        self._delivering = True
+        try:
+            while core.incoming:  # handing over frees window: the core may release more
+                incoming = core.incoming
+                core.incoming = []
+                if self._paused_reading or self._held:
+                    self._held.extend(bytes(piece) for piece in incoming)
                     return
-                self._hand(piece)
+                for index, piece in enumerate(incoming):
+                    if self._paused_reading:
+                        self._held.extend(bytes(rest) for rest in incoming[index:])
+                        return
+                    self._hand(piece)
+        finally:
+            self._delivering = False
 
     # ------------------------------------------------------------ batch & timers
 
@@ -460,7 +471,8 @@ class UDXStream(asyncio.Transport):
 
     def close(self) -> None:
         """End our side after what is queued; closed once both sides ended (or close_timeout)."""
-        if self._closing:
+        if self._closing or self.core.closed:
+            self._closing = True
             return
         self._closing = True
         if not self.core.connected:
