@@ -919,13 +919,14 @@ DHT_STATS_INTERVAL = 60.0
 async def _dht_node(args: argparse.Namespace) -> int:
     """Run one persistent DHT node until Ctrl-C: a new network, or one more node of another."""
     from .dht import DHT
-    from .errors import ListenError
+    from .errors import InvalidSetting, ListenError
 
     bootstrap = list(args.bootstrap)
     dht = DHT(bootstrap=bootstrap, host=args.host, port=args.port, ephemeral=False)
     try:
         await dht.open()
-    except ListenError as exc:
+    except (ListenError, InvalidSetting) as exc:
+        await dht.close()
         raise CliError(str(exc)) from None
     try:
         host, port = dht.address
@@ -936,13 +937,12 @@ async def _dht_node(args: argparse.Namespace) -> int:
             _out("a new network: other nodes and clients bootstrap with --bootstrap " f"{host}:{port}")
         while True:
             await asyncio.sleep(args.stats_interval)
-            stats = dht.node.stats
-            stored = dht._store.sizes() if dht._store is not None else {}
+            stats = dht.stats
             _out(
-                f"stats: {len(dht.node.table)} nodes known, {stats['requests_in']} requests in, "
-                f"{stats['requests_out']} out, {stats['timeouts']} timed out, "
-                f"{stored.get('records', 0)} records on {stored.get('targets', 0)} topics, "
-                f"{stored.get('mutables', 0) + stored.get('immutables', 0)} values"
+                f"stats: {stats['nodes']} nodes known, {stats['requests_in']} requests in, "
+                f"{stats['requests_out']} out, {stats['timeouts']} timed out, {stats['refused']} refused, "
+                f"{stats.get('records', 0)} records on {stats.get('targets', 0)} topics, "
+                f"{stats.get('mutables', 0) + stats.get('immutables', 0)} values"
             )
     finally:
         await dht.close()

@@ -11,7 +11,7 @@ import pytest
 from peersockets.dht import DHT
 from peersockets.dht.messages import InternalCommand, Request, Response, decode
 from peersockets.dht.ratelimit import RateLimiter
-from peersockets.errors import InvalidSetting
+from peersockets.errors import DecodeError, DHTTimeout, InvalidSetting
 from peersockets.testing import DHTTestnet
 
 pytestmark = pytest.mark.timeout(60)
@@ -76,6 +76,12 @@ async def test_junk_datagrams_get_no_answer_and_break_nothing() -> None:
             for _ in range(300):
                 kind = rng(1)[0] % 3
                 data = (b"\x03", b"\x13", b"")[kind] + rng(rng(1)[0] % 120)
+                try:
+                    message = decode(data)
+                except DecodeError:
+                    message = None
+                if message is not None:
+                    continue  # a well-formed request may rightly be answered: only junk here
                 junk.sendto(data, target.address)
             await asyncio.sleep(0.3)
             answers = 0
@@ -85,11 +91,10 @@ async def test_junk_datagrams_get_no_answer_and_break_nothing() -> None:
                     answers += 1
                 except BlockingIOError:
                     break
-        # whatever decoded as a request may be answered; nothing else is, and the node still works
+        assert answers == 0  # junk gets no answer, and the node still works
         client = await testnet.client()
         key = await asyncio.wait_for(client.immutable_put(b"still serving"), 20)
         assert await asyncio.wait_for(client.immutable_get(key), 20) == b"still serving"
-        assert answers <= 300
 
 
 @pytest.mark.parametrize("value", [None, b"", b"\x7f\x00\x00\x01\x01"], ids=["none", "empty", "five-bytes"])
@@ -134,3 +139,24 @@ async def test_delayed_pings_waiting_at_once_are_bounded_and_cancelled_on_close(
             await asyncio.sleep(0.3)
             assert len(node.node._delayed) == MAX_DELAYED_REPLIES
     assert not node.node._delayed  # closing cancelled them: no reply from a closed socket later
+
+
+
+async def test_a_refused_request_costs_no_table_entry() -> None:
+    """The rate limit comes first: a refused request does not add its sender to the table."""
+    async with (
+        DHT(bootstrap=[], host="127.0.0.1", ephemeral=False, request_rate=1) as node,
+        DHT(bootstrap=[], host="127.0.0.1", ephemeral=False) as sender,
+    ):
+        node.node.limiter.allow(sender.address, asyncio.get_running_loop().time())  # spend its burst
+        node.node.limiter.allow(sender.address, asyncio.get_running_loop().time())
+        with pytest.raises(DHTTimeout):
+            await sender.node.request(node.address, InternalCommand.PING, internal=True, retries=0)
+        assert len(node.node.table) == 0
+
+
+async def test_a_persistent_node_on_a_wildcard_address_is_refused() -> None:
+    dht = DHT(bootstrap=[], host="0.0.0.0", ephemeral=False)
+    with pytest.raises(InvalidSetting, match=r"'0\.0\.0\.0'"):
+        await dht.open()
+    await dht.close()

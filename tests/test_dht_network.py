@@ -236,10 +236,15 @@ async def test_the_quick_firewall_test_lets_a_reachable_client_send_from_its_ser
     assert client.address in seen
 
 
-async def test_a_node_that_slept_is_ephemeral_again_and_stops_storing(dht_testnet: DHTTestnet) -> None:
-    """dht-rpc: a tick more than 15 s late means the machine slept; an adaptive node starts over."""
+async def test_a_node_that_slept_is_ephemeral_again_and_stops_storing(
+    dht_testnet: DHTTestnet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dht-rpc: a tick more than 15 s late means the machine slept; an adaptive node is
+    ephemeral again (storing nothing) until it tests again, RECHECK later (an hour)."""
+    import peersockets.dht.node as node_module
     from peersockets.dht import records
 
+    monkeypatch.setattr(node_module, "RECHECK", 0.3)
     node = await dht_testnet.client(adaptive_after=0.1)
     for _ in range(100):
         if node.persistent:
@@ -250,7 +255,8 @@ async def test_a_node_that_slept_is_ephemeral_again_and_stops_storing(dht_testne
     loop = asyncio.get_running_loop()
     node.node._last_tick_at = loop.time() - 20  # the next tick comes 20 s late
     node.node._on_tick()
-    assert not node.persistent and node.node.firewalled and node.node.id != old_id
+    assert not node.persistent and node.node.id == old_id  # its table and sockets stay
+    assert node._store is None  # what it stored is dropped
     asker = await dht_testnet.client(ephemeral=True)
     response, _source = await asker.node.request(node.address, records.Command.LOOKUP, target=os.urandom(32))
     assert response.error == 1  # UNKNOWN_COMMAND: an ephemeral node stores nothing
@@ -284,3 +290,47 @@ async def test_an_adaptive_node_retests_only_once_its_public_host_changed(monkey
         assert len(tries) == 2 and tries[-1] == "198.51.100.2"
     finally:
         await node.close()
+
+
+
+async def test_a_node_heard_from_this_tick_is_not_re_pinged_away(dht_testnet: DHTTestnet) -> None:
+    """dht-rpc marks a node heard from as pinged this tick: it is no candidate for a re-ping."""
+    a, b = dht_testnet.nodes[0].node, dht_testnet.nodes[1].node
+    await b.request(a.address, 0, internal=True)  # PING
+    entry = a.table.get(b.id)
+    assert entry is not None and entry.pinged == a._tick == entry.seen
+    assert a.table.reping_candidate(b.id, a._tick) is not entry
+
+
+async def test_an_abandoned_query_stops_sending(dht_testnet: DHTTestnet) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead:
+        dead.bind(("127.0.0.1", 0))
+        client = await dht_testnet.client()
+        key = await asyncio.wait_for(client.immutable_put(b"found early"), TIMEOUT)
+        client.node.bootstrap_nodes.append(dead.getsockname())  # a seed that never answers
+        assert await asyncio.wait_for(client.immutable_get(key), TIMEOUT) == b"found early"
+        assert len(client.node._requests) == 0  # the rest of the query was cancelled
+
+
+async def test_a_query_on_a_node_closed_meanwhile_raises_instead_of_finding_nothing() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead:
+        dead.bind(("127.0.0.1", 0))
+        dht = DHT(bootstrap=[], host="127.0.0.1", ephemeral=True)
+        await dht.open()
+        dht.node.bootstrap_nodes.append(dead.getsockname())
+        lookup = asyncio.ensure_future(found(dht, os.urandom(32)))
+        await asyncio.sleep(0.1)
+        await dht.close()
+        with pytest.raises(DHTError, match="closed"):
+            await asyncio.wait_for(lookup, TIMEOUT)
+        with pytest.raises(DHTError, match="closed"):
+            await found(dht, os.urandom(32))
+
+
+async def test_stats_count_what_a_storing_node_holds(dht_testnet: DHTTestnet) -> None:
+    client = await dht_testnet.client()
+    await asyncio.wait_for(client.immutable_put(b"counted"), TIMEOUT)
+    stats = [node.stats for node in dht_testnet.nodes]
+    assert sum(s["immutables"] for s in stats) >= 3
+    assert all(s["nodes"] == 3 and "refused" in s for s in stats)
+    assert all(node._expiry is not None for node in dht_testnet.nodes)  # expiry runs on time

@@ -98,6 +98,7 @@ class DHT:
             request_rate=request_rate,
         )
         self._store: RecordStore | None = None
+        self._expiry: asyncio.TimerHandle | None = None
         self._announcing: dict[tuple[bytes, bytes], asyncio.Task[None]] = {}
         self._opened = False
 
@@ -136,14 +137,48 @@ class DHT:
     def _start_storing(self) -> None:
         if self._store is None:
             self._store = RecordStore(asyncio.get_running_loop().time())
+            self._arm_expiry()
         self.node.on_request = self._on_request
 
     def _stop_storing(self) -> None:
-        """Ephemeral again: storage commands are answered as unknown (what was stored expires)."""
+        """Ephemeral again: storage commands are answered as unknown, and what was stored is dropped."""
         self.node.on_request = None
+        self._store = None
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+
+    def _arm_expiry(self) -> None:
+        """Rotate the store's caches on time, so an idle node frees expired records too."""
+        store = self._store
+        if store is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._expiry = loop.call_at(store.get_timer(), self._expire)
+
+    def _expire(self) -> None:
+        self._expiry = None
+        if self._store is not None:
+            self._store.handle_timer(asyncio.get_running_loop().time())
+            self._arm_expiry()
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters (requests in and out, timeouts, refused), the table's size, and what is stored."""
+        node = self.node
+        stats = dict(node.stats)
+        stats["nodes"] = len(node.table)
+        stats["refused"] = node.limiter.refused
+        if self._store is not None:
+            self._store.handle_timer(asyncio.get_running_loop().time())
+            stats.update(self._store.sizes())
+        return stats
 
     async def close(self) -> None:
         """Stop refreshing announcements and close the sockets."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         tasks = list(self._announcing.values())
         self._announcing.clear()
         for task in tasks:
@@ -359,6 +394,8 @@ class DHT:
         task = self._announcing.pop((target, key_pair.public_key), None)
         if task is not None:
             task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task  # a refresh in the middle of its commit stops before we unannounce
         peer = r.PeerRecord(key_pair.public_key, ())
         commit = self._signed_commit(target, key_pair, peer, r.Command.UNANNOUNCE)
         await self._query_then_commit(target, r.Command.LOOKUP, None, commit)

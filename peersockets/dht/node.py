@@ -60,7 +60,11 @@ REFRESH_TICKS: Final = 60
 SMALL_TABLE_REFRESH_TICKS: Final = 64
 """... and every 64 ticks while the table has fewer than 20 nodes."""
 MAX_DOWN_HINTS_PER_TICK: Final = 50
-MAX_DELAYED_PING: Final = 10_000
+MAX_PING_DELAY_MS: Final = 10_000
+"""The longest DELAYED_PING delay answered (dht-rpc's maxPingDelay)."""
+MAX_HANDLER_TASKS: Final = 1024
+"""Asynchronous request handlers (and housekeeping tasks) running at once; past it, requests
+that need one get no answer."""
 MAX_DELAYED_REPLIES: Final = 256
 """DELAYED_PING replies waiting at once (strangers choose the delay, up to 10 s)."""
 MAX_DOWN_HINT_CHECKS: Final = 10
@@ -186,6 +190,11 @@ class RPCNode:
 
     async def open(self) -> None:
         """Bind both sockets (the server socket on host:port) and start the timers."""
+        if self.persistent and self.host in ("0.0.0.0", "::", ""):
+            raise InvalidSetting(
+                f"a persistent DHT node needs the address others reach it at, not {self.host!r}"
+                " (its node id is the hash of that address)"
+            )
         self._loop = asyncio.get_running_loop()
         self.server = await UDXSocket.bind(self.host, self.port, on_message=self._on_server_datagram)
         self.client = await UDXSocket.bind(
@@ -217,17 +226,14 @@ class RPCNode:
         """The clock jumped (the machine slept): an adaptive node is ephemeral again, as dht-rpc."""
         if self.adaptive_after is None or self._loop is None:
             return
-        log.info("the DHT node slept: ephemeral again until the next test")
+        log.info("the DHT node slept: ephemeral again until it tests again (in an hour)")
         if self.persistent:
-            self.persistent = False
-            self.firewalled = True
-            self.id = os.urandom(32)
-            self.table, _left_out = self.table.with_id(self.id)
+            self.persistent = False  # its table and its socket stay, as in dht-rpc
             if self.on_ephemeral is not None:
                 self.on_ephemeral()
         if self._adaptive is not None:
             self._adaptive.cancel()
-        self._adaptive = self._loop.create_task(self._adapt(self.adaptive_after))
+        self._adaptive = self._loop.create_task(self._adapt(RECHECK))
 
     @property
     def address(self) -> Address:
@@ -354,6 +360,14 @@ class RPCNode:
         self._flush()
         return tid, future
 
+    def _cancel_request(self, tid: int) -> None:
+        """Stop resending a request and forget its reply."""
+        self._requests.cancel(tid)
+        future = self._waiters.pop(tid, None)
+        if future is not None:
+            future.cancel()
+        self._arm()
+
     def _socket_out(self) -> UDXSocket:
         """Requests leave from the server socket once strangers can reach it, else the client's."""
         sock = self.server if self.persistent or not self.firewalled else self.client
@@ -370,6 +384,8 @@ class RPCNode:
         self._arm()
 
     def _arm(self) -> None:
+        if self._closed:
+            return
         assert self._loop is not None
         when = self._requests.get_timer()
         if self._timer is not None:
@@ -414,6 +430,10 @@ class RPCNode:
         except DecodeError as exc:
             log.debug("dropped a datagram from %s:%d: %s", source[0], source[1], exc)
             return
+        if isinstance(message, Request):
+            assert self._loop is not None
+            if not self.limiter.allow(source, self._loop.time()):
+                return  # refused before it costs anything (a table entry, a re-ping)
         accepted = m.accepted_id(message.id, source)
         if accepted is not None:
             self._saw(accepted, source)
@@ -424,9 +444,6 @@ class RPCNode:
                 self._sample(message.to, accepted, source, sock)
             self._on_response(message, source)
         else:
-            assert self._loop is not None
-            if not self.limiter.allow(source, self._loop.time()):
-                return
             self.stats["requests_in"] += 1
             self._on_request(Incoming(message, source, accepted, sock))
 
@@ -453,7 +470,7 @@ class RPCNode:
             return
         node = self.table.get(id_)
         if node is not None:
-            node.seen = self._tick
+            node.seen = node.pinged = self._tick  # as dht-rpc: heard from this tick, not re-pinged
             return
         fresh = Node(id_, source[0], source[1], added=self._tick, seen=self._tick, pinged=self._tick)
         if self.table.add(fresh) or self._repinging >= MAX_REPINGS:
@@ -527,8 +544,10 @@ class RPCNode:
             return
         result = handler(self, incoming)
         if result is not None:
-            assert self._loop is not None
-            self._loop.create_task(result)  # type: ignore[arg-type]
+            if len(self._maintenance) >= MAX_HANDLER_TASKS:
+                log.debug("dropped a request from %s:%d: %d handlers running", *incoming.source, MAX_HANDLER_TASKS)
+                return
+            self._background(result)  # type: ignore[arg-type]
 
     def _on_internal(self, incoming: Incoming) -> None:
         request = incoming.request
@@ -560,7 +579,7 @@ class RPCNode:
             self.reply(incoming)
         elif command == InternalCommand.DELAYED_PING:
             delay = m.delayed_ping_delay(request.value)
-            if delay is None or delay > MAX_DELAYED_PING or len(self._delayed) >= MAX_DELAYED_REPLIES:
+            if delay is None or delay > MAX_PING_DELAY_MS or len(self._delayed) >= MAX_DELAYED_REPLIES:
                 return
             assert self._loop is not None
             self._delayed[id(incoming)] = self._loop.call_later(delay / 1000, self._delayed_reply, incoming)
@@ -601,6 +620,8 @@ class RPCNode:
         """Ask the nodes closest to ``target``, closer and closer; iterate it for every
         successful reply. Its ``closest_replies`` (after the iteration) are the storing
         nodes a commit goes to; each run has its own, however many overlap."""
+        if self._closed:
+            raise DHTError(f"the DHT node is closed: no query for {target.hex()}")
         seed_list = list(seeds) if seeds is not None else [n.address for n in self.table.closest(target)]
         if len(seed_list) < 20:
             seed_list += [b for b in self.bootstrap_nodes if b not in seed_list]
@@ -615,17 +636,17 @@ class RPCNode:
         target = query.target
         waiting: dict[asyncio.Future[tuple[Response, Address]], Address] = {}
         sent_at: dict[asyncio.Future[tuple[Response, Address]], float] = {}
+        tids: dict[asyncio.Future[tuple[Response, Address]], int] = {}
         slow_after = self._requests.attempt_timeout
         try:
             while True:
                 now = self._loop.time()
                 slow = sum(1 for started in sent_at.values() if now - started >= slow_after)
                 for address in query.next_nodes(slow):
-                    future = self.request(
-                        address, command, internal=internal, target=target, value=value, retries=QUERY_RETRIES
-                    )
+                    tid, future = self._send_request(address, command, internal, target, value, None, QUERY_RETRIES)
                     waiting[future] = address
                     sent_at[future] = now
+                    tids[future] = tid
                 if not waiting or query.done_but_slow(slow):
                     return
                 soonest = min(sent_at.values()) + slow_after - now
@@ -634,9 +655,12 @@ class RPCNode:
                 for future in done:
                     address = waiting.pop(future)
                     del sent_at[future]
+                    del tids[future]
                     try:
                         response, source = future.result()
                     except DHTError:
+                        if self._closed:
+                            raise DHTError(f"the DHT node closed during a query for {target.hex()}") from None
                         referrers = query.timed_out(address)
                         if referrers:
                             self._hint_down(address, referrers)
@@ -646,8 +670,8 @@ class RPCNode:
                     if response.error == 0:
                         yield Reply(address, accepted, response)
         finally:
-            for future in waiting:
-                future.cancel()
+            for future in waiting:  # an abandoned query sends nothing more
+                self._cancel_request(tids[future])
 
     async def find_node(self, target: bytes) -> list[Reply]:
         """An iterative FIND_NODE; returns the closest replies (persistent nodes)."""
@@ -744,7 +768,7 @@ class RPCNode:
         tids: list[int] = []
         futures = []
         for address in candidates:
-            tid, future = self._send_request(address, InternalCommand.PING_NAT, True, None, value, None, 0)
+            tid, future = self._send_request(address, InternalCommand.PING_NAT, True, None, value, None, 3)
             self._arrivals[tid] = None
             futures.append(future)
             tids.append(tid)

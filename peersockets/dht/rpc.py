@@ -2,7 +2,8 @@
 
 ``Requests`` hands out tids (one 16-bit counter from a random start), puts each
 request's datagram in ``outgoing`` when the congestion window allows (at most
-80 sends per 750 ms slot and 160 over the last four slots; the rest wait),
+80 sends per 750 ms slot and 160 over the last four slots, each reply giving
+its send back, as dht-rpc's window does; the rest wait),
 resends it every ``ATTEMPT_TIMEOUT`` until its sends run out, and matches
 responses by tid alone, as dht-rpc does. Time is passed in.
 """
@@ -100,14 +101,27 @@ class Requests:
         pending = self._live.pop(tid, None)
         if pending is not None and pending.queued:
             self._waiting.remove(pending)
+        if pending is not None:
+            self._give_back()
         return pending
 
+    def _give_back(self) -> None:
+        """A request ended (answered, timed out, cancelled): its send leaves the window."""
+        if self._slots[-1] > 0:
+            self._slots[-1] -= 1
+
     def response(self, response: Response) -> Pending | None:
-        """The request this response answers (matched by tid), which is then done; None if unknown."""
-        pending = self._live.get(response.tid)
-        if pending is None or pending.queued:
+        """The request this response answers (matched by tid), which is then done; None if unknown.
+
+        A reply gives its send back to the window (dht-rpc's ``recv``), so the window
+        bounds requests outstanding, not requests sent; a late reply to an earlier send
+        counts even while the request waits to be sent again."""
+        pending = self._live.pop(response.tid, None)
+        if pending is None:
             return None
-        del self._live[response.tid]
+        if pending.queued:
+            self._waiting.remove(pending)
+        self._give_back()
         return pending
 
     def get_timer(self) -> float | None:
@@ -133,6 +147,7 @@ class Requests:
                 self._waiting.appendleft(pending)
             else:
                 del self._live[tid]
+                self._give_back()
                 expired.append(pending)
         self._drain(now)
         return expired
