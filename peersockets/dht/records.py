@@ -40,6 +40,14 @@ from ..wire.encoding import (
     encode_string,
     encode_uint,
 )
+from .messages import (
+    ADDRESS_SIZE,
+    MAX_ARRAY,
+    MAX_SAFE_UINT,
+    Address,
+    decode_address,
+    encode_address,
+)
 
 __all__ = [
     "NS_ANNOUNCE",
@@ -84,18 +92,11 @@ __all__ = [
     "verify_unannounce",
 ]
 
-Address = tuple[str, int]
-"""An IPv4 peer address: dotted host string and port."""
-
-_MAX_ARRAY: Final = 0x100000
-"""compact-encoding's ``c.array`` refuses counts above this when decoding."""
-
-_MAX_SAFE_UINT: Final = 2**53 - 1
-"""compact-encoding decodes integers as JavaScript numbers and throws above this."""
-
+_MAX_ARRAY: Final = MAX_ARRAY
+_MAX_SAFE_UINT: Final = MAX_SAFE_UINT
 _SIGNATURE_SIZE: Final = 64
 _KEY_SIZE: Final = 32
-_ADDRESS_SIZE: Final = 6
+_ADDRESS_SIZE: Final = ADDRESS_SIZE
 _PEER_MIN_SIZE: Final = _KEY_SIZE + 1  # key and an empty address array
 
 
@@ -266,31 +267,13 @@ def _read_array_count(
     return count, pos
 
 
-def _encode_address(address: Address) -> bytes:
-    """dht-rpc's 6-byte IPv4 address: the 4 host bytes, then the port as u16 little-endian."""
-    host, port = address
-    parts = host.split(".") if isinstance(host, str) else []
-    if len(parts) != 4 or not all(p.isascii() and p.isdigit() and int(p) <= 255 for p in parts):
-        raise InvalidSetting(f"address host must be a dotted IPv4 string, got {host!r}")
-    if not isinstance(port, int) or not 0 <= port <= 0xFFFF:
-        raise InvalidSetting(f"address port must be in 0..65535, got {port!r}")
-    return bytes(int(p) for p in parts) + port.to_bytes(2, "little")
-
-
-def _read_address(buf: Buffer, pos: int, end: int) -> tuple[Address, int]:
-    if pos + _ADDRESS_SIZE > end:
-        raise DecodeError(f"truncated IPv4 address at offset {pos}: {end - pos} bytes left")
-    host = f"{buf[pos]}.{buf[pos + 1]}.{buf[pos + 2]}.{buf[pos + 3]}"
-    return (host, buf[pos + 4] | buf[pos + 5] << 8), pos + _ADDRESS_SIZE
-
-
 def _read_peer(buf: Buffer, pos: int, end: int) -> tuple[PeerRecord, int]:
     public_key, pos = _read_fixed(buf, pos, end, _KEY_SIZE, "peer public key")
     count, pos = _read_array_count(buf, pos, end, _ADDRESS_SIZE, "relay address")
     addresses = []
-    for _ in range(count):
-        address, pos = _read_address(buf, pos, end)
-        addresses.append(address)
+    for _ in range(count):  # the count was checked to fit before ``end``
+        addresses.append(decode_address(buf, pos))
+        pos += _ADDRESS_SIZE
     return PeerRecord(public_key, tuple(addresses)), pos
 
 
@@ -302,7 +285,7 @@ def encode_peer_record(peer: PeerRecord) -> bytes:
     return (
         peer.public_key
         + encode_uint(len(peer.relay_addresses))
-        + b"".join(_encode_address(a) for a in peer.relay_addresses)
+        + b"".join(encode_address(host, port) for host, port in peer.relay_addresses)
     )
 
 
