@@ -167,6 +167,18 @@ def accepted_id(claimed: bytes | None, source: Address) -> bytes | None:
 # -- messages ------------------------------------------------------------------------------------
 
 
+def _encode_head(kind: int, flags: int, tid: int, to: Address, id_: bytes | None, token: bytes | None) -> bytearray:
+    """The fields every request and response starts with, in dht-rpc's order."""
+    out = bytearray((kind, flags))
+    out += _U16.pack(tid)
+    out += encode_address(*to)
+    if id_ is not None:
+        out += id_
+    if token is not None:
+        out += token
+    return out
+
+
 def _check_fixed32(name: str, value: bytes | None) -> None:
     if value is not None and len(value) != 32:
         raise InvalidSetting(f"{name} must be 32 bytes, got {len(value)}: {bytes(value).hex()}")
@@ -206,13 +218,7 @@ class Request:
             | (FLAG_TARGET if self.target is not None else 0)
             | (FLAG_VALUE if self.value is not None else 0)
         )
-        out = bytearray((REQUEST_ID, flags))
-        out += _U16.pack(self.tid)
-        out += encode_address(*self.to)
-        if self.id is not None:
-            out += self.id
-        if self.token is not None:
-            out += self.token
+        out = _encode_head(REQUEST_ID, flags, self.tid, self.to, self.id, self.token)
         out += encode_uint(self.command)
         if self.target is not None:
             out += self.target
@@ -252,13 +258,7 @@ class Response:
             | (FLAG_ERROR if self.error else 0)
             | (FLAG_VALUE if self.value is not None else 0)
         )
-        out = bytearray((RESPONSE_ID, flags))
-        out += _U16.pack(self.tid)
-        out += encode_address(*self.to)
-        if self.id is not None:
-            out += self.id
-        if self.token is not None:
-            out += self.token
+        out = _encode_head(RESPONSE_ID, flags, self.tid, self.to, self.id, self.token)
         if nodes:
             out += encode_uint(len(nodes))
             for host, port in nodes:
