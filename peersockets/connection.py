@@ -43,6 +43,7 @@ from .errors import (
     ReadTimeout,
 )
 from .wire.crypto import KeyPair
+from .wire.noise import HandshakeResult
 from .wire.protomux import Mux
 from .wire.secretstream import MAX_FRAME, Phase, SecretStream
 from .wire.timers import ConnectionTimers, Due
@@ -115,12 +116,17 @@ class Connection(asyncio.BufferedProtocol):
         frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
         receive_budget: ReceiveBudget | None = None,
         ephemeral: KeyPair | None = None,
+        handshake: HandshakeResult | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self.initiator = initiator
         self.key_pair = key_pair
         self.stream = SecretStream(
-            initiator, key_pair, ephemeral=ephemeral, max_frame_size=max_frame_size
+            initiator,
+            key_pair,
+            ephemeral=ephemeral,
+            max_frame_size=max_frame_size,
+            handshake=handshake,
         )
         # until a channel opens, an unfinished frame may not be large
         self.stream.frame_limit = min(max_frame_size, MAX_UNPAIRED_FRAME)
@@ -416,6 +422,8 @@ class Connection(asyncio.BufferedProtocol):
             return
         self._arm_timer()
         self._write_raw(self.stream.data_to_send())
+        if self.stream.handshake_complete and not self.established.done():
+            self._on_handshake()  # keys from a handshake made elsewhere (hyperdht's IK)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._read_buffer

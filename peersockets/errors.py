@@ -18,6 +18,9 @@
         └── ConnectionClosed   the connection ended; nothing more can be sent on it
             └── StreamReset (ECONNRESET), StreamTimeout (also a TimeoutError)   UDX streams
         DHTError, DHTTimeout (also a TimeoutError)   a DHT request or query failed
+        └── PeerConnectError   connecting to a public key over the DHT failed
+            └── DHTPeerNotFound, HandshakeRefused, HolepunchFailed,
+                PeerConnectTimeout (also a TimeoutError)
 
 Every message names the value that was wrong.
 """
@@ -196,3 +199,42 @@ class DHTTimeout(DHTError, TimeoutError):
 
     def __init__(self, message: str) -> None:
         OSError.__init__(self, errno.ETIMEDOUT, message)
+
+
+class PeerConnectError(DHTError):
+    """Connecting to a public key over the DHT failed; ``code`` is hyperdht's name for why."""
+
+    code = "PEER_CONNECTION_FAILED"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class DHTPeerNotFound(PeerConnectError):
+    """No DHT node holds an announcement of the key: nobody listens on it (PEER_NOT_FOUND)."""
+
+    code = "PEER_NOT_FOUND"
+
+
+class HandshakeRefused(PeerConnectError):
+    """The peer was found but no handshake completed: it refused, is incompatible, or its
+    relays did not answer (PEER_CONNECTION_FAILED, SERVER_ERROR, SERVER_INCOMPATIBLE)."""
+
+
+class HolepunchFailed(PeerConnectError):
+    """The handshake completed but no path between the peers opened (CANNOT_HOLEPUNCH,
+    HOLEPUNCH_ABORTED, HOLEPUNCH_PROBE_TIMEOUT, HOLEPUNCH_DOUBLE_RANDOMIZED_NATS, ...)."""
+
+    code = "HOLEPUNCH_ABORTED"
+
+
+class PeerConnectTimeout(PeerConnectError, TimeoutError):
+    """Connecting to a public key took longer than the timeout given."""
+
+    code = "CONNECT_TIMEOUT"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message, code)
+        self.errno = errno.ETIMEDOUT

@@ -76,7 +76,7 @@ def test_the_window_bounds_requests_outstanding_not_requests_sent() -> None:
     answered = 0
     for i in range(400):
         requests.send(Request(0, ("127.0.0.1", 9), InternalCommand.PING, internal=True), ("127.0.0.1", 9), 0.0)
-        for datagram, _address in requests.outgoing:
+        for datagram, _address, _context in requests.outgoing:
             tid = int.from_bytes(datagram[2:4], "little")
             assert requests.response(Response(tid, ("127.0.0.1", 9))) is not None
             answered += 1

@@ -14,7 +14,30 @@ values, signatures and what a storing node keeps) are sans-I/O; ``node`` (a
 dht-rpc node on UDX sockets) and ``dht`` (the API above) run on asyncio.
 """
 
+from ..errors import (
+    DHTError,
+    DHTPeerNotFound,
+    DHTTimeout,
+    HandshakeRefused,
+    HolepunchFailed,
+    PeerConnectError,
+    PeerConnectTimeout,
+)
 from .dht import DEFAULT_BOOTSTRAP, DHT, MutableValue
 from .records import PeerRecord
+from .server import DHTServer
 
-__all__ = ["DEFAULT_BOOTSTRAP", "DHT", "MutableValue", "PeerRecord"]
+__all__ = [
+    "DEFAULT_BOOTSTRAP",
+    "DHT",
+    "DHTError",
+    "DHTPeerNotFound",
+    "DHTServer",
+    "DHTTimeout",
+    "HandshakeRefused",
+    "HolepunchFailed",
+    "MutableValue",
+    "PeerConnectError",
+    "PeerConnectTimeout",
+    "PeerRecord",
+]

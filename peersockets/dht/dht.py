@@ -13,23 +13,28 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Final
 
-from ..errors import DecodeError, DHTError, InvalidKey
+from ..connection import Connection
+from ..errors import DecodeError, DHTError, InvalidKey, InvalidSetting, PeerConnectTimeout
+from ..udx import UDXSocket
 from ..wire.crypto import KeyPair, blake2b_256
 from . import records as r
+from .connect import Connector
 from .messages import Address, ErrorCode, Response
-from .node import Incoming, RPCNode
+from .node import Incoming, RPCNode, SocketBinder
 from .query import Reply
 from .ratelimit import DEFAULT_RATE
+from .router import DEFAULT_RELAY_RATE, Router
 from .rpc import ATTEMPT_TIMEOUT
+from .server import ConnectionHandler, DHTServer, FirewallCheck
 from .store import RecordStore
 from .store import Reply as StoreReply
 
-__all__ = ["DEFAULT_BOOTSTRAP", "DHT", "MutableValue", "PeerRecord"]
+__all__ = ["DEFAULT_BOOTSTRAP", "DEFAULT_CONNECT_TIMEOUT", "DHT", "MutableValue", "PeerRecord"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,9 @@ ADAPTIVE_AFTER: Final = 20 * 60.0
 
 REANNOUNCE: Final = 5 * 60.0
 """Seconds between refreshes of an announcement (records live 13-26 minutes on the nodes)."""
+
+DEFAULT_CONNECT_TIMEOUT: Final = 30.0
+"""Seconds ``connect`` may take before PeerConnectTimeout (finding, handshake, holepunch)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +83,10 @@ class DHT:
     request is sent 4 times, a query's 6). ``request_rate``: requests a second
     each source (host, port) may make after a burst of twice that; the rest get
     no answer (8192 sources are remembered, the least recent forgotten first).
+    ``relay_rate``: PEER_HANDSHAKE/PEER_HOLEPUNCH messages a second this node
+    relays towards one host for others. ``key_pair``: the identity ``connect``
+    and ``listen`` use by default (a new one if not given). ``bind_socket``: how
+    UDP sockets are bound (``UDXSocket.bind``; tests pass a simulated NAT's).
     """
 
     def __init__(
@@ -86,6 +98,9 @@ class DHT:
         adaptive_after: float = ADAPTIVE_AFTER,
         attempt_timeout: float = ATTEMPT_TIMEOUT,
         request_rate: float = DEFAULT_RATE,
+        relay_rate: float = DEFAULT_RELAY_RATE,
+        key_pair: KeyPair | None = None,
+        bind_socket: SocketBinder = UDXSocket.bind,
     ) -> None:
         persistent = ephemeral is False
         self.node = RPCNode(
@@ -96,7 +111,13 @@ class DHT:
             adaptive_after=adaptive_after if ephemeral is None else None,
             attempt_timeout=attempt_timeout,
             request_rate=request_rate,
+            bind_socket=bind_socket,
         )
+        self.default_key_pair = key_pair or KeyPair.generate()
+        """The key pair ``connect`` and ``listen`` use when given none."""
+        self.router = Router(self.node, self._forward, relay_rate)
+        """Routes PEER_HANDSHAKE and PEER_HOLEPUNCH for our servers and, when persistent, others'."""
+        self._servers: set[DHTServer] = set()
         self._store: RecordStore | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._announcing: dict[tuple[bytes, bytes], asyncio.Task[None]] = {}
@@ -118,6 +139,7 @@ class DHT:
         self._opened = True
         self.node.on_persistent = self._start_storing
         self.node.on_ephemeral = self._stop_storing
+        self.node.on_request = self._on_request
         await self.node.open()
         if self.node.persistent:
             self._start_storing()
@@ -138,11 +160,9 @@ class DHT:
         if self._store is None:
             self._store = RecordStore(asyncio.get_running_loop().time())
             self._arm_expiry()
-        self.node.on_request = self._on_request
 
     def _stop_storing(self) -> None:
         """Ephemeral again: storage commands are answered as unknown, and what was stored is dropped."""
-        self.node.on_request = None
         self._store = None
         if self._expiry is not None:
             self._expiry.cancel()
@@ -175,7 +195,10 @@ class DHT:
         return stats
 
     async def close(self) -> None:
-        """Stop refreshing announcements and close the sockets."""
+        """Close the servers (they unannounce), stop refreshing announcements, close the sockets."""
+        for server in list(self._servers):
+            with contextlib.suppress(DHTError):
+                await server.close()
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
@@ -190,13 +213,26 @@ class DHT:
 
     # ------------------------------------------------------------------ storing
 
-    def _on_request(self, node: RPCNode, incoming: Incoming) -> None:
-        """A persistent node answers hyperdht's storage commands from its RecordStore."""
-        store = self._store
-        if store is None:
-            return
+    def _forward(self, target: bytes) -> Address | None:
+        """Where a server that self-announced ``target`` to us announced from."""
+        if self._store is None:
+            return None
+        forward = self._store.forward(target, asyncio.get_running_loop().time())
+        return forward.relay if forward is not None else None
+
+    def _on_request(self, node: RPCNode, incoming: Incoming) -> Awaitable[None] | None:
+        """The connect commands go to the router; a persistent node answers hyperdht's storage
+        commands from its RecordStore; an ephemeral one calls them unknown."""
         request = incoming.request
         command = request.command
+        if command == r.Command.PEER_HANDSHAKE:
+            return self.router.on_handshake(incoming)
+        if command == r.Command.PEER_HOLEPUNCH:
+            return self.router.on_holepunch(incoming)
+        store = self._store
+        if store is None:
+            node.reply(incoming, closer_nodes=True, error=ErrorCode.UNKNOWN_COMMAND)
+            return None
         value = request.value
         now = asyncio.get_running_loop().time()
         reply: StoreReply | None
@@ -207,7 +243,7 @@ class DHT:
                 reply = store.find_peer(request.target, now)
             elif command in (r.Command.ANNOUNCE, r.Command.UNANNOUNCE):
                 if value is None:
-                    return
+                    return None
                 announce = r.decode_announce(value)
                 if command == r.Command.ANNOUNCE:
                     reply = store.announce(
@@ -218,7 +254,7 @@ class DHT:
                     reply = store.unannounce(request.target, node.id, request.token, announce, now)
             elif command == r.Command.MUTABLE_PUT:
                 if value is None:
-                    return
+                    return None
                 reply = store.mutable_put(request.target, request.token, r.decode_mutable_put_request(value), now)
             elif command == r.Command.MUTABLE_GET:
                 seq = r.decode_mutable_get_request(value) if value is not None else None
@@ -229,14 +265,69 @@ class DHT:
                 reply = store.immutable_get(request.target, now)
             else:
                 node.reply(incoming, closer_nodes=True, error=ErrorCode.UNKNOWN_COMMAND)
-                return
+                return None
         except DecodeError as exc:
             log.debug("no reply to a malformed %s from %s: %s", command, incoming.source, exc)
-            return
+            return None
         if reply is not None:
             node.reply(
                 incoming, token=reply.token, closer_nodes=reply.closer_nodes, error=reply.error, value=reply.value
             )
+        return None
+
+    # ------------------------------------------------------------------ connections
+
+    async def connect(
+        self,
+        public_key: bytes,
+        *,
+        key_pair: KeyPair | None = None,
+        relay_addresses: Sequence[Address] = (),
+        local_connection: bool = True,
+        timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+    ) -> Connection:
+        """An established ``Connection`` to the peer listening on ``public_key``.
+
+        ``relay_addresses``: nodes known to hold its announcement (tried first).
+        ``local_connection``: offer and try LAN addresses. Raises DHTPeerNotFound,
+        HandshakeRefused, HolepunchFailed or PeerConnectTimeout (all PeerConnectErrors).
+        """
+        key = _check_target(public_key, "public_key")
+        if timeout is not None and timeout <= 0:
+            raise InvalidSetting(f"timeout must be > 0 seconds or None, got {timeout!r}")
+        connector = Connector(
+            self.node,
+            key_pair or self.default_key_pair,
+            key,
+            relay_addresses=tuple(relay_addresses),
+            local_connection=local_connection,
+        )
+        try:
+            return await asyncio.wait_for(connector.run(), timeout)
+        except TimeoutError:
+            raise PeerConnectTimeout(f"connecting to peer {key.hex()} took more than {timeout} s") from None
+
+    async def listen(
+        self,
+        key_pair: KeyPair | None = None,
+        on_connection: ConnectionHandler | None = None,
+        *,
+        firewall: FirewallCheck | None = None,
+        share_local_address: bool = True,
+        holepunch: bool = True,
+    ) -> DHTServer:
+        """Accept connections to ``key_pair`` (the default key pair if None): announces it and
+        returns the listening ``DHTServer``; ``on_connection(connection)`` gets each one."""
+        server = DHTServer(
+            self, on_connection, firewall=firewall, share_local_address=share_local_address, holepunch=holepunch
+        )
+        self._servers.add(server)
+        try:
+            await server.listen(key_pair or self.default_key_pair)
+        except BaseException:
+            self._servers.discard(server)
+            raise
+        return server
 
     # ------------------------------------------------------------------ reading
 

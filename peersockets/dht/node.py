@@ -84,6 +84,10 @@ class Incoming:
 
 RequestHandler = Callable[["RPCNode", Incoming], Awaitable[None] | None]
 
+SocketBinder = Callable[..., Awaitable[UDXSocket]]
+"""How a node binds its UDP sockets: ``UDXSocket.bind``'s signature (host, port, *, udx,
+on_message). Tests put a simulated NAT here."""
+
 
 class BootstrapNode(NamedTuple):
     """A bootstrap entry: where to find it, and the IP to try first ("suggested-ip@host:port")."""
@@ -134,7 +138,10 @@ class RPCNode:
         attempt_timeout: float = ATTEMPT_TIMEOUT,
         request_rate: float = DEFAULT_RATE,
         on_request: RequestHandler | None = None,
+        bind_socket: SocketBinder = UDXSocket.bind,
     ) -> None:
+        self.bind_socket = bind_socket
+        """Binds every UDP socket of this node (its two, and the punchers of connections)."""
         self.bootstrap_entries = parse_bootstrap(bootstrap)
         self.bootstrap_nodes: list[Address] = [(b.suggested or b.host, b.port) for b in self.bootstrap_entries]
         """The bootstrap nodes' addresses (resolved by ``bootstrap()``)."""
@@ -196,8 +203,8 @@ class RPCNode:
                 " (its node id is the hash of that address)"
             )
         self._loop = asyncio.get_running_loop()
-        self.server = await UDXSocket.bind(self.host, self.port, on_message=self._on_server_datagram)
-        self.client = await UDXSocket.bind(
+        self.server = await self.bind_socket(self.host, self.port, on_message=self._on_server_datagram)
+        self.client = await self.bind_socket(
             self.host, 0, udx=self.server.udx, on_message=self._on_client_datagram
         )
         if self.persistent:
@@ -335,9 +342,11 @@ class RPCNode:
         value: bytes | None = None,
         token: bytes | None = None,
         retries: int = 3,
+        socket: UDXSocket | None = None,
     ) -> asyncio.Future[tuple[Response, Address]]:
-        """Send a request to ``address``; the future gets (response, source) or DHTTimeout."""
-        return self._send_request(address, command, internal, target, value, token, retries)[1]
+        """Send a request to ``address`` (from ``socket``, else the socket requests leave from);
+        the future gets (response, source) or DHTTimeout."""
+        return self._send_request(address, command, internal, target, value, token, retries, socket)[1]
 
     def _send_request(
         self,
@@ -348,13 +357,14 @@ class RPCNode:
         value: bytes | None,
         token: bytes | None,
         retries: int,
+        socket: UDXSocket | None = None,
     ) -> tuple[int, asyncio.Future[tuple[Response, Address]]]:
         if self._closed or self._loop is None:
             raise DHTError("the DHT node is closed")
-        sender_id = self.id if self.persistent else None
+        sender_id = self.id if self.persistent and (socket is None or socket is self.server) else None
         request = Request(0, address, command, internal, sender_id, token, target, value)
         future: asyncio.Future[tuple[Response, Address]] = self._loop.create_future()
-        tid = self._requests.send(request, address, self._loop.time(), retries=retries)
+        tid = self._requests.send(request, address, self._loop.time(), retries=retries, context=socket)
         self._waiters[tid] = future
         self.stats["requests_out"] += 1
         self._flush()
@@ -377,9 +387,11 @@ class RPCNode:
     def _flush(self) -> None:
         outgoing = self._requests.outgoing
         if outgoing:
-            sock = self._socket_out()
-            for datagram, address in outgoing:
-                sock.send(datagram, address)
+            main = self._socket_out()
+            for datagram, address, context in outgoing:
+                sock = context if isinstance(context, UDXSocket) else main
+                if not sock.closed:
+                    sock.send(datagram, address)
             outgoing.clear()
         self._arm()
 
@@ -508,27 +520,82 @@ class RPCNode:
         closer_nodes: bool = False,
         error: int = 0,
         value: bytes | None = None,
+        to: Address | None = None,
+        socket: UDXSocket | None = None,
     ) -> None:
-        """Answer ``incoming`` from the socket it came in on, as dht-rpc answers."""
+        """Answer ``incoming`` from the socket it came in on (or ``socket``), to its source (or
+        ``to``: a relay answers a client for a server), as dht-rpc answers."""
         request = incoming.request
-        host = incoming.source[0]
+        destination = to or incoming.source
+        sock = socket or incoming.socket
         closer: tuple[Address, ...] = ()
         if closer_nodes and request.target is not None:
             closer = tuple(node.address for node in self.table.closest(request.target))
         response = Response(
             request.tid,
-            incoming.source,
-            self._reply_id(incoming),
-            self.tokens.token(host) if token else None,
+            destination,
+            self._id_from(sock),
+            self.tokens.token(destination[0]) if token else None,
             closer,
             error,
             value,
         )
-        incoming.socket.send(response.encode(), incoming.source)
+        if not sock.closed:
+            sock.send(response.encode(), destination)
+
+    def relay(self, incoming: Incoming, value: bytes, to: Address, socket: UDXSocket | None = None) -> None:
+        """Pass ``incoming`` on to ``to`` as a request with its tid, command and target and a new
+        value, sent once (dht-rpc's ``req.relay``: PEER_HANDSHAKE and PEER_HOLEPUNCH hops)."""
+        request = incoming.request
+        sock = socket or incoming.socket
+        relayed = Request(
+            request.tid, to, request.command, request.internal, self._id_from(sock), None, request.target, value
+        )
+        if not sock.closed:
+            sock.send(relayed.encode(), to)
 
     def _reply_id(self, incoming: Incoming) -> bytes | None:
         """Our id, in replies a persistent node sends from its server socket."""
-        return self.id if self.persistent and incoming.socket is self.server else None
+        return self._id_from(incoming.socket)
+
+    def _id_from(self, sock: UDXSocket) -> bytes | None:
+        return self.id if self.persistent and sock is self.server else None
+
+    def now(self) -> float:
+        """The event loop's clock, which every timer of this node runs on."""
+        assert self._loop is not None
+        return self._loop.time()
+
+    @property
+    def main_socket(self) -> UDXSocket:
+        """The socket our requests leave from (hyperdht's ``dht.socket``): strangers see it."""
+        return self._socket_out()
+
+    def remote_address(self) -> Address | None:
+        """Our public address if strangers can reach our server socket there, else None
+        (dht-rpc's ``remoteAddress()``: only for a node that is not firewalled)."""
+        if self.firewalled:
+            return None
+        if self.nat.host is not None and self.nat.port:
+            return self.nat.host, self.nat.port
+        return self.address if self.persistent else None
+
+    async def open_socket(self, on_message: Callable[[bytes, tuple[str, int]], None] | None = None) -> UDXSocket:
+        """Another socket on our host and UDX instance (a puncher): datagrams of more than one
+        byte that are not UDX go to this node, as if they came on its own sockets; one-byte
+        datagrams go to ``on_message``."""
+        holder: list[UDXSocket] = []
+
+        def deliver(data: bytes, source: tuple[str, int]) -> None:
+            if len(data) > 1:
+                self._on_datagram(data, source, holder[0])
+            elif on_message is not None:
+                on_message(data, source)
+
+        assert self.server is not None
+        sock = await self.bind_socket(self.host, 0, udx=self.server.udx, on_message=deliver)
+        holder.append(sock)
+        return sock
 
     def _on_request(self, incoming: Incoming) -> None:
         request = incoming.request

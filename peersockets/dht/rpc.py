@@ -65,8 +65,9 @@ class Requests:
         self._waiting: deque[Pending] = deque()
         self._slots = [0] * SLOTS
         self._slot_started = 0.0
-        self.outgoing: list[tuple[bytes, Address]] = []
-        """Datagrams to send now, with their destination; the adapter empties it."""
+        self.outgoing: list[tuple[bytes, Address, object]] = []
+        """Datagrams to send now, with their destination and their request's ``context``;
+        the adapter empties it."""
 
     def __len__(self) -> int:
         return len(self._live)
@@ -172,4 +173,4 @@ class Requests:
             pending.sent += 1
             pending.deadline = now + self._timeout
             slots[-1] += 1
-            self.outgoing.append((pending.request.encode(), pending.address))
+            self.outgoing.append((pending.request.encode(), pending.address, pending.context))

@@ -239,12 +239,29 @@ class UDXSocket:
 
     # ------------------------------------------------------------------ I/O
 
-    def send(self, datagram: bytes | bytearray | memoryview, address: Address) -> None:
-        """Send one datagram that is not UDX (DHT traffic) from this socket."""
+    def send(self, datagram: bytes | bytearray | memoryview, address: Address, *, ttl: int | None = None) -> None:
+        """Send one datagram that is not UDX (DHT traffic) from this socket; ``ttl`` sets the IP
+        time-to-live of this one datagram (holepunching opens NAT sessions with short-lived probes)."""
         self._check_open()
         if len(datagram) > p.MAX_DATAGRAM:
             raise MessageTooLarge(f"a datagram on a UDX socket is at most {p.MAX_DATAGRAM} bytes, got {len(datagram)}")
-        self._send(bytes(datagram), address)
+        if ttl is None:
+            self._send(bytes(datagram), address)
+            return
+        if not isinstance(ttl, int) or not 1 <= ttl <= 255:
+            raise InvalidSetting(f"ttl must be 1-255, got {ttl!r}")
+        level, option = (
+            (_socket.IPPROTO_IPV6, _socket.IPV6_UNICAST_HOPS)
+            if self.family == _socket.AF_INET6
+            else (_socket.IPPROTO_IP, _socket.IP_TTL)
+        )
+        previous = self._sock.getsockopt(level, option)
+        self._sock.setsockopt(level, option, ttl)
+        try:
+            with contextlib.suppress(OSError):  # lost, as any datagram may be (its sender resends)
+                self._sock.sendto(bytes(datagram), address)
+        finally:
+            self._sock.setsockopt(level, option, previous)
 
     def _check_message_size(self, size: int, address: Address | None) -> None:
         overhead = IPV6_OVERHEAD if self.family == _socket.AF_INET6 else IPV4_OVERHEAD

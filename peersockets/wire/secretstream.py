@@ -1,5 +1,8 @@
 """secret-stream: a Noise XX handshake, then libsodium secretstream frames, over any byte stream.
 
+Given the result of a handshake made elsewhere (hyperdht's IK, run through the
+DHT), it skips its own: the header frame goes first.
+
 Sans-I/O: feed received bytes to ``receive_data`` and write out what
 ``data_to_send`` and ``encrypt`` return. Every frame on the raw stream is
 ``u24le length || body``.
@@ -22,7 +25,7 @@ from ..errors import (
     MessageTooLarge,
 )
 from .crypto import KeyPair, stream_id
-from .noise import NoiseXX
+from .noise import HandshakeResult, NoiseXX
 
 ABYTES = sodium.crypto_secretstream_xchacha20poly1305_ABYTES  # 17
 HEADERBYTES = sodium.crypto_secretstream_xchacha20poly1305_HEADERBYTES  # 24
@@ -68,7 +71,13 @@ class SecretStream:
         *,
         ephemeral: KeyPair | None = None,
         max_frame_size: int = MAX_FRAME,
+        handshake: HandshakeResult | None = None,
     ) -> None:
+        if handshake is not None and handshake.initiator != initiator:
+            raise HandshakeError(
+                f"a handshake made as {'initiator' if handshake.initiator else 'responder'}"
+                f" cannot start the {'initiator' if initiator else 'responder'} of a stream"
+            )
         self.initiator = initiator
         self.key_pair = key_pair
         self.max_frame_size = check_max_frame_size(max_frame_size)
@@ -85,7 +94,7 @@ class SecretStream:
         stream header may still be on its way (phase HEADER, then TRANSPORT)."""
         self.handshake_hash = b""
         self.remote_public_key = b""
-        self._noise: NoiseXX | None = NoiseXX(initiator, key_pair, ephemeral)
+        self._noise: NoiseXX | None = None if handshake else NoiseXX(initiator, key_pair, ephemeral)
         self._outgoing = bytearray()
         self._incoming = bytearray()
         self._push_state = sodium.crypto_secretstream_xchacha20poly1305_state()
@@ -94,7 +103,9 @@ class SecretStream:
         self._pull = self._pull_state.statebuf
         self._tag = ffi.new("unsigned char *")
         self._rx = b""
-        if initiator:
+        if handshake is not None:
+            self._start(handshake.handshake_hash, handshake.remote_public_key, handshake.tx, handshake.rx)
+        elif initiator:
             self._outgoing += frame(self._noise_state().write_message())
 
     def data_to_send(self) -> bytes:
@@ -233,11 +244,15 @@ class SecretStream:
         self.phase = Phase.TRANSPORT
 
     def _finish_handshake(self, noise: NoiseXX) -> None:
-        self.handshake_hash = noise.handshake_hash
-        self.remote_public_key = noise.remote_public_key
-        self._rx = noise.rx
-        header = sodium.crypto_secretstream_xchacha20poly1305_init_push(self._push_state, noise.tx)
-        self._outgoing += frame(stream_id(self.handshake_hash, self.initiator) + header)
+        self._start(noise.handshake_hash, noise.remote_public_key, noise.tx, noise.rx)
         self._noise = None
+
+    def _start(self, handshake_hash: bytes, remote_public_key: bytes, tx: bytes, rx: bytes) -> None:
+        """Keys are known: queue our stream header and wait for the remote's."""
+        self.handshake_hash = handshake_hash
+        self.remote_public_key = remote_public_key
+        self._rx = rx
+        header = sodium.crypto_secretstream_xchacha20poly1305_init_push(self._push_state, tx)
+        self._outgoing += frame(stream_id(self.handshake_hash, self.initiator) + header)
         self.phase = Phase.HEADER
         self.handshake_complete = True
