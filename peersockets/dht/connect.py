@@ -285,6 +285,7 @@ class Connector:
     def _connect(self, socket: UDXSocket, address: Address) -> None:
         if self._connected.done() or self.stream.core.connected:
             return
+        log.debug("connecting to %s at %s:%d (%s)", self.public_key.hex()[:16], *address, self.path)
         handshake = self.handshake
         assert handshake is not None and handshake.payload.udx is not None
         if self.puncher is not None:
@@ -300,6 +301,11 @@ class Connector:
 
     async def _choose_path(self, hs: _Handshake) -> None:
         payload = hs.payload
+        log.debug(
+            "handshake with %s through %s:%d: server at %s:%d (%s), we are at %s:%d, server %s",
+            self.public_key.hex()[:16], *hs.relay, *hs.server_address,
+            "relayed" if hs.relayed else "direct", *hs.client_address, Firewall(payload.firewall).name,
+        )
         key = self.public_key.hex()
         if self._early is not None:
             self.path = "passive"
@@ -427,6 +433,11 @@ class Connector:
             ),
         )
         puncher.add_sample(to, source)
+        log.debug(
+            "probe round to %s: remote %s %s, local %s %s",
+            self.public_key.hex()[:16], Firewall(puncher.remote_firewall).name, reply.addresses,
+            Firewall(puncher.nat.firewall).name, puncher.nat.addresses,
+        )
         if self._connected.done():
             return reply.token, peer_address
         if puncher.remote_firewall == Firewall.UNKNOWN:

@@ -14,9 +14,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from ..errors import DHTError
 from ..udx import UDXSocket
@@ -227,6 +226,7 @@ class Holepuncher:
 
     def on_probe(self, data: bytes, source: Address) -> None:
         """A one-byte datagram on the puncher socket (the other peer's probe)."""
+        log.debug("puncher %s: probe from %s:%d", self.socket.address, *source)
         if self.destroyed or not source[1]:
             return
         if not self.initiator:

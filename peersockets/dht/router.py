@@ -145,6 +145,7 @@ class Router:
             return
         to = incoming.source if mode == Mode.FROM_RELAY else message.relay_address
         assert to is not None
+        log.debug("handshake answered to %s:%d from %s", *to, answer.socket or incoming.socket)
         value = HandshakeMessage(Mode.FROM_SERVER, answer.noise, message.peer_address).encode()
         self.node.relay(incoming, value, to, answer.socket)
 

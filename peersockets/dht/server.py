@@ -328,9 +328,13 @@ class DHTServer:
                 self.refused += 1
                 return None
             pending = asyncio.get_running_loop().create_future()
-            self._by_message[noise] = pending
+            self._by_message[noise] = pending  # before any await: copies wait for this one
             direct = peer_address is None
-            slot = self._add_handshake(noise, peer_address or incoming.source, incoming, direct)
+            try:
+                slot = await self._add_handshake(noise, peer_address or incoming.source, incoming, direct)
+            except BaseException:
+                pending.set_result(None)
+                raise
             pending.set_result(slot)
         slot = await pending
         if slot is None or self._closed or not slot.reply:
@@ -350,7 +354,7 @@ class DHTServer:
         self._slots.append(slot)
         return slot
 
-    def _add_handshake(
+    async def _add_handshake(
         self, noise: bytes, client: Address, incoming: Incoming, direct: bool
     ) -> _Slot | None:
         assert self.key_pair is not None
@@ -415,16 +419,15 @@ class DHTServer:
                 and self.share_local_address
                 and match_address(self._local_addresses(), theirs)
             ):
-                self._start_puncher(
-                    slot
-                )  # the LAN shortcut; we keep answering from the main socket
+                # the LAN shortcut: a puncher, but we keep answering from the main socket
+                await self._start_puncher(slot)
                 slot.waiting = loop.call_later(HANDSHAKE_INITIAL_TIMEOUT, self._abort, slot)
                 return slot
         if our_public is not None or not self.holepunch:
             slot.waiting = loop.call_later(HANDSHAKE_INITIAL_TIMEOUT, self._abort, slot)
             return slot
-        self._start_puncher(slot)
-        slot.reply_from_puncher = True
+        await self._start_puncher(slot)
+        slot.reply_from_puncher = slot.puncher is not None
         slot.waiting = loop.call_later(HANDSHAKE_INITIAL_TIMEOUT, self._stop_puncher, slot)
         return slot
 
@@ -474,28 +477,16 @@ class DHTServer:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    def _start_puncher(self, slot: _Slot) -> None:
+    async def _start_puncher(self, slot: _Slot) -> None:
+        """A puncher socket for this client, sampling our NAT from it."""
         assert slot.result is not None and slot.remote is not None
         slot.secure = SecurePayload(holepunch_secret(slot.result))
-        task = asyncio.ensure_future(self._open_puncher(slot))
-        slot.tasks.add(task)
-        task.add_done_callback(slot.tasks.discard)
-
-    async def _open_puncher(self, slot: _Slot) -> None:
         node = self.node
-        socket = await node.open_socket(
-            on_message=lambda data, source: self._on_probe(slot, data, source)
-        )
-        if slot.clearing is not None and slot.stream is None:
+        socket = await node.open_socket(on_message=lambda data, source: self._on_probe(slot, data, source))
+        if self._closed or slot.clearing is not None:
             await socket.close()
             return
-        assert slot.remote is not None
-        puncher = Holepuncher(
-            socket,
-            initiator=False,
-            firewalled=node.firewalled,
-            remote_firewall=slot.remote.firewall,
-        )
+        puncher = Holepuncher(socket, initiator=False, firewalled=node.firewalled, remote_firewall=slot.remote.firewall)
         slot.puncher = puncher
         puncher.sample(_sampling_nodes(node), lambda address, sock: ping_from(node, address, sock))
 
@@ -514,10 +505,6 @@ class DHTServer:
         payload = slot.secure.decrypt(sealed)
         if payload is None:
             return None
-        for _ in range(20):  # the puncher socket is being opened
-            if slot.puncher is not None or slot.clearing is not None:
-                break
-            await asyncio.sleep(0.01)
         puncher = slot.puncher
         if puncher is None or puncher.destroyed:
             return self._abort_reply(slot)
@@ -540,6 +527,11 @@ class DHTServer:
         stable = await puncher.analyze()
         if puncher.destroyed:
             return None
+        log.debug(
+            "holepunch slot %d round %d: we are %s %s, client %s %s (punching: %s)",
+            slot.id, payload.round, Firewall(puncher.nat.firewall).name, puncher.nat.addresses,
+            Firewall(puncher.remote_firewall).name, payload.remote_address, puncher.remote_punching,
+        )
         if not puncher.remote_punching and not stable:
             return self._abort_reply(slot)
         nat = puncher.nat
@@ -548,6 +540,7 @@ class DHTServer:
             and payload.remote_address is not None
             and payload.remote_address in (nat.addresses or ())
         ):
+            log.debug("holepunch slot %d: fast ping to %s:%d", slot.id, *peer_address)
             puncher.ping(peer_address)  # fast mode: the client opened its side already
         if puncher.remote_punching:
             if slot.waiting is not None:
