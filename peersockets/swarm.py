@@ -32,6 +32,7 @@ from .errors import (
     check_at_least,
 )
 from .wire.crypto import KeyPair
+from .wire.noise import HandshakeResult
 from .wire.secretstream import MAX_FRAME, check_max_frame_size
 
 log = logging.getLogger(__name__)
@@ -176,8 +177,10 @@ class Swarm:
 
     # -- transports ---------------------------------------------------------------------
 
-    def make_connection(self, initiator: bool) -> Connection:
-        """A new Connection for a transport this swarm owns (TCP, pipe, ...)."""
+    def make_connection(self, initiator: bool, handshake: HandshakeResult | None = None) -> Connection:
+        """A new Connection for a transport this swarm owns (TCP, pipe, a DHT connection's UDX
+        stream); ``handshake``: the Noise result when the handshake was made elsewhere (hyperdht's
+        IK, for this swarm's key pair), so the secret-stream skips its own."""
         self._check_open()
         conn = Connection(
             self.key_pair,
@@ -192,6 +195,7 @@ class Swarm:
             read_timeout=self.read_timeout,
             frame_timeout=self.frame_timeout,
             receive_budget=self.receive_budget,
+            handshake=handshake,
         )
         if not initiator and len(self._all) >= self.max_connections and not self._evict_one():
             conn.refusal = TooManyConnections(

@@ -32,7 +32,7 @@ from ..wire.crypto import KeyPair, blake2b_256
 from ..wire.noise import HandshakeResult, NoiseIK
 from . import records as r
 from .addresses import is_bogon, is_reserved, local_addresses, match_address
-from .holepunch import Holepuncher, ping_from
+from .holepunch import Holepuncher, close_with, ping_from, sampling_nodes
 from .messages import Address, InternalCommand
 from .peer_messages import (
     Firewall,
@@ -48,7 +48,7 @@ from .peer_messages import (
     holepunch_secret,
     ik_initiator,
 )
-from .server import _close_with, _sampling_nodes
+from .server import ConnectionMaker, default_connection
 
 if TYPE_CHECKING:
     from .node import RPCNode
@@ -87,8 +87,10 @@ class Connector:
         *,
         relay_addresses: tuple[Address, ...] = (),
         local_connection: bool = True,
+        make_connection: ConnectionMaker = default_connection,
     ) -> None:
         self.node = node
+        self.make_connection = make_connection
         self.key_pair = key_pair
         self.public_key = public_key
         self.target = blake2b_256(public_key)
@@ -102,6 +104,7 @@ class Connector:
         """How the stream was connected: "direct", "relay" (the relay was the server), "open",
         "passive" (the server reached us), "lan" or "holepunch"."""
         self._early: tuple[UDXSocket, Address] | None = None
+        # a firewall rejection before the handshake is done: the packet is resent later
         self._connected: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
         self._tasks: set[asyncio.Future[Any]] = set()
         self._round = 0
@@ -292,9 +295,9 @@ class Connector:
             self.puncher.keep_socket = self.puncher.socket is socket
             self.puncher.destroy()
             if self.puncher.keep_socket:
-                _close_with(self.stream, socket)
+                close_with(self.stream, socket)
         self.stream.connect(socket, handshake.payload.udx.id, address)
-        connection = Connection(self.key_pair, True, handshake=handshake.result)
+        connection = self.make_connection(self.key_pair, True, handshake.result)
         self.stream.set_protocol(connection)
         connection.connection_made(self.stream)
         self._connected.set_result(connection)
@@ -370,7 +373,7 @@ class Connector:
             on_connect=self._punched,
         )
         self.puncher = puncher
-        puncher.sample(_sampling_nodes(node), lambda address, sock: ping_from(node, address, sock))
+        puncher.sample(sampling_nodes(node), lambda address, sock: ping_from(node, address, sock))
         server_relay = next(
             (x for x in payload.holepunch.relays if x.relay_address == hs.relay),
             payload.holepunch.relays[0],

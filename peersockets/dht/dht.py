@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -30,7 +31,7 @@ from .query import Reply
 from .ratelimit import DEFAULT_RATE
 from .router import DEFAULT_RELAY_RATE, Router
 from .rpc import ATTEMPT_TIMEOUT
-from .server import ConnectionHandler, DHTServer, FirewallCheck
+from .server import ConnectionHandler, ConnectionMaker, DHTServer, FirewallCheck, default_connection
 from .store import RecordStore
 from .store import Reply as StoreReply
 
@@ -87,6 +88,8 @@ class DHT:
     relays towards one host for others. ``key_pair``: the identity ``connect``
     and ``listen`` use by default (a new one if not given). ``bind_socket``: how
     UDP sockets are bound (``UDXSocket.bind``; tests pass a simulated NAT's).
+    ``quick_firewall``: test during bootstrap whether strangers can reach us (False:
+    stay firewalled, as hyperdht's ``quickFirewall: false``).
     """
 
     def __init__(
@@ -101,6 +104,7 @@ class DHT:
         relay_rate: float = DEFAULT_RELAY_RATE,
         key_pair: KeyPair | None = None,
         bind_socket: SocketBinder = UDXSocket.bind,
+        quick_firewall: bool = True,
     ) -> None:
         persistent = ephemeral is False
         self.node = RPCNode(
@@ -112,12 +116,15 @@ class DHT:
             attempt_timeout=attempt_timeout,
             request_rate=request_rate,
             bind_socket=bind_socket,
+            quick_firewall=quick_firewall,
         )
         self.default_key_pair = key_pair or KeyPair.generate()
         """The key pair ``connect`` and ``listen`` use when given none."""
         self.router = Router(self.node, self._forward, relay_rate)
         """Routes PEER_HANDSHAKE and PEER_HOLEPUNCH for our servers and, when persistent, others'."""
         self._servers: set[DHTServer] = set()
+        self.connects: Counter[str] = Counter()
+        """Connections made by ``connect``, by path: "open", "passive", "relay", "lan", "holepunch"."""
         self._store: RecordStore | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._announcing: dict[tuple[bytes, bytes], asyncio.Task[None]] = {}
@@ -285,11 +292,13 @@ class DHT:
         relay_addresses: Sequence[Address] = (),
         local_connection: bool = True,
         timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+        make_connection: ConnectionMaker = default_connection,
     ) -> Connection:
         """An established ``Connection`` to the peer listening on ``public_key``.
 
         ``relay_addresses``: nodes known to hold its announcement (tried first).
-        ``local_connection``: offer and try LAN addresses. Raises DHTPeerNotFound,
+        ``local_connection``: offer and try LAN addresses. ``make_connection(key_pair,
+        initiator, handshake)`` makes the Connection (a Swarm passes its own). Raises DHTPeerNotFound,
         HandshakeRefused, HolepunchFailed or PeerConnectTimeout (all PeerConnectErrors).
         """
         key = _check_target(public_key, "public_key")
@@ -301,6 +310,7 @@ class DHT:
             key,
             relay_addresses=tuple(relay_addresses),
             local_connection=local_connection,
+            make_connection=make_connection,
         )
         try:
             return await asyncio.wait_for(connector.run(), timeout)
@@ -315,11 +325,17 @@ class DHT:
         firewall: FirewallCheck | None = None,
         share_local_address: bool = True,
         holepunch: bool = True,
+        make_connection: ConnectionMaker = default_connection,
     ) -> DHTServer:
         """Accept connections to ``key_pair`` (the default key pair if None): announces it and
         returns the listening ``DHTServer``; ``on_connection(connection)`` gets each one."""
         server = DHTServer(
-            self, on_connection, firewall=firewall, share_local_address=share_local_address, holepunch=holepunch
+            self,
+            on_connection,
+            firewall=firewall,
+            share_local_address=share_local_address,
+            holepunch=holepunch,
+            make_connection=make_connection,
         )
         self._servers.add(server)
         try:

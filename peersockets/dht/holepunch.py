@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..errors import DHTError
-from ..udx import UDXSocket
+from ..udx import UDXSocket, UDXStream
 from .messages import Address, InternalCommand
+from .node import RPCNode
 from .peer_messages import Firewall
 
-__all__ = ["Holepuncher", "PunchNat", "RemoteAddress"]
+__all__ = ["Holepuncher", "PunchNat", "RemoteAddress", "close_soon", "close_with", "ping_from", "sampling_nodes"]
 
 log = logging.getLogger(__name__)
 
@@ -301,12 +302,33 @@ def close_soon(socket: UDXSocket) -> None:
     task.add_done_callback(_closing.discard)
 
 
-async def ping_from(node: object, address: Address, socket: UDXSocket) -> tuple[Address, Address]:
+async def ping_from(node: RPCNode, address: Address, socket: UDXSocket) -> tuple[Address, Address]:
     """A dht-rpc PING sent once from ``socket``: (where the node saw us, where it answered from)."""
-    from .node import RPCNode
-
-    assert isinstance(node, RPCNode)
     response, source = await node.request(
         address, InternalCommand.PING, internal=True, retries=0, socket=socket
     )
     return response.to, source
+
+
+def sampling_nodes(node: RPCNode) -> list[Address]:
+    """The DHT nodes a puncher asks where they see it: the most recently seen ones (the five
+    newest skipped when there are eight or more, as hyperdht)."""
+    nodes = sorted(node.table, key=lambda n: n.seen, reverse=True)
+    if len(nodes) >= 8:
+        nodes = nodes[5:]
+    addresses = [n.address for n in nodes]
+    for bootstrap in node.bootstrap_nodes:
+        if len(addresses) >= 4:
+            break
+        if bootstrap not in addresses:
+            addresses.append(bootstrap)
+    return addresses[:4]
+
+
+def close_with(stream: UDXStream, socket: UDXSocket) -> None:
+    """Close a puncher socket once the stream that uses it is closed."""
+
+    def closed(_future: asyncio.Future[None]) -> None:
+        close_soon(socket)
+
+    stream.closed.add_done_callback(closed)

@@ -139,8 +139,12 @@ class RPCNode:
         request_rate: float = DEFAULT_RATE,
         on_request: RequestHandler | None = None,
         bind_socket: SocketBinder = UDXSocket.bind,
+        quick_firewall: bool = True,
     ) -> None:
         self.bind_socket = bind_socket
+        self.quick_firewall = quick_firewall
+        """Test reachability during bootstrap (dht-rpc's quickFirewall); False stays firewalled
+        until the adaptive test."""
         """Binds every UDP socket of this node (its two, and the punchers of connections)."""
         self.bootstrap_entries = parse_bootstrap(bootstrap)
         self.bootstrap_nodes: list[Address] = [(b.suggested or b.host, b.port) for b in self.bootstrap_entries]
@@ -767,7 +771,7 @@ class RPCNode:
         with contextlib.suppress(DHTError):
             async for reply in self.query(self.id, InternalCommand.FIND_NODE, internal=True):
                 replies += 1
-                if probe is None and self.firewalled:
+                if probe is None and self.firewalled and self.quick_firewall:
                     # dht-rpc's quick firewall test: does a PING_NAT answer reach our server socket?
                     assert self.server is not None
                     value = m.ping_nat_value(self.server.address[1])

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
@@ -25,7 +26,7 @@ from ..wire.crypto import KeyPair, blake2b_256
 from ..wire.noise import HandshakeResult
 from . import records as r
 from .addresses import is_private, local_addresses, match_address
-from .holepunch import Holepuncher, close_soon, ping_from
+from .holepunch import Holepuncher, close_with, ping_from, sampling_nodes
 from .messages import Address, InternalCommand
 from .node import Incoming, RPCNode
 from .peer_messages import (
@@ -45,7 +46,7 @@ from .router import HandshakeReply, HolepunchReply
 if TYPE_CHECKING:
     from .dht import DHT
 
-__all__ = ["DHTServer", "FirewallCheck"]
+__all__ = ["ConnectionMaker", "DHTServer", "FirewallCheck", "default_connection"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,13 @@ DEFAULT_MAX_HANDSHAKES: Final = 1024
 FirewallCheck = Callable[[bytes, NoisePayload, Address], bool]
 """firewall(remote_public_key, payload, client_address): True refuses the client (no answer)."""
 ConnectionHandler = Callable[[Connection], Awaitable[None] | None]
+ConnectionMaker = Callable[[KeyPair, bool, HandshakeResult], Connection]
+"""Makes the Connection for a DHT stream: (key pair, initiator, IK result). A Swarm passes its own."""
+
+
+def default_connection(key_pair: KeyPair, initiator: bool, handshake: HandshakeResult) -> Connection:
+    """A Connection with the default settings."""
+    return Connection(key_pair, initiator, handshake=handshake)
 
 
 @dataclass(eq=False)
@@ -216,6 +224,9 @@ class DHTServer:
     address)`` returning True refuses a client silently, as hyperdht does.
     ``share_local_address``: tell clients our LAN addresses (same-LAN shortcut).
     ``holepunch``: False never punches (clients must reach us directly).
+    ``max_handshakes``: handshakes open at once (each holds a slot for 10 s after it
+    is done); past it new ones get no answer. ``make_connection(key_pair, initiator,
+    handshake)``: makes each Connection (a Swarm passes its own).
     """
 
     def __init__(
@@ -227,6 +238,7 @@ class DHTServer:
         share_local_address: bool = True,
         holepunch: bool = True,
         max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
+        make_connection: ConnectionMaker = default_connection,
     ) -> None:
         if max_handshakes < 1:
             raise InvalidSetting(f"max_handshakes must be >= 1, got {max_handshakes!r}")
@@ -236,10 +248,14 @@ class DHTServer:
         self.share_local_address = share_local_address
         self.holepunch = holepunch
         self.max_handshakes = max_handshakes
+        self.make_connection = make_connection
         self.key_pair: KeyPair | None = None
         self.target = b""
         self.refused = 0
         """Handshakes dropped because ``max_handshakes`` were open."""
+        self.accepts: Counter[str] = Counter()
+        """Connections accepted, by the socket their stream runs on: "puncher" (holepunched)
+        or "node" (the client reached one of our node's sockets)."""
         self._slots: list[_Slot | None] = []
         self._by_message: dict[bytes, asyncio.Future[_Slot | None]] = {}
         self._announcer: _Announcer | None = None
@@ -457,14 +473,15 @@ class DHTServer:
         if slot.puncher is not None:
             slot.puncher.keep_socket = slot.puncher.socket is socket
             slot.puncher.destroy()
+        self.accepts["puncher" if slot.puncher is not None and slot.puncher.keep_socket else "node"] += 1
         stream.connect(socket, slot.remote.udx.id, address)
-        connection = Connection(self.key_pair, False, handshake=slot.result)
+        connection = self.make_connection(self.key_pair, False, slot.result)
         stream.set_protocol(connection)
         connection.connection_made(stream)
         slot.connection = connection
         slot.stream = None
         if slot.puncher is not None and slot.puncher.keep_socket:
-            _close_with(stream, slot.puncher.socket)
+            close_with(stream, slot.puncher.socket)
         handler = self.on_connection
         if handler is not None:
             try:
@@ -488,7 +505,7 @@ class DHTServer:
             return
         puncher = Holepuncher(socket, initiator=False, firewalled=node.firewalled, remote_firewall=slot.remote.firewall)
         slot.puncher = puncher
-        puncher.sample(_sampling_nodes(node), lambda address, sock: ping_from(node, address, sock))
+        puncher.sample(sampling_nodes(node), lambda address, sock: ping_from(node, address, sock))
 
     def _on_probe(self, slot: _Slot, data: bytes, source: tuple[str, int]) -> None:
         if slot.puncher is not None:
@@ -613,27 +630,3 @@ class DHTServer:
         if slot.stream is not None:
             slot.stream.abort()
             slot.stream = None
-
-
-def _sampling_nodes(node: RPCNode) -> list[Address]:
-    """The DHT nodes a puncher asks where they see it: the most recently seen ones (the five
-    newest skipped when there are eight or more, as hyperdht)."""
-    nodes = sorted(node.table, key=lambda n: n.seen, reverse=True)
-    if len(nodes) >= 8:
-        nodes = nodes[5:]
-    addresses = [n.address for n in nodes]
-    for bootstrap in node.bootstrap_nodes:
-        if len(addresses) >= 4:
-            break
-        if bootstrap not in addresses:
-            addresses.append(bootstrap)
-    return addresses[:4]
-
-
-def _close_with(stream: UDXStream, socket: UDXSocket) -> None:
-    """Close a puncher socket once the stream that uses it is closed."""
-
-    def closed(_future: asyncio.Future[None]) -> None:
-        close_soon(socket)
-
-    stream.closed.add_done_callback(closed)
