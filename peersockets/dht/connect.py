@@ -167,33 +167,29 @@ class Connector:
         noise = self._message_one()
         attempts = 0
         tried: set[Address] = set()
-        replies: asyncio.Queue[_Handshake | BaseException] = asyncio.Queue()
-        running: set[asyncio.Task[None]] = set()
+        running: set[asyncio.Task[_Handshake]] = set()
         preknown = list(self.relay_addresses)
         limit = 3 if preknown else 2
-
-        async def attempt(relay: Address) -> None:
-            try:
-                await replies.put(await self._handshake_through(relay, noise))
-            except (DHTError, DecodeError, HandshakeError) as exc:
-                await replies.put(exc)
 
         def start(relay: Address) -> None:
             nonlocal attempts
             tried.add(relay)
             attempts += 1
-            task = asyncio.ensure_future(attempt(relay))
-            running.add(task)
-            task.add_done_callback(running.discard)
+            running.add(asyncio.ensure_future(self._handshake_through(relay, noise)))
 
         async def settle_one() -> _Handshake | None:
-            outcome = await replies.get()
-            if isinstance(outcome, _Handshake):
-                return outcome
-            if isinstance(outcome, PeerConnectError):
-                raise outcome  # the server answered and refused: final
-            log.debug("a handshake attempt for %s failed: %s", self.public_key.hex()[:16], outcome)
-            return None
+            """Wait for one attempt to end: its handshake, or None if it failed (a refusal by
+            the server itself is final and raised)."""
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            task = done.pop()
+            running.discard(task)
+            try:
+                return task.result()
+            except PeerConnectError:
+                raise
+            except (DHTError, DecodeError, HandshakeError) as exc:
+                log.debug("a handshake attempt for %s failed: %s", self.public_key.hex()[:16], exc)
+                return None
 
         try:
             for relay in preknown[:limit]:
@@ -212,7 +208,7 @@ class Connector:
                         if found is not None:
                             return found
                     start(reply.address)
-                while running or not replies.empty():
+                while running:
                     found = await settle_one()
                     if found is not None:
                         return found

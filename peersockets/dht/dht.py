@@ -312,10 +312,16 @@ class DHT:
             local_connection=local_connection,
             make_connection=make_connection,
         )
+        deadline = asyncio.timeout(timeout)
         try:
-            return await asyncio.wait_for(connector.run(), timeout)
+            async with deadline:
+                connection = await connector.run()
         except TimeoutError:
+            if not deadline.expired():
+                raise
             raise PeerConnectTimeout(f"connecting to peer {key.hex()} took more than {timeout} s") from None
+        self.connects[connector.path] += 1
+        return connection
 
     async def listen(
         self,
