@@ -4,7 +4,7 @@
 //
 //   node hyperdrive_peer.mjs --storage DIR [--key HEX32] [--listen] [--connect PORT]...
 //        [--seed HEX32] [--topic NAME]... [--echo] [--print-text] [--extra-cores N [--extra-cores-first]]
-//        [--udx]
+//        [--udx] [--dht HOST:PORT]... [--dht-listen] [--dht-quick-firewall false] [--dht-share-local false]
 //
 // Without --key: Corestore(DIR), Hyperdrive(store), ready, put /hello.txt (the owner).
 // With --key: a read-only Hyperdrive(store, key) (a second peer of that drive).
@@ -21,6 +21,13 @@
 //   const raw = udx.createStream(local_id); raw.connect(socket, remote_id, port, '127.0.0.1')
 //   const noise = new NoiseSecretStream(initiator, raw, { keyPair }); store.replicate(noise)
 // (the Noise XX handshake runs over the stream itself), with the same events as a TCP one.
+// --dht HOST:PORT (repeatable): also run a hyperdht node (new HyperDHT({ bootstrap, keyPair,
+// host: '127.0.0.1', port: [0, 0], quickFirewall })) bootstrapped from those nodes, as hyperswarm
+// does: --dht-listen listens on keyPair (createServer({ shareLocalAddress }), server.listen(keyPair))
+// and {"cmd":"dht_connect"} connects to a public key; either way the secret stream hyperdht hands
+// over (its handshake was the IK one through the DHT) goes to store.replicate(socket).
+// --dht-quick-firewall false keeps the node firewalled on loopback; --dht-share-local false
+// stops the server offering LAN addresses (both force the holepunch path, as the tests need).
 // Extensions: drive.core.registerExtension('peersockets/<topic>', {encoding: 'binary', onmessage})
 // for every --topic (default: chat).
 //
@@ -28,6 +35,8 @@
 //   {"event":"ready","key":hex32,"discovery_key":hex32,"public_key":hex32,"writable":bool,"version":N,"topics":[str],"extra_cores":N}
 //   {"event":"listening","port":N}
 //   {"event":"udx-listening","port":N}                    with --udx: the UDX socket's port (127.0.0.1)
+//   {"event":"dht-ready","host":H,"port":P,"firewalled":bool}  with --dht: the node bootstrapped
+//   {"event":"dht-listening","public_key":hex32}          with --dht-listen
 //   {"event":"udx-stream","local_id":N,"remote_id":N,"port":P,"initiator":bool}
 //        udx_connect made and connected its stream (packets for local_id are taken from now on)
 //   {"event":"connection","remote_public_key":hex32,"initiator":bool,"handshake_hash":hex64,"channels":N}   handshake done;
@@ -35,7 +44,8 @@
 //   {"event":"stream-error","message":str,"remote_public_key":hex32|null}
 //   {"event":"stream-close","remote_public_key":hex32|null}
 //        connection, stream-error and stream-close also carry "transport":"udx","local_id":N
-//        for a UDX connection (a TCP connection's events are unchanged)
+//        for a UDX connection, "transport":"dht","socket":"client"|"server"|"puncher" for a hyperdht
+//        one (which of the node's sockets carries it; puncher: holepunched) (a TCP one's are unchanged)
 //   {"event":"peer-add","remote_public_key":hex32}        hypercore/alpha channel open on drive.core
 //   {"event":"peer-remove","remote_public_key":hex32}
 //   {"event":"ext","topic":str,"length":N,"sha256":hex,"from":hex32[,"text":str]}   text with --print-text if utf-8
@@ -51,6 +61,7 @@
 //        with --udx: one UDX stream to (remote_id, 127.0.0.1:P), replicated as above;
 //        "framed": createStream(local_id, { framed: true }), as hyperdht makes its raw streams
 //        (libudx's read framing; the bytes on the wire are the same)
+//   {"cmd":"dht_connect","public_key":hex32}   with --dht: dht.connect(publicKey, { keyPair }), replicated
 //   {"cmd":"exit"}   closes the drive and the store, exit 0
 
 import {
@@ -77,6 +88,7 @@ const Hyperdrive = require('hyperdrive')
 const crypto = require('hypercore-crypto')
 const NoiseSecretStream = require('@hyperswarm/secret-stream')
 const UDX = require('udx-native')
+const HyperDHT = require('hyperdht')
 
 installCrashHandlers()
 
@@ -91,7 +103,11 @@ const args = parseArgs({
   'print-text': 'flag',
   'extra-cores': 'string',
   'extra-cores-first': 'flag',
-  udx: 'flag'
+  udx: 'flag',
+  dht: 'list',
+  'dht-listen': 'flag',
+  'dht-quick-firewall': 'string',
+  'dht-share-local': 'string'
 })
 if (!args.storage) throw new Error('--storage DIR is required')
 const topics = args.topic.length ? args.topic : ['chat']
@@ -213,6 +229,33 @@ function udxConnect(cmd) {
   emit({ event: 'udx-stream', local_id: localId, remote_id: remoteId, port, initiator: cmd.initiator })
 }
 
+// Which of the hyperdht node's sockets carries a connection (a puncher socket: holepunched).
+function socketKind(socket) {
+  const raw = socket.rawStream
+  if (!raw || !raw.socket) return null
+  if (raw.socket === dhtNode.io.serverSocket) return 'server'
+  if (raw.socket === dhtNode.io.clientSocket) return 'client'
+  return 'puncher'
+}
+
+function replicateDht(socket) {
+  sockets.add(socket)
+  socket.on('error', (err) => log('dht socket error:', err.message))
+  socket.on('close', () => sockets.delete(socket))
+  const extra = { transport: 'dht' }
+  socket.opened.then(() => {
+    extra.socket = socketKind(socket) // before report's own opened handler emits "connection"
+  })
+  const s = store.replicate(socket)
+  report(s, () => {}, extra)
+}
+
+function dhtConnect(cmd) {
+  if (!dhtNode) throw commandError('dht_connect needs --dht')
+  const publicKey = fromHex(cmd.public_key, 'public_key', 32)
+  replicateDht(dhtNode.connect(publicKey, { keyPair }))
+}
+
 function checkStreamId(value, what) {
   if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
     throw commandError(`${what}: expected a 32-bit unsigned integer, got ${JSON.stringify(value)}`)
@@ -269,6 +312,9 @@ async function handle(cmd) {
     case 'udx_connect':
       udxConnect(cmd)
       return
+    case 'dht_connect':
+      dhtConnect(cmd)
+      return
     case 'exit':
       await shutdown()
       return
@@ -290,6 +336,8 @@ async function shutdown() {
     await store.close()
     for (const socket of sockets) socket.destroy()
     if (udxSocket) await udxSocket.close()
+    if (dhtServer) await dhtServer.close()
+    if (dhtNode) await dhtNode.destroy()
   } catch (err) {
     log('error while closing:', err.message)
   }
@@ -308,6 +356,29 @@ if (args.udx) {
   udxSocket = udx.createSocket()
   udxSocket.bind(0, '127.0.0.1')
   emit({ event: 'udx-listening', port: udxSocket.address().port })
+}
+let dhtNode = null
+let dhtServer = null
+if (args.dht.length) {
+  const bootstrap = args.dht.map((value) => {
+    const colon = value.lastIndexOf(':')
+    return { host: value.slice(0, colon), port: Number(value.slice(colon + 1)) }
+  })
+  dhtNode = new HyperDHT({
+    bootstrap,
+    keyPair,
+    host: '127.0.0.1',
+    port: [0, 0],
+    quickFirewall: args['dht-quick-firewall'] !== 'false'
+  })
+  await dhtNode.fullyBootstrapped()
+  const { host, port } = dhtNode.address()
+  emit({ event: 'dht-ready', host, port, firewalled: dhtNode.firewalled })
+  if (args['dht-listen']) {
+    dhtServer = dhtNode.createServer({ shareLocalAddress: args['dht-share-local'] !== 'false' }, replicateDht)
+    await dhtServer.listen(keyPair)
+    emit({ event: 'dht-listening', public_key: hex(keyPair.publicKey) })
+  }
 }
 for (const port of args.connect) connectTo(Number(port))
 
