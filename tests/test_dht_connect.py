@@ -324,3 +324,21 @@ async def test_topic_messages_between_swarms_over_a_dht_connection(net: DHTTestn
         message = await asyncio.wait_for(anext(aiter(chat_alice)), TIMEOUT)
         received.append(message.message)
     assert received == [f"message {i}".encode() for i in range(100)]
+
+
+async def test_closing_a_dht_closes_its_holepunched_connections(net: DHTTestnet, stack: AsyncExitStack) -> None:
+    """A holepunched stream runs on a puncher socket of its own: closing the DHT closes it too."""
+    (server_dht, _), (client_dht, _) = await asyncio.gather(behind_nat(net, stack), behind_nat(net, stack))
+    key_pair = KeyPair.generate()
+    echo = Echo()
+    await server_dht.listen(key_pair, echo, share_local_address=False)
+    connection = await client_dht.connect(key_pair.public_key, timeout=TIMEOUT)
+    assert client_dht.connects == {"holepunch": 1}
+    stream = connection.transport
+    assert stream is not None
+    puncher = stream.get_extra_info("udx_stream").socket
+    await client_dht.close()
+    assert puncher.closed
+    await asyncio.wait_for(connection.wait_closed(), TIMEOUT)
+    accepted = await asyncio.wait_for(echo.arrived.get(), TIMEOUT)
+    await asyncio.wait_for(accepted.wait_closed(), TIMEOUT)  # the abort reached the server (DESTROY)

@@ -193,6 +193,8 @@ class RPCNode:
         self._idless_sampled: list[Address] = []
         self._delayed: dict[int, asyncio.TimerHandle] = {}
         """DELAYED_PING replies waiting (at most MAX_DELAYED_REPLIES), cancelled on close."""
+        self._extra_sockets: set[UDXSocket] = set()
+        """Sockets of open_socket (punchers), closed with the node (with their streams)."""
         self._arrivals: dict[int, UDXSocket | None] = {}
         """tids whose response's arrival socket the firewall check wants to know."""
         self.stats = {"requests_in": 0, "requests_out": 0, "responses_in": 0, "timeouts": 0}
@@ -278,9 +280,10 @@ class RPCNode:
                 future.set_exception(DHTError("the DHT node closed"))
                 future.exception()
         self._waiters.clear()
-        for sock in (self.client, self.server):
+        for sock in (*self._extra_sockets, self.client, self.server):
             if sock is not None:
                 await sock.close()
+        self._extra_sockets.clear()
 
     def _on_tick(self) -> None:
         """Every 750 ms: token rotation; every TICK: the maintenance tick counter."""
@@ -596,9 +599,12 @@ class RPCNode:
             elif on_message is not None:
                 on_message(data, source)
 
-        assert self.server is not None
+        if self._closed or self.server is None:
+            raise DHTError("the DHT node is closed")
         sock = await self.bind_socket(self.host, 0, udx=self.server.udx, on_message=deliver)
         holder.append(sock)
+        self._extra_sockets = {s for s in self._extra_sockets if not s.closed}
+        self._extra_sockets.add(sock)
         return sock
 
     def _on_request(self, incoming: Incoming) -> None:
