@@ -61,6 +61,11 @@ FAMILIES = {
         "StreamTimeout",
         "DHTError",
         "DHTTimeout",
+        "PeerConnectError",
+        "DHTPeerNotFound",
+        "HandshakeRefused",
+        "HolepunchFailed",
+        "PeerConnectTimeout",
     },
 }
 

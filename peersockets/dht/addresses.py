@@ -1,24 +1,20 @@
-"""Which addresses a peer shares and tries (HYPERDHT.md 3.5, 3.8): its local ones, private and
-reserved ranges (hyperdht's ``bogon``), and the LAN match of two peers behind one public IP."""
+"""Which addresses a peer tries (HYPERDHT.md 3.5, 3.8): private and reserved ranges (hyperdht's
+``bogon``), and the LAN match of two peers behind one public IP. Sans-I/O."""
 
 from __future__ import annotations
 
-import contextlib
-import socket as _socket
-import struct
-import sys
+import ipaddress
 
 from .messages import Address
 
-__all__ = ["is_bogon", "is_private", "is_reserved", "local_addresses", "match_address"]
+__all__ = ["is_bogon", "is_private", "is_reserved", "match_address"]
 
 
 def _octets(host: str) -> tuple[int, int, int, int] | None:
     try:
-        packed = _socket.inet_aton(host)
-    except OSError:
+        a, b, c, d = ipaddress.IPv4Address(host).packed
+    except ValueError:
         return None
-    a, b, c, d = packed
     return a, b, c, d
 
 
@@ -56,36 +52,6 @@ def is_reserved(host: str) -> bool:
 def is_bogon(host: str) -> bool:
     """Not routable on the internet: private or reserved."""
     return is_private(host) or is_reserved(host)
-
-
-def _interface_addresses() -> list[str]:
-    """The IPv4 addresses of this machine's non-loopback interfaces (Linux; none elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return []
-    import fcntl
-
-    siocgifaddr = 0x8915
-    found: list[str] = []
-    with _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM) as probe:
-        for _index, name in _socket.if_nameindex():
-            with contextlib.suppress(OSError):
-                request = struct.pack("256s", name.encode()[:15])
-                answer = fcntl.ioctl(probe.fileno(), siocgifaddr, request)
-                host = _socket.inet_ntoa(answer[20:24])
-                if not host.startswith("127.") and host not in found:
-                    found.append(host)
-    return found
-
-
-def local_addresses(bound: Address) -> list[Address]:
-    """The addresses a socket bound to ``bound`` can be reached at on the local network."""
-    host, port = bound
-    if host == "127.0.0.1":
-        return [(host, port)]
-    if host not in ("0.0.0.0", ""):
-        return [(host, port)]
-    found = [(address, port) for address in _interface_addresses()]
-    return found or [("127.0.0.1", port)]
 
 
 def match_address(mine: list[Address], theirs: list[Address]) -> Address | None:

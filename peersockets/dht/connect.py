@@ -31,8 +31,8 @@ from ..udx import UDXSocket, UDXStream
 from ..wire.crypto import KeyPair, blake2b_256
 from ..wire.noise import HandshakeResult, NoiseIK
 from . import records as r
-from .addresses import is_bogon, is_reserved, local_addresses, match_address
-from .holepunch import Holepuncher, close_with, ping_from, sampling_nodes
+from .addresses import is_bogon, is_reserved, match_address
+from .holepunch import Holepuncher, close_with, local_addresses, ping_from, sampling_nodes
 from .messages import Address, InternalCommand
 from .peer_messages import (
     Firewall,

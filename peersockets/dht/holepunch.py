@@ -13,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket as _socket
+import struct
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final
@@ -23,7 +26,7 @@ from .messages import Address, InternalCommand
 from .node import RPCNode
 from .peer_messages import Firewall
 
-__all__ = ["Holepuncher", "PunchNat", "RemoteAddress", "close_soon", "close_with", "ping_from", "sampling_nodes"]
+__all__ = ["Holepuncher", "PunchNat", "RemoteAddress", "close_soon", "close_with", "local_addresses", "ping_from", "sampling_nodes"]
 
 log = logging.getLogger(__name__)
 
@@ -332,3 +335,33 @@ def close_with(stream: UDXStream, socket: UDXSocket) -> None:
         close_soon(socket)
 
     stream.closed.add_done_callback(closed)
+
+
+def _interface_addresses() -> list[str]:
+    """The IPv4 addresses of this machine's non-loopback interfaces (Linux; none elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return []
+    import fcntl
+
+    siocgifaddr = 0x8915
+    found: list[str] = []
+    with _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM) as probe:
+        for _index, name in _socket.if_nameindex():
+            with contextlib.suppress(OSError):
+                request = struct.pack("256s", name.encode()[:15])
+                answer = fcntl.ioctl(probe.fileno(), siocgifaddr, request)
+                host = _socket.inet_ntoa(answer[20:24])
+                if not host.startswith("127.") and host not in found:
+                    found.append(host)
+    return found
+
+
+def local_addresses(bound: Address) -> list[Address]:
+    """The addresses a socket bound to ``bound`` can be reached at on the local network."""
+    host, port = bound
+    if host == "127.0.0.1":
+        return [(host, port)]
+    if host not in ("0.0.0.0", ""):
+        return [(host, port)]
+    found = [(address, port) for address in _interface_addresses()]
+    return found or [("127.0.0.1", port)]

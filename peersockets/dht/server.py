@@ -25,8 +25,8 @@ from ..udx import UDXSocket, UDXStream
 from ..wire.crypto import KeyPair, blake2b_256
 from ..wire.noise import HandshakeResult
 from . import records as r
-from .addresses import is_private, local_addresses, match_address
-from .holepunch import Holepuncher, close_with, ping_from, sampling_nodes
+from .addresses import is_private, match_address
+from .holepunch import Holepuncher, close_with, local_addresses, ping_from, sampling_nodes
 from .messages import Address, InternalCommand
 from .node import Incoming, RPCNode
 from .peer_messages import (
