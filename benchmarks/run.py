@@ -44,6 +44,8 @@ JS_WORKER = HERE / "js" / "worker.mjs"
 PY_WORKER = HERE / "py_worker.py"
 UDX_JS_WORKER = HERE / "js" / "udx_worker.mjs"
 UDX_PY_WORKER = HERE / "udx_worker.py"
+DHT_JS_WORKER = HERE / "js" / "dht_worker.mjs"
+DHT_PY_WORKER = HERE / "dht_worker.py"
 JS_PACKAGES = ROOT / "tests" / "interop" / "js"
 DEFAULT_JSON = HERE / "results" / "latest.json"
 
@@ -62,7 +64,12 @@ WORKLOADS = [
     "udx_round_trip",
     "udx_streams",
     "udx_lossy",
+    "dht_connect",
+    "dht_throughput",
 ]
+WORKLOAD_PAIRS = {"dht_throughput": ("js->js", "py->py")}
+"""Workloads that run some of the pairs only (the others run every pair asked for)."""
+DHT_WORKLOADS = ("dht_connect", "dht_throughput")
 ROUND_TRIPS = ("round_trip", "round_trip_loop")
 UDX_WORKLOADS = ("udx_bulk", "udx_round_trip", "udx_streams", "udx_lossy")
 
@@ -99,6 +106,13 @@ class Sizes:
     udx_lossy_bytes: int
     udx_loss: float
     udx_timeout: float
+    dht_testnet_nodes: int
+    dht_connects: int
+    dht_connect_warmup: int
+    dht_small_count: int
+    dht_small_warmup: int
+    dht_large_count: int
+    dht_large_warmup: int
 
 
 FULL = Sizes(
@@ -124,6 +138,13 @@ FULL = Sizes(
     udx_lossy_bytes=64 * 2**20,
     udx_loss=0.01,
     udx_timeout=120.0,
+    dht_testnet_nodes=5,
+    dht_connects=50,
+    dht_connect_warmup=2,
+    dht_small_count=200_000,
+    dht_small_warmup=10_000,
+    dht_large_count=4_000,
+    dht_large_warmup=200,
 )
 
 QUICK = Sizes(
@@ -149,6 +170,13 @@ QUICK = Sizes(
     udx_lossy_bytes=2**20,
     udx_loss=0.01,
     udx_timeout=30.0,
+    dht_testnet_nodes=5,
+    dht_connects=5,
+    dht_connect_warmup=1,
+    dht_small_count=2_000,
+    dht_small_warmup=200,
+    dht_large_count=40,
+    dht_large_warmup=10,
 )
 
 SMALL = 64
@@ -183,6 +211,18 @@ METRICS: list[tuple[str, str, str, bool, str]] = [
     ("udx_streams", "mb_per_s", "MB/s", True, "UDX many streams MB/s"),
     ("udx_streams", "seconds", "s", False, "  (all streams done)"),
     ("udx_lossy", "mb_per_s", "MB/s", True, "UDX 1% loss MB/s"),
+    ("dht_connect", "p50_ms", "ms", False, "DHT connect p50"),
+    ("dht_connect", "p90_ms", "ms", False, "DHT connect p90"),
+    ("dht_throughput", "tcp_64b_msgs_per_s", "msg/s", True, "TCP 64 B messages/s"),
+    ("dht_throughput", "dht_64b_msgs_per_s", "msg/s", True, "DHT 64 B messages/s"),
+    ("dht_throughput", "tcp_64b_mb_per_s", "MB/s", True, "TCP 64 B MB/s"),
+    ("dht_throughput", "dht_64b_mb_per_s", "MB/s", True, "DHT 64 B MB/s"),
+    ("dht_throughput", "dht_over_tcp_64b", "x", True, "  (DHT / TCP, 64 B)"),
+    ("dht_throughput", "tcp_64k_msgs_per_s", "msg/s", True, "TCP 64 KiB messages/s"),
+    ("dht_throughput", "dht_64k_msgs_per_s", "msg/s", True, "DHT 64 KiB messages/s"),
+    ("dht_throughput", "tcp_64k_mb_per_s", "MB/s", True, "TCP 64 KiB MB/s"),
+    ("dht_throughput", "dht_64k_mb_per_s", "MB/s", True, "DHT 64 KiB MB/s"),
+    ("dht_throughput", "dht_over_tcp_64k", "x", True, "  (DHT / TCP, 64 KiB)"),
 ]
 
 # (label, workload, metric, pair, op, bound): a ratio to js->js, or an absolute figure
@@ -206,6 +246,7 @@ TARGETS: list[tuple[str, str, str, str, str, float]] = [
     ("UDX bulk >= 0.5x JS", "udx_bulk", "mb_per_s", "ratio", ">=", 0.5),
     ("UDX round-trip p50 <= 1.5x JS", "udx_round_trip", "p50_us", "ratio", "<=", 1.5),
     ("UDX bulk through 1% loss >= 0.5x JS", "udx_lossy", "mb_per_s", "ratio", ">=", 0.5),
+    ("DHT connect p50 <= 1.5x JS", "dht_connect", "p50_ms", "ratio", "<=", 1.5),
 ]
 UVLOOP_P50_BOUND = 0.9
 """On uvloop the round-trip p50 targets are tighter: at most 0.9x JavaScript's."""
@@ -362,8 +403,9 @@ def worker_argv(
     side: str | None = None,
     kind: str = "hyperdrive",
 ) -> list[str]:
-    """The command line of a worker: ``kind`` "hyperdrive" (py_worker.py, js/worker.mjs)
-    or "udx" (udx_worker.py, js/udx_worker.mjs), pinned to A's or B's core."""
+    """The command line of a worker: ``kind`` "hyperdrive" (py_worker.py, js/worker.mjs),
+    "udx" (udx_worker.py, js/udx_worker.mjs) or "dht" (dht_worker.py, js/dht_worker.mjs),
+    pinned to A's or B's core."""
     prefix: list[str] = []
     if opts.pin and side is not None:
         cpu_a, cpu_b = pin_cpus()
@@ -379,6 +421,10 @@ def _worker_command(
         if stack == "js":
             return [opts.node, str(UDX_JS_WORKER)]
         return _py_worker_command(UDX_PY_WORKER, opts, profile_name)
+    if kind == "dht":
+        if stack == "js":
+            return [opts.node, "--expose-gc", str(DHT_JS_WORKER)]
+        return _py_worker_command(DHT_PY_WORKER, opts, profile_name)
     if stack == "js":
         return [
             opts.node,
@@ -1047,7 +1093,13 @@ async def run_udx_lossy(workload: str, pair: str, opts: Options) -> Figures:
 
 
 def runner_for(workload: str, opts: Options) -> Callable[[str], Awaitable[Figures]]:
+    """One run of ``workload`` for a pair. The DHT workloads' runner (benchmarks/dht.py)
+    also has ``combine(runs)``, ``describe(runs)``, ``notes(result)`` and ``aclose()``."""
     s = opts.sizes
+    if workload in DHT_WORKLOADS:
+        from benchmarks.dht import DhtWorkload
+
+        return DhtWorkload(workload, opts)
     table: dict[str, Callable[[str], Awaitable[Figures]]] = {
         "throughput_64b": lambda p: run_throughput(
             "throughput_64b", p, opts, SMALL, s.small_count, s.small_warmup
@@ -1068,6 +1120,10 @@ def runner_for(workload: str, opts: Options) -> Callable[[str], Awaitable[Figure
 
 
 def headline(workload: str, figures: Figures) -> str:
+    if workload in DHT_WORKLOADS:
+        from benchmarks.dht import headline as dht_headline
+
+        return dht_headline(workload, figures)
     if workload == "throughput_64b" or workload == "fan_out":
         return f"{figures['msgs_per_s']:,.0f} msg/s"
     if workload == "throughput_64k":
@@ -1214,6 +1270,10 @@ def render_table(results: dict[str, Any], targets: list[dict[str, Any]], pairs: 
     lines.append("")
     lines.append("^ higher is better, v lower is better; A->B: A sends / pings / dials in.")
     lines.append("ratios: the pair's figure / js->js's figure (same unit).")
+    for entry in results.values():
+        if entry.get("notes"):
+            lines.append("")
+            lines.extend(entry["notes"])
     shown_targets = [t for t in targets if t["workload"] in results]
     if shown_targets:
         lines.append("")
@@ -1391,6 +1451,12 @@ def pick(values: str | None, allowed: list[str], what: str) -> list[str]:
     return [v for v in allowed if v in chosen]
 
 
+def pairs_for(workload: str, pairs: list[str]) -> list[str]:
+    """The pairs ``workload`` runs, of those asked for."""
+    allowed = WORKLOAD_PAIRS.get(workload)
+    return [p for p in pairs if allowed is None or p in allowed]
+
+
 def median_figures(runs: list[Figures]) -> Figures:
     """The median of every figure over the runs of one cell."""
     out: Figures = {}
@@ -1413,6 +1479,8 @@ def better(workload: str, new: Figures, old: Figures) -> bool:
         "udx_round_trip": ("p50_us", False),
         "udx_streams": ("mb_per_s", True),
         "udx_lossy": ("mb_per_s", True),
+        "dht_connect": ("p50_ms", False),
+        "dht_throughput": ("dht_64b_msgs_per_s", True),
     }[workload]
     return new[key] > old[key] if higher else new[key] < old[key]
 
@@ -1451,6 +1519,9 @@ async def amain(args: argparse.Namespace) -> int:
             udx_rtt_rounds=max(1, round(sizes.udx_rtt_rounds * x)),
             udx_stream_bytes=max(1, round(sizes.udx_stream_bytes * x)),
             udx_lossy_bytes=max(1, round(sizes.udx_lossy_bytes * x)),
+            dht_connects=max(1, round(sizes.dht_connects * x)),
+            dht_small_count=max(1, round(sizes.dht_small_count * x)),
+            dht_large_count=max(1, round(sizes.dht_large_count * x)),
         )
     opts = Options(
         sizes=sizes,
@@ -1473,7 +1544,7 @@ async def amain(args: argparse.Namespace) -> int:
             " will make the figures noisy",
             flush=True,
         )
-    total = len(workloads) * len(pairs)
+    total = sum(len(pairs_for(w, pairs)) for w in workloads)
     print(
         f"peersockets benchmarks ({'quick' if args.quick else 'full'}): {len(workloads)} workloads"
         f" x {len(pairs)} pairs{f' x {repeat}' if repeat > 1 else ''}; cpus={os.cpu_count()},"
@@ -1490,7 +1561,7 @@ async def amain(args: argparse.Namespace) -> int:
     for workload in workloads:
         results[workload] = {"pairs": {}}
         run = runner_for(workload, opts)
-        for pair in pairs:
+        for pair in pairs_for(workload, pairs):
             n += 1
             prefix = f"[{n:>2}/{total}] {workload:<15} {pair:<7}"
             print(f"{prefix} ...", end="", flush=True)
@@ -1510,12 +1581,25 @@ async def amain(args: argparse.Namespace) -> int:
                 results[workload]["pairs"][pair] = {"error": message}
                 continue
             assert best is not None
+            combine = getattr(run, "combine", None)
+            if combine is not None:
+                best = combine(runs)
             entry: dict[str, Any] = {"figures": best}
+            describe = getattr(run, "describe", None)
+            if describe is not None:
+                entry["paths"] = describe(runs)
             if repeat > 1:
                 entry["runs"] = runs
                 entry["median"] = median_figures(runs)
             results[workload]["pairs"][pair] = entry
             print(f" {headline(workload, best)} ({time.monotonic() - t0:.1f} s)", flush=True)
+        aclose = getattr(run, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+        notes = getattr(run, "notes", None)
+        if notes is not None:
+            results[workload]["notes"] = notes(results[workload])
     round_trips = [w for w in ROUND_TRIPS if w in results]
     if round_trips:
         print("[floor] bare TCP ping-pong, no peersockets: ...", end="", flush=True)

@@ -2,8 +2,9 @@
 
 It runs every workload, small, for every pair (JavaScript and Python workers
 over loopback TCP, and over UDX on loopback UDP, one workload through a lossy
-relay) and checks that the JSON report holds a positive figure for each. It
-never asserts on speed: timings belong to the benchmark's report.
+relay; DHT connects and topic messages over a DHT connection on a local
+hyperdht testnet) and checks that the JSON report holds a positive figure for
+each. It never asserts on speed: timings belong to the benchmark's report.
 """
 
 from __future__ import annotations
@@ -27,8 +28,18 @@ EXPECTED = {
     "udx_round_trip": ["p50_us", "p99_us", "mean_us", "floor_us"],
     "udx_streams": ["mb_per_s", "seconds", "streams"],
     "udx_lossy": ["mb_per_s", "first_to_end_mb_per_s", "relay_a_to_b_datagrams"],
+    "dht_connect": ["p50_ms", "p90_ms", "connects"],
+    "dht_throughput": [
+        f"{transport}_{size}_{metric}"
+        for transport in ("tcp", "dht")
+        for size in ("64b", "64k")
+        for metric in ("msgs_per_s", "mb_per_s")
+    ]
+    + ["dht_over_tcp_64b", "dht_over_tcp_64k"],
 }
 PAIRS = ["js->js", "py->py", "py->js", "js->py"]
+WORKLOAD_PAIRS = {"dht_throughput": ["js->js", "py->py"]}
+"""Workloads that run some pairs only."""
 
 
 def test_quick_benchmark_run(tmp_path: Path) -> None:
@@ -53,8 +64,9 @@ def test_quick_benchmark_run(tmp_path: Path) -> None:
 
     for workload, metrics in EXPECTED.items():
         pairs = report["workloads"][workload]["pairs"]
-        assert sorted(pairs) == sorted(PAIRS), workload
-        for pair in PAIRS:
+        expected_pairs = WORKLOAD_PAIRS.get(workload, PAIRS)
+        assert sorted(pairs) == sorted(expected_pairs), workload
+        for pair in expected_pairs:
             figures = pairs[pair]["figures"]
             for metric in metrics:
                 value = figures[metric]
@@ -80,7 +92,19 @@ def test_quick_benchmark_run(tmp_path: Path) -> None:
         assert streams["bytes"] == sizes["udx_streams"] * sizes["udx_stream_bytes"]
         assert udx["udx_lossy"]["pairs"][pair]["figures"]["bytes"] == sizes["udx_lossy_bytes"]
 
+    for pair in PAIRS:  # every timed connect is counted, and the path each took
+        figures = report["workloads"]["dht_connect"]["pairs"][pair]["figures"]
+        assert figures["connects"] == sizes["dht_connects"]
+        paths = sum(v for k, v in figures.items() if k.startswith("path_"))
+        assert paths == sizes["dht_connects"], figures
+        assert report["workloads"]["dht_connect"]["pairs"][pair]["paths"]
+    for pair in WORKLOAD_PAIRS["dht_throughput"]:
+        figures = report["workloads"]["dht_throughput"]["pairs"][pair]["figures"]
+        for transport in ("tcp", "dht"):
+            assert figures[f"{transport}_64b_messages"] == sizes["dht_small_count"]
+            assert figures[f"{transport}_64k_messages"] == sizes["dht_large_count"]
+
     targets = {t["target"]: t for t in report["targets"]}
-    assert len(targets) == 12
+    assert len(targets) == 13
     for target in targets.values():
         assert isinstance(target["met"], bool), target
