@@ -151,6 +151,9 @@ class Connection(asyncio.BufferedProtocol):
         self.error: BaseException | None = None
         self.transport: asyncio.Transport | None = None
         self.established: asyncio.Future[None] = self._loop.create_future()
+        self.remote_opened: asyncio.Future[None] = self._loop.create_future()
+        """Done once the remote's stream header arrived: its data reaches us (with a handshake
+        made elsewhere, ``established`` is done before a byte has come back)."""
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self.on_established: list[ConnectionHook] = []
         self.on_closed: list[ConnectionHook] = []
@@ -450,6 +453,8 @@ class Connection(asyncio.BufferedProtocol):
                     self._write_raw(out)
                 if not self.established.done() and stream.handshake_complete:
                     self._on_handshake()
+                if not self.remote_opened.done() and self.stream.phase is Phase.TRANSPORT:
+                    self.remote_opened.set_result(None)
             unfinished = stream.unfinished
             timers = self.timers
             timers.received()
@@ -581,10 +586,11 @@ class Connection(asyncio.BufferedProtocol):
             self._timer.cancel()
             self._timer = None
         closed = ConnectionClosed(f"connection to {self._peer_name()} closed")
-        if not self.established.done():
-            failure = self.error if self.error is not None else closed
-            self.established.set_exception(failure)
-            self.established.exception()  # mark retrieved: not every caller awaits it
+        failure = self.error if self.error is not None else closed
+        for opening in (self.established, self.remote_opened):
+            if not opening.done():
+                opening.set_exception(failure)
+                opening.exception()  # mark retrieved: not every caller awaits it
         self._wake_drainers(closed)
         self._backlog = None
         if self.receive_budget is not None:

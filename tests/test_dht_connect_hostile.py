@@ -786,3 +786,82 @@ def test_sealed_holepunch_payloads_open_only_with_their_secret(
     assert secret.decrypt(sealed) == payload
     assert SecurePayload(os.urandom(32)).decrypt(sealed) is None
     assert secret.decrypt(data) is None  # forged: fails authentication, or is too short
+
+
+# -- bounds added after this file found them missing -----------------------------------------
+
+
+@pytest.mark.parametrize("command", [Command.PEER_HOLEPUNCH, Command.PEER_HANDSHAKE], ids=["holepunch", "handshake"])
+async def test_a_request_too_large_to_relay_is_dropped_not_raised(
+    peers: RawPeers, command: Command, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A FROM_CLIENT request that fits in a datagram but not once relayed (the relay adds its
+    32-byte id and the 6-byte client address): dropped, not raised into UDXSocket._on_readable."""
+    caplog.set_level(logging.DEBUG)
+    async with DHT(bootstrap=[], host="127.0.0.1", ephemeral=False) as relay:
+        attacker, victim = await peers(), await peers()
+        target = os.urandom(32)
+        for size in range(1940, 1990):  # requests of 1998..2047 bytes
+            if command == Command.PEER_HOLEPUNCH:
+                value = HolepunchMessage(Mode.FROM_CLIENT, 0, b"x" * size, victim.address).encode()
+            else:
+                value = HandshakeMessage(Mode.FROM_CLIENT, b"x" * size, None, victim.address).encode()
+            attacker.send(relay.address, command, target, value)
+        await asyncio.sleep(SETTLE)
+        assert not crashes(caplog)
+
+
+@pytest.mark.parametrize("command", [Command.PEER_HOLEPUNCH, Command.PEER_HANDSHAKE], ids=["holepunch", "handshake"])
+async def test_from_server_hops_to_a_chosen_peer_address_are_bounded_by_the_relay_rate(
+    peers: RawPeers, command: Command
+) -> None:
+    """FROM_SERVER makes any node send a REPLY to the message's peer_address: a message to a
+    third party the requester chose, which counts against relay_rate like relays."""
+    async with DHT(bootstrap=[], host="127.0.0.1", ephemeral=False, relay_rate=RELAY_RATE) as node:
+        attacker, victim = await peers(), await peers()
+        target = os.urandom(32)
+        if command == Command.PEER_HOLEPUNCH:
+            value = HolepunchMessage(Mode.FROM_SERVER, 0, os.urandom(64), victim.address).encode()
+        else:
+            value = HandshakeMessage(Mode.FROM_SERVER, os.urandom(100), victim.address).encode()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for _ in range(100):
+            attacker.send(node.address, command, target, value)
+        await asyncio.sleep(SETTLE)
+        elapsed = loop.time() - started
+        assert len(victim.received) <= 2 * RELAY_RATE + RELAY_RATE * elapsed + 1
+
+
+async def test_a_server_answers_a_chosen_relay_address_at_most_at_the_relay_rate(
+    net: DHTTestnet, peers: RawPeers
+) -> None:
+    """FROM_SECOND_RELAY with relay_address = victim, one valid message 1 replayed: the server's
+    (cached) message 2 goes to the victim at most at relay_rate."""
+    dht = await net.client(relay_rate=RELAY_RATE)
+    server, _accepted = await listen(dht)
+    attacker, victim = await peers(), await peers()
+    _state, noise = message_one(server.public_key)
+    value = HandshakeMessage(Mode.FROM_SECOND_RELAY, noise, attacker.address, victim.address).encode()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _ in range(100):
+        attacker.send(dht.address, Command.PEER_HANDSHAKE, server.target, value)
+    await asyncio.sleep(SETTLE)
+    elapsed = loop.time() - started
+    assert 0 < len(victim.received) <= 2 * RELAY_RATE + RELAY_RATE * elapsed + 1
+
+
+async def test_handshakes_that_do_not_decrypt_take_no_slot(net: DHTTestnet, peers: RawPeers) -> None:
+    dht = await net.client()
+    server, _accepted = await listen(dht, max_handshakes=4)
+    attacker = await peers()
+    for _ in range(4):
+        value = HandshakeMessage(Mode.FROM_CLIENT, os.urandom(120)).encode()
+        attacker.send(dht.address, Command.PEER_HANDSHAKE, server.target, value)
+    await asyncio.sleep(SETTLE)
+    assert sum(1 for s in server._slots if s is not None) == 0
+    assert not server._by_message  # and nothing remembered of them
+    client = await net.client()
+    connection = await client.connect(server.public_key, timeout=3.0)
+    connection.close()

@@ -126,7 +126,7 @@ class Connector:
             else:
                 path.result()  # raises the path's failure
                 connection = await self._connected
-            await connection.wait_established()
+            await asyncio.shield(connection.remote_opened)  # the path works: its header came back
             return connection
         except BaseException:
             self._abandon()

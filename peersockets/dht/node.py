@@ -30,6 +30,7 @@ from typing import Any, Final, NamedTuple
 
 from ..errors import DecodeError, DHTError, DHTTimeout, InvalidSetting
 from ..udx import UDXSocket
+from ..udx.packet import MAX_DATAGRAM
 from . import messages as m
 from .messages import Address, ErrorCode, InternalCommand, Request, Response
 from .nat import NatSampler
@@ -547,8 +548,7 @@ class RPCNode:
             error,
             value,
         )
-        if not sock.closed:
-            sock.send(response.encode(), destination)
+        self._send_on(sock, response.encode(), destination)
 
     def relay(self, incoming: Incoming, value: bytes, to: Address, socket: UDXSocket | None = None) -> None:
         """Pass ``incoming`` on to ``to`` as a request with its tid, command and target and a new
@@ -558,8 +558,17 @@ class RPCNode:
         relayed = Request(
             request.tid, to, request.command, request.internal, self._id_from(sock), None, request.target, value
         )
-        if not sock.closed:
-            sock.send(relayed.encode(), to)
+        self._send_on(sock, relayed.encode(), to)
+
+    def _send_on(self, sock: UDXSocket, datagram: bytes, to: Address) -> None:
+        """Send an answer or a relayed message; one that grew past a datagram (a relay adds its
+        id and an address to what a stranger sent) is dropped, as the request it answers."""
+        if sock.closed:
+            return
+        if len(datagram) > MAX_DATAGRAM:
+            log.debug("dropped a %d-byte datagram to %s:%d: larger than a datagram", len(datagram), *to)
+            return
+        sock.send(datagram, to)
 
     def _reply_id(self, incoming: Incoming) -> bytes | None:
         """Our id, in replies a persistent node sends from its server socket."""

@@ -7,8 +7,11 @@ that self-announced to it (their forward: where they announced from). Relays
 keep no state per handshake.
 
 Abuse bounds (hyperdht has none, its issue 296): the node's per-source rate
-limit applies before anything here, and what a node relays is limited again per
-destination host (``relay_rate``), so it cannot be used to flood a third party.
+limit applies before anything here, and everything a node sends to an address a
+stranger named (relays, FROM_SERVER answers to the named client, a server's answer
+to a named second relay) is limited again per destination host (``relay_rate``), so
+it cannot be used to flood a third party. A message that would grow past a
+datagram when relayed is dropped.
 """
 
 from __future__ import annotations
@@ -77,13 +80,18 @@ class Router:
         self.refused = 0
         """Relays dropped by the per-destination limit."""
 
+    def _allowed(self, to: Address) -> bool:
+        """Whether one more message may go to ``to``'s host for a stranger (relay_rate)."""
+        if self._relays.allow((to[0], 0), self.node.now()):
+            return True
+        self.refused += 1
+        return False
+
     def _relay(
         self, incoming: Incoming, value: bytes, to: Address, socket: UDXSocket | None = None
     ) -> None:
-        if not self._relays.allow((to[0], 0), self.node.now()):
-            self.refused += 1
-            return
-        self.node.relay(incoming, value, to, socket)
+        if self._allowed(to):
+            self.node.relay(incoming, value, to, socket)
 
     # -- PEER_HANDSHAKE -----------------------------------------------------------------------
 
@@ -121,7 +129,8 @@ class Router:
             if message.peer_address is None or not message.noise:
                 return None
             reply = HandshakeMessage(Mode.REPLY, message.noise, incoming.source)
-            self.node.reply(incoming, value=reply.encode(), to=message.peer_address)
+            if self._allowed(message.peer_address):  # an address the sender chose
+                self.node.reply(incoming, value=reply.encode(), to=message.peer_address)
         return None
 
     async def _answer_handshake(
@@ -145,6 +154,8 @@ class Router:
             return
         to = incoming.source if mode == Mode.FROM_RELAY else message.relay_address
         assert to is not None
+        if mode == Mode.FROM_SECOND_RELAY and not self._allowed(to):
+            return  # relay_address is the sender's choice: bounded as relays are
         log.debug("handshake answered to %s:%d from %s", *to, answer.socket or incoming.socket)
         value = HandshakeMessage(Mode.FROM_SERVER, answer.noise, message.peer_address).encode()
         self.node.relay(incoming, value, to, answer.socket)
@@ -176,7 +187,8 @@ class Router:
             if message.peer_address is None:
                 return None
             reply = HolepunchMessage(Mode.REPLY, message.id, message.payload, incoming.source)
-            self.node.reply(incoming, value=reply.encode(), to=message.peer_address)
+            if self._allowed(message.peer_address):  # an address the sender chose
+                self.node.reply(incoming, value=reply.encode(), to=message.peer_address)
         return None
 
     async def _answer_holepunch(

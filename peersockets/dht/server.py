@@ -350,8 +350,11 @@ class DHTServer:
                 slot = await self._add_handshake(noise, peer_address or incoming.source, incoming, direct)
             except BaseException:
                 pending.set_result(None)
+                self._by_message.pop(noise, None)
                 raise
             pending.set_result(slot)
+            if slot is None:  # refused before a slot was taken: nothing to remember
+                self._by_message.pop(noise, None)
         slot = await pending
         if slot is None or self._closed or not slot.reply:
             return None
@@ -374,13 +377,11 @@ class DHTServer:
         self, noise: bytes, client: Address, incoming: Incoming, direct: bool
     ) -> _Slot | None:
         assert self.key_pair is not None
-        slot = self._new_slot(noise)
         ik = ik_responder(self.key_pair)
-        try:
+        try:  # before a slot is taken: a message that does not open costs us nothing to keep
             remote = NoisePayload.decode(ik.read_message(noise))
         except (HandshakeError, DecodeError) as exc:
             log.debug("refused a handshake from %s: %s", client, exc)
-            self._clear_later(slot)
             return None
         assert ik.remote_static is not None
         if self.firewall is not None:
@@ -390,8 +391,8 @@ class DHTServer:
                 log.exception("the server's firewall callback failed")
                 refused = True
             if refused:
-                self._clear_later(slot)
                 return None
+        slot = self._new_slot(noise)
         if remote.version != 1:
             error = PayloadError.VERSION_MISMATCH
         elif remote.udx is None:
