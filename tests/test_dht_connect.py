@@ -272,6 +272,8 @@ async def test_connect_timeout_and_bad_arguments(net: DHTTestnet, stack: AsyncEx
     assert isinstance(caught.value, TimeoutError)
     with pytest.raises(InvalidKey):
         await client_dht.connect(b"short")
+    with pytest.raises(InvalidKey):
+        await client_dht.connect(bytes(32))  # a small-order point: no key pair has it
     with pytest.raises(InvalidSetting):
         await client_dht.connect(key_pair.public_key, timeout=0)
     with pytest.raises(InvalidSetting):

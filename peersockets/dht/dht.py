@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Final
 
+import nacl.bindings as sodium
+
 from ..connection import Connection
 from ..errors import DecodeError, DHTError, InvalidKey, InvalidSetting, PeerConnectTimeout
 from ..udx import UDXSocket
@@ -302,6 +304,8 @@ class DHT:
         HandshakeRefused, HolepunchFailed or PeerConnectTimeout (all PeerConnectErrors).
         """
         key = _check_target(public_key, "public_key")
+        if not sodium.crypto_core_ed25519_is_valid_point(key):
+            raise InvalidKey(f"public_key {key.hex()} is not an Ed25519 public key nobody could listen on")
         if timeout is not None and timeout <= 0:
             raise InvalidSetting(f"timeout must be > 0 seconds or None, got {timeout!r}")
         connector = Connector(
