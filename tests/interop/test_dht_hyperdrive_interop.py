@@ -103,6 +103,7 @@ async def test_python_connects_to_a_javascript_drive_owner_by_key(
     assert connected["transport"] == "dht" and connected["remote_public_key"] == swarm.public_key.hex()
     assert connected["handshake_hash"] == connection.handshake_hash.hex()
     await exchange(peer, ps, swarm)
+    await peer.close()  # before the testnet: its server unannounces from the testnet's nodes
 
 
 async def test_a_javascript_drive_owner_holepunches_to_a_python_peer_behind_a_nat(
@@ -126,3 +127,4 @@ async def test_a_javascript_drive_owner_holepunches_to_a_python_peer_behind_a_na
     await exchange(peer, ps, swarm)  # (JavaScript reports "connection" before its first packet reaches us)
     assert server.accepts == {"puncher": 1}
     assert nat.dropped + nat.bypassed > 0
+    await peer.close()
