@@ -109,6 +109,10 @@ async def test_a_client_connects_by_key_and_both_know_each_other(net: DHTTestnet
     assert accepted.remote_public_key == client_key.public_key
     assert accepted.handshake_hash == connection.handshake_hash
     assert sum(client_dht.connects.values()) == 1
+    # the server (the client is reachable) sent its header before its reply reached the client:
+    # held by the client's stream, not lost and resent a second later
+    server_stream = accepted.transport.get_extra_info("udx_stream") if accepted.transport else None
+    assert server_stream is not None and server_stream.core.stats.retransmits == 0
     await close_all(connection, accepted)
 
 

@@ -23,7 +23,7 @@ from peersockets.errors import (
     StreamReset,
     StreamTimeout,
 )
-from peersockets.udx import UDXSocket, UDXStream
+from peersockets.udx import HOLD, UDXSocket, UDXStream
 from peersockets.udx import packet as p
 from peersockets.wire.crypto import KeyPair
 
@@ -217,6 +217,47 @@ async def test_a_firewall_that_connects_adopts_the_first_packets_source(pair: tu
     assert seen == [a.address]
     assert waiting.remote_address == a.address and waiting.remote_id == 1
     waiting.write(b"reply")
+    waiting.close()
+    await asyncio.wait_for(waiting.wait_closed(), TIMEOUT)
+
+
+async def test_a_firewall_may_hold_early_packets_until_the_stream_connects(pair: tuple[UDXSocket, UDXSocket]) -> None:
+    """HOLD keeps what arrives before the remote is decided (hyperdht's client, whose server may
+    send before the handshake reply arrives): delivered in order once connected, nothing resent."""
+    a, b = pair
+    received = bytearray()
+    ended = asyncio.Event()
+
+    class Sink(asyncio.Protocol):
+        def data_received(self, data: bytes) -> None:
+            received.extend(data)
+
+        def eof_received(self) -> bool:
+            ended.set()
+            return True
+
+    held: list[tuple[str, int]] = []
+
+    def firewall(sock: UDXSocket, source: tuple[str, int]) -> bool | str:
+        held.append(source)
+        return HOLD
+
+    waiting = b.create_stream(2, firewall=firewall)
+    _ra, wa = await open_stream(a, 1, 2, b.address)
+    wa.write(b"sent before the other side knew who I was")
+    wa.write_eof()
+    for _ in range(100):
+        if held:
+            break
+        await asyncio.sleep(0.01)
+    assert held and not waiting.core.connected
+    waiting.set_protocol(Sink())
+    waiting.connect(b, 1, a.address)
+    await asyncio.wait_for(ended.wait(), TIMEOUT)
+    assert bytes(received) == b"sent before the other side knew who I was"
+    sender = wa.transport
+    assert isinstance(sender, UDXStream)
+    assert sender.core.stats.retransmits == 0  # the held packets were enough
     waiting.close()
     await asyncio.wait_for(waiting.wait_closed(), TIMEOUT)
 

@@ -27,7 +27,7 @@ from ..errors import (
     HolepunchFailed,
     PeerConnectError,
 )
-from ..udx import UDXSocket, UDXStream
+from ..udx import HOLD, UDXSocket, UDXStream
 from ..wire.crypto import KeyPair, blake2b_256
 from ..wire.noise import HandshakeResult, NoiseIK
 from . import records as r
@@ -268,15 +268,16 @@ class Connector:
 
     # -- the path -----------------------------------------------------------------------------
 
-    def _first_packet(self, socket: UDXSocket, source: Address) -> bool:
-        """Our stream's firewall: after the handshake the server's first packet may show the way."""
+    def _first_packet(self, socket: UDXSocket, source: Address) -> bool | str:
+        """Our stream's firewall: the server's first packet may show the way. Before the handshake
+        is done it is held (a reachable server sends it before its reply reaches us)."""
         if not 0 < source[1] < 65536:
             return True
         if self.stream.core.connected:
             return False
         if self.handshake is None:
             self._early = (socket, source)
-            return True  # it is resent once we are connected
+            return HOLD
         self.path = self.path or "passive"
         self._connect(socket, source)
         return False

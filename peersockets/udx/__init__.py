@@ -13,9 +13,10 @@ the sender's window, ``transport`` and ``socket`` the asyncio adapter.
 from ..errors import SocketClosed, StreamIdInUse, StreamReset, StreamTimeout
 from .socket import UDX, Address, MessageHandler, UDXSocket
 from .stream import StreamCore
-from .transport import Firewall, UDXStream
+from .transport import HOLD, Firewall, UDXStream
 
 __all__ = [
+    "HOLD",
     "UDX",
     "Address",
     "Firewall",

@@ -27,7 +27,7 @@ from typing import Any, Final
 from ..errors import InvalidSetting, ListenError, MessageTooLarge, SocketClosed, StreamIdInUse
 from . import packet as p
 from .stream import BASE_MTU, IPV4_OVERHEAD, IPV6_OVERHEAD, StreamCore
-from .transport import Firewall, UDXStream, _check_remote_id
+from .transport import HOLD, Firewall, UDXStream, _check_remote_id
 
 __all__ = ["UDX", "Address", "MessageHandler", "UDXSocket"]
 
@@ -408,8 +408,13 @@ class UDXSocket:
                     if firewall is None:
                         if not stream.core.connected:
                             return False  # udx-native's default: an unconnected stream eats it
-                    elif firewall(self, source):
-                        return False
+                    else:
+                        verdict = firewall(self, source)
+                        if verdict == HOLD and not stream.core.connected:
+                            stream._hold(datagram)
+                            return False
+                        if verdict:
+                            return False
                 stream._receive(datagram, now)
                 touched[stream] = None
                 return False

@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import ConnectionClosed, InvalidSetting, StreamReset, StreamTimeout
 from .stream import Closed, Ended, RemoteChanged, StreamCore
@@ -26,10 +26,17 @@ __all__ = ["Firewall", "UDXStream"]
 
 log = logging.getLogger(__name__)
 
-Firewall = Callable[["UDXSocket", "Address"], bool]
+HOLD: Final = "hold"
+"""A firewall's third answer: keep the packet, and process it once the stream is connected."""
+MAX_HELD_PACKETS: Final = 32
+"""Packets a stream keeps (firewall answer HOLD) before it is connected; the rest are dropped."""
+
+Firewall = Callable[["UDXSocket", "Address"], "bool | str"]
 """firewall(socket, source) for a packet arriving on a socket other than the stream's
 (every packet, before ``connect``): True drops it, False processes it (udx-native's
-convention). It may call ``connect`` to adopt the packet's source as the remote."""
+convention), HOLD keeps it (at most MAX_HELD_PACKETS) until ``connect``: a stream whose
+remote is not decided yet loses nothing the remote sent early. It may call
+``connect`` to adopt the packet's source as the remote."""
 
 HIGH_WATER = 1024 * 1024
 """Bytes queued or unacknowledged above which the protocol is asked to pause writing."""
@@ -80,6 +87,7 @@ class UDXStream(asyncio.Transport):
         self._timer_when = 0.0
         self._close_deadline: float | None = None
         self._remote_changed: list[asyncio.Future[None]] = []
+        self._early: list[bytes] = []  # packets held (firewall HOLD) until connect
         self.closed: asyncio.Future[None] = loop.create_future()
         """Done (with the stream's error, if any) once the stream is closed."""
         self.message_handler: Callable[[bytes], None] | None = None
@@ -112,6 +120,8 @@ class UDXStream(asyncio.Transport):
         self.remote_address = address
         socket._attach(self)
         self.core.connect(remote_id, (socket, address), self._loop.time())
+        if self._early:  # after the caller has set the protocol up (this same turn)
+            self._loop.call_soon(self._receive_held)
         self._flush()
 
     def change_remote(self, socket: UDXSocket, remote_id: int, address: Address) -> asyncio.Future[None]:
@@ -275,6 +285,20 @@ class UDXStream(asyncio.Transport):
         else:
             protocol.data_received(bytes(piece))  # type: ignore[attr-defined]
         self.core.consumed(size)
+
+    def _receive_held(self) -> None:
+        early, self._early = self._early, []
+        if self.core.closed:
+            return
+        now = self._loop.time()
+        for datagram in early:
+            self._receive(memoryview(datagram), now)
+        self._flush()
+
+    def _hold(self, datagram: memoryview) -> None:
+        """Keep a packet that came before ``connect`` (the firewall said HOLD)."""
+        if len(self._early) < MAX_HELD_PACKETS:
+            self._early.append(bytes(datagram))
 
     def _receive(self, datagram: memoryview, now: float) -> None:
         """One packet for this stream (called by the socket, within a batch)."""
