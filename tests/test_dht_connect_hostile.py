@@ -43,6 +43,7 @@ from peersockets.dht.peer_messages import (
     RelayThrough,
     SecurePayload,
     UdxInfo,
+    holepunch_secret,
     ik_initiator,
 )
 from peersockets.dht.records import NS_PEER_HANDSHAKE, Command
@@ -865,3 +866,35 @@ async def test_handshakes_that_do_not_decrypt_take_no_slot(net: DHTTestnet, peer
     client = await net.client()
     connection = await client.connect(server.public_key, timeout=3.0)
     connection.close()
+
+
+async def test_a_slot_whose_punch_fails_is_freed(net: DHTTestnet, peers: RawPeers, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients that handshake, say they punch, and never arrive (a dead address): when the
+    server's punching gives up, the slot, its stream and its puncher go; nothing stays behind."""
+    from peersockets.dht import holepunch as holepunch_module
+
+    monkeypatch.setattr(holepunch_module, "CONSISTENT_ROUNDS", 2)
+    monkeypatch.setattr(holepunch_module, "ROUND_INTERVAL", 0.1)
+    monkeypatch.setattr(server_module, "HANDSHAKE_CLEAR_WAIT", 0.2)
+    dht = await net.client(quick_firewall=False)  # firewalled: the server punches
+    server, _accepted = await listen(dht)
+    streams_before = len(dht.node.server.udx.streams) if dht.node.server else 0
+    relay = next(a for a in server.relay_addresses if a != dht.address)
+    attacker = await peers()
+    for _ in range(3):
+        ik, noise = message_one(server.public_key)
+        tid = attacker.send(relay, Command.PEER_HANDSHAKE, server.target, HandshakeMessage(Mode.FROM_CLIENT, noise).encode())
+        await wait_until(lambda tid=tid: tid in attacker.answers())  # type: ignore[misc]
+        answer = attacker.answers()[tid]
+        assert answer.value is not None
+        reply = HandshakeMessage.decode(answer.value)
+        payload = NoisePayload.decode(ik.read_message(reply.noise))
+        assert payload.holepunch is not None
+        secure = SecurePayload(holepunch_secret(ik.result()))
+        punching = HolepunchPayload(firewall=Firewall.CONSISTENT, punching=True, addresses=(("127.0.0.1", 9),))
+        value = HolepunchMessage(Mode.FROM_CLIENT, payload.holepunch.id, secure.encrypt(punching), reply.peer_address)
+        tid = attacker.send(relay, Command.PEER_HOLEPUNCH, server.target, value.encode())
+        await wait_until(lambda tid=tid: tid in attacker.answers())  # type: ignore[misc]
+    assert sum(1 for s in server._slots if s is not None) == 3
+    await wait_until(lambda: not any(server._slots) and not server._by_message, timeout=10)
+    assert dht.node.server is not None and len(dht.node.server.udx.streams) == streams_before

@@ -290,6 +290,7 @@ class Connector:
         assert handshake is not None and handshake.payload.udx is not None
         if self.puncher is not None:
             self.puncher.keep_socket = self.puncher.socket is socket
+            self.puncher.on_abort = None
             self.puncher.destroy()
             if self.puncher.keep_socket:
                 close_with(self.stream, socket)

@@ -146,6 +146,7 @@ class Holepuncher:
         firewalled: bool,
         remote_firewall: int = Firewall.UNKNOWN,
         on_connect: Callable[[UDXSocket, Address], None] | None = None,
+        on_abort: Callable[[], None] | None = None,
     ) -> None:
         self.socket = socket
         self.initiator = initiator
@@ -157,6 +158,9 @@ class Holepuncher:
         self.connected = False
         self.destroyed = False
         self.on_connect = on_connect
+        self.on_abort = on_abort
+        """Called once if the puncher is destroyed before it connected (punching gave up, or
+        its owner stopped it); owners clear it before destroying a puncher they are done with."""
         self.keep_socket = False
         """Set once a connection uses the socket: destroy() then leaves it open."""
         self._analyzed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -291,6 +295,9 @@ class Holepuncher:
                 task.cancel()
         if not self.keep_socket:
             close_soon(self.socket)
+        on_abort, self.on_abort = self.on_abort, None
+        if on_abort is not None and not self.connected:
+            on_abort()
 
 
 _closing: set[asyncio.Task[None]] = set()

@@ -438,12 +438,18 @@ class DHTServer:
             ):
                 # the LAN shortcut: a puncher, but we keep answering from the main socket
                 await self._start_puncher(slot)
+                if self._closed:
+                    self._drop(slot)
+                    return None
                 slot.waiting = loop.call_later(HANDSHAKE_INITIAL_TIMEOUT, self._abort, slot)
                 return slot
         if our_public is not None or not self.holepunch:
             slot.waiting = loop.call_later(HANDSHAKE_INITIAL_TIMEOUT, self._abort, slot)
             return slot
         await self._start_puncher(slot)
+        if self._closed:
+            self._drop(slot)
+            return None
         slot.reply_from_puncher = slot.puncher is not None
         slot.waiting = loop.call_later(HANDSHAKE_INITIAL_TIMEOUT, self._stop_puncher, slot)
         return slot
@@ -473,6 +479,7 @@ class DHTServer:
             slot.waiting = None
         if slot.puncher is not None:
             slot.puncher.keep_socket = slot.puncher.socket is socket
+            slot.puncher.on_abort = None
             slot.puncher.destroy()
         self.accepts["puncher" if slot.puncher is not None and slot.puncher.keep_socket else "node"] += 1
         stream.connect(socket, slot.remote.udx.id, address)
@@ -504,7 +511,13 @@ class DHTServer:
         if self._closed or slot.clearing is not None:
             await socket.close()
             return
-        puncher = Holepuncher(socket, initiator=False, firewalled=node.firewalled, remote_firewall=slot.remote.firewall)
+        puncher = Holepuncher(
+            socket,
+            initiator=False,
+            firewalled=node.firewalled,
+            remote_firewall=slot.remote.firewall,
+            on_abort=lambda: self._abort(slot),  # punching gave up: the slot goes too
+        )
         slot.puncher = puncher
         puncher.sample(sampling_nodes(node), lambda address, sock: ping_from(node, address, sock))
 
@@ -627,6 +640,7 @@ class DHTServer:
         for task in list(slot.tasks):
             task.cancel()
         if slot.puncher is not None and not slot.puncher.keep_socket:
+            slot.puncher.on_abort = None
             slot.puncher.destroy()
         if slot.stream is not None:
             slot.stream.abort()
