@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import pytest
 import pytest_asyncio
+from conftest import wait_until
 from natsim import Nat
 
 from peersockets import Peersockets, Swarm
@@ -348,3 +349,17 @@ async def test_closing_a_dht_closes_its_holepunched_connections(net: DHTTestnet,
     await asyncio.wait_for(connection.wait_closed(), TIMEOUT)
     accepted = await asyncio.wait_for(echo.arrived.get(), TIMEOUT)
     await asyncio.wait_for(accepted.wait_closed(), TIMEOUT)  # the abort reached the server (DESTROY)
+
+
+async def test_closing_the_dht_stops_a_connect_under_way(net: DHTTestnet, stack: AsyncExitStack) -> None:
+    """The server never punches, so the client waits on its holepunch round: closing the DHT
+    ends the connect at once with a PeerConnectError, leaving no stream behind."""
+    (server_dht, _), (client_dht, _) = await asyncio.gather(behind_nat(net, stack), behind_nat(net, stack))
+    key_pair = KeyPair.generate()
+    await server_dht.listen(key_pair, Echo(), share_local_address=False, holepunch=False)
+    connecting = asyncio.ensure_future(client_dht.connect(key_pair.public_key, timeout=TIMEOUT))
+    await wait_until(lambda: any(c.puncher is not None for c in client_dht._connectors))
+    await client_dht.close()
+    with pytest.raises(PeerConnectError):
+        await asyncio.wait_for(connecting, 2)
+    assert client_dht.node.server is not None and not client_dht.node.server.udx.streams

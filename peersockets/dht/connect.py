@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..connection import Connection
 from ..errors import (
+    ConnectionClosed,
     DecodeError,
     DHTError,
     DHTPeerNotFound,
@@ -109,25 +110,37 @@ class Connector:
         self._tasks: set[asyncio.Future[Any]] = set()
         self._round = 0
         self._secure: SecurePayload | None = None
+        self._told_open = False
+        self._stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # -- the whole thing ----------------------------------------------------------------------
 
     async def run(self) -> Connection:
+        """Find, handshake, choose the path; the Connection once the server's header came back."""
+        key = self.public_key.hex()
         try:
             handshake = await self._find_and_handshake()
             self.handshake = handshake
             self._secure = SecurePayload(holepunch_secret(handshake.result))
             path: asyncio.Future[None] = asyncio.ensure_future(self._choose_path(handshake))
             self._tasks.add(path)
-            waits: list[asyncio.Future[Any]] = [path, self._connected]
+            waits: list[asyncio.Future[Any]] = [path, self._connected, self._stop]
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             if self._connected.done():
                 connection = self._connected.result()
+            elif self._stop.done():
+                raise PeerConnectError(f"the DHT closed while connecting to peer {key}")
             else:
                 path.result()  # raises the path's failure
                 connection = await self._connected
             await asyncio.shield(connection.remote_opened)  # the path works: its header came back
             return connection
+        except PeerConnectError:
+            self._abandon()
+            raise
+        except (DHTError, ConnectionClosed, HandshakeError) as exc:  # the node closed, the stream died
+            self._abandon()
+            raise PeerConnectError(f"connecting to peer {key} failed: {exc}") from exc
         except BaseException:
             self._abandon()
             raise
@@ -135,7 +148,13 @@ class Connector:
             for task in list(self._tasks):
                 task.cancel()
             if self.puncher is not None:
+                self.puncher.on_abort = None
                 self.puncher.destroy()
+
+    def stop(self) -> None:
+        """The DHT is closing: give up now (``run`` raises PeerConnectError)."""
+        if not self._stop.done():
+            self._stop.set_result(None)
 
     def _abandon(self) -> None:
         if not self._connected.done():
@@ -150,6 +169,7 @@ class Connector:
     def _message_one(self) -> bytes:
         node = self.node
         public = node.remote_address()
+        self._told_open = public is not None  # what the server will act on, whatever changes later
         addresses: list[Address] = [public] if public else []
         if self.local_connection:
             addresses += local_addresses(
@@ -196,18 +216,19 @@ class Connector:
                 start(relay)
             for _round in range(2 if preknown else 1):
                 run = self.node.query(self.target, r.Command.FIND_PEER, seeds=preknown or None)
-                async for reply in run:
-                    if reply.address in tried or reply.response.value is None:
-                        continue
-                    try:
-                        r.decode_peer_record(reply.response.value)
-                    except DecodeError:
-                        continue
-                    while len(running) >= limit:
-                        found = await settle_one()
-                        if found is not None:
-                            return found
-                    start(reply.address)
+                async with contextlib.aclosing(run):  # leaving early stops the query's requests
+                    async for reply in run:
+                        if reply.address in tried or reply.response.value is None:
+                            continue
+                        try:
+                            r.decode_peer_record(reply.response.value)
+                        except DecodeError:
+                            continue
+                        while len(running) >= limit:
+                            found = await settle_one()
+                            if found is not None:
+                                return found
+                        start(reply.address)
                 while running:
                     found = await settle_one()
                     if found is not None:
@@ -323,7 +344,7 @@ class Connector:
                 self.path = "open"
                 self._connect(self.node.main_socket, target)
                 return
-        if self.node.remote_address() is not None:
+        if self._told_open:  # the server connects to us
             await asyncio.sleep(PASSIVE_WAIT)
             raise HolepunchFailed(
                 f"peer {key} did not connect to us in {PASSIVE_WAIT:.0f} s", "HOLEPUNCH_ABORTED"

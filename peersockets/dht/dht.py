@@ -125,6 +125,7 @@ class DHT:
         self.router = Router(self.node, self._forward, relay_rate)
         """Routes PEER_HANDSHAKE and PEER_HOLEPUNCH for our servers and, when persistent, others'."""
         self._servers: set[DHTServer] = set()
+        self._connectors: set[Connector] = set()
         self.connects: Counter[str] = Counter()
         """Connections made by ``connect``, by path: "open", "passive", "relay", "lan", "holepunch"."""
         self._store: RecordStore | None = None
@@ -204,7 +205,10 @@ class DHT:
         return stats
 
     async def close(self) -> None:
-        """Close the servers (they unannounce), stop refreshing announcements, close the sockets."""
+        """Stop connects under way, close the servers (they unannounce), stop refreshing
+        announcements, close the sockets (and the connections on them)."""
+        for connector in list(self._connectors):
+            connector.stop()
         for server in list(self._servers):
             with contextlib.suppress(DHTError):
                 await server.close()
@@ -317,6 +321,7 @@ class DHT:
             make_connection=make_connection,
         )
         deadline = asyncio.timeout(timeout)
+        self._connectors.add(connector)
         try:
             async with deadline:
                 connection = await connector.run()
@@ -324,6 +329,8 @@ class DHT:
             if not deadline.expired():
                 raise
             raise PeerConnectTimeout(f"connecting to peer {key.hex()} took more than {timeout} s") from None
+        finally:
+            self._connectors.discard(connector)
         self.connects[connector.path] += 1
         return connection
 

@@ -169,9 +169,9 @@ class Holepuncher:
     # -- sampling -----------------------------------------------------------------------------
 
     def sample(self, nodes: list[Address], ping: Pinger) -> None:
-        """Ping up to four DHT nodes from the puncher socket (once each, no retry); every reply
-        says where they see us."""
-        self._spawn(self._sample(nodes[:MIN_SAMPLES], ping))
+        """Ping four DHT nodes from the puncher socket (once each, no retry), and as many of the
+        rest of ``nodes`` as did not answer, as hyperdht does; every reply says where they see us."""
+        self._spawn(self._sample(nodes, ping))
 
     async def _sample(self, nodes: list[Address], ping: Pinger) -> None:
         async def one(node: Address) -> None:
@@ -179,7 +179,10 @@ class Holepuncher:
                 seen_as, by = await ping(node, self.socket)
                 self.add_sample(seen_as, by)
 
-        await asyncio.gather(*(one(node) for node in nodes))
+        first, spare = nodes[:MIN_SAMPLES], nodes[MIN_SAMPLES:]
+        await asyncio.gather(*(one(node) for node in first))
+        if self.nat.sampled < MIN_SAMPLES and spare:  # some did not answer: once more, with others
+            await asyncio.gather(*(one(node) for node in spare[: MIN_SAMPLES - self.nat.sampled]))
         self._resolve()
 
     def add_sample(self, seen_as: Address, by: Address) -> None:
@@ -322,17 +325,18 @@ async def ping_from(node: RPCNode, address: Address, socket: UDXSocket) -> tuple
 
 def sampling_nodes(node: RPCNode) -> list[Address]:
     """The DHT nodes a puncher asks where they see it: the most recently seen ones (the five
-    newest skipped when there are eight or more, as hyperdht)."""
+    newest skipped when there are eight or more, as hyperdht), eight at most: four first, the
+    others for those that do not answer."""
     nodes = sorted(node.table, key=lambda n: n.seen, reverse=True)
     if len(nodes) >= 8:
         nodes = nodes[5:]
     addresses = [n.address for n in nodes]
     for bootstrap in node.bootstrap_nodes:
-        if len(addresses) >= 4:
+        if len(addresses) >= 2 * MIN_SAMPLES:
             break
         if bootstrap not in addresses:
             addresses.append(bootstrap)
-    return addresses[:4]
+    return addresses[: 2 * MIN_SAMPLES]
 
 
 def close_with(stream: UDXStream, socket: UDXSocket) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import random
@@ -374,9 +375,15 @@ class RPCNode:
         future: asyncio.Future[tuple[Response, Address]] = self._loop.create_future()
         tid = self._requests.send(request, address, self._loop.time(), retries=retries, context=socket)
         self._waiters[tid] = future
+        future.add_done_callback(lambda done: self._forget_cancelled(tid, done))
         self.stats["requests_out"] += 1
         self._flush()
         return tid, future
+
+    def _forget_cancelled(self, tid: int, future: asyncio.Future[tuple[Response, Address]]) -> None:
+        """A caller stopped waiting (its task was cancelled): stop resending that request."""
+        if future.cancelled() and self._waiters.get(tid) is future:
+            self._cancel_request(tid)
 
     def _cancel_request(self, tid: int) -> None:
         """Stop resending a request and forget its reply."""
@@ -632,6 +639,8 @@ class RPCNode:
         if result is not None:
             if len(self._maintenance) >= MAX_HANDLER_TASKS:
                 log.debug("dropped a request from %s:%d: %d handlers running", *incoming.source, MAX_HANDLER_TASKS)
+                if inspect.iscoroutine(result):
+                    result.close()  # never started: not "never awaited"
                 return
             self._background(result)  # type: ignore[arg-type]
 
@@ -914,6 +923,12 @@ class QueryRun:
 
     def __aiter__(self) -> AsyncIterator[Reply]:
         return self._replies
+
+    async def aclose(self) -> None:
+        """Stop the query: its requests still out are cancelled."""
+        aclose = getattr(self._replies, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
     @property
     def closest_replies(self) -> list[Reply]:

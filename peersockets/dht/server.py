@@ -106,9 +106,13 @@ class _Announcer:
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
         self._refresh = asyncio.Event()
+        self._updating = False
+        self._earlier: list[set[Address]] = [set(), set()]
+        """The relays of the two announcements before the current one (hyperdht keeps three)."""
 
     def is_relay(self, address: Address) -> bool:
-        return address in self._current
+        """Whether ``address`` held one of our last three announcements (its tokens count)."""
+        return address in self._current or any(address in earlier for earlier in self._earlier)
 
     async def start(self) -> None:
         await self._update()
@@ -118,10 +122,11 @@ class _Announcer:
         self._refresh.set()
 
     async def _background(self) -> None:
+        failures = 0
         while not self._stopped:
             for _ in range(RELAY_PING_ROUNDS):
-                if self._refresh.is_set():
-                    break
+                if self._refresh.is_set() or not self._current:
+                    break  # asked to, or nobody holds our announcement
                 relays = list(self._current)
                 answers = await asyncio.gather(
                     *(self.node.request(a, InternalCommand.PING, internal=True) for a in relays),
@@ -133,13 +138,23 @@ class _Announcer:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._refresh.wait(), RELAY_PING_INTERVAL)
             self._refresh.clear()
+            if self._stopped:
+                return
             try:
+                self._updating = True
                 await self._update()
+                failures = 0
             except DHTError as exc:
+                failures += 1
+                delay = min(60.0, RELAY_PING_INTERVAL * 2 ** min(failures, 5))
                 log.warning(
-                    "re-announcing key %s failed: %s", self.key_pair.public_key.hex()[:16], exc
+                    "re-announcing key %s failed (%s); again in %.0f s",
+                    self.key_pair.public_key.hex()[:16], exc, delay,
                 )
-                await asyncio.sleep(RELAY_PING_INTERVAL)
+                self._updating = False
+                await asyncio.sleep(delay)
+            finally:
+                self._updating = False
 
     async def _update(self) -> None:
         run = self.node.query(self.target, r.Command.FIND_PEER, seeds=self._closest)
@@ -174,12 +189,11 @@ class _Announcer:
             if reply.id is not None and reply.response.token is not None
         ]
         await asyncio.gather(*commits, return_exceptions=True)
-        if self._stopped:
-            return
         removed = [address for address in self._current if address not in current]
         self._closest = [reply.address for reply in run.closest_replies]
         self.relays = tuple(relays)
         self.relay_addresses = tuple(relay_addresses)
+        self._earlier = [set(self._current), self._earlier[0]]
         self._current = current
         if not current:
             raise DHTError(
@@ -204,11 +218,18 @@ class _Announcer:
         )
 
     async def stop(self) -> None:
+        """Stop refreshing (an announcement under way is finished, so that what it announced is
+        known), then unannounce from every node holding it."""
         self._stopped = True
+        self._refresh.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            if self._updating:
+                with contextlib.suppress(DHTError):
+                    await self._task
+            else:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
         current = list(self._current)
         self._current = {}
         await asyncio.gather(
