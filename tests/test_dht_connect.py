@@ -114,7 +114,11 @@ async def test_a_client_connects_by_key_and_both_know_each_other(net: DHTTestnet
     # held by the client's stream, not lost and resent a second later
     server_stream = accepted.transport.get_extra_info("udx_stream") if accepted.transport else None
     assert server_stream is not None and server_stream.core.stats.retransmits == 0
-    await close_all(connection, accepted)
+    # where the announcement is, remembered and tried first by the next connect
+    assert set(client_dht._relay_cache[key_pair.public_key]) <= set(server.relay_addresses)
+    again = await client_dht.connect(key_pair.public_key, timeout=TIMEOUT)
+    assert await echo_round_trip(again) == b"ping"
+    await close_all(connection, accepted, again, await asyncio.wait_for(echo.arrived.get(), TIMEOUT))
 
 
 @pytest.mark.parametrize("share_local_address", [False, True], ids=["no-lan", "lan-offered"])

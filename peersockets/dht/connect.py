@@ -111,6 +111,8 @@ class Connector:
         self._round = 0
         self._secure: SecurePayload | None = None
         self._told_open = False
+        self.learned_relays: tuple[Address, ...] = ()
+        """After a connect: where the server's announcement is (for the next connect to it)."""
         self._stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # -- the whole thing ----------------------------------------------------------------------
@@ -234,6 +236,7 @@ class Connector:
                     if found is not None:
                         return found
                 preknown = []
+                tried = set()  # the second round may try a relay again (it may have lost a packet)
         finally:
             for task in running:
                 task.cancel()
@@ -277,6 +280,7 @@ class Connector:
             raise HandshakeRefused(f"peer {key} sent no UDX stream", "SERVER_ERROR")
         result = self.ik.result()
         server_address = message.peer_address or relay
+        self.learned_relays = payload.relay_addresses or (relay,)
         return _Handshake(
             payload,
             result,

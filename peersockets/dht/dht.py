@@ -59,6 +59,9 @@ ADAPTIVE_AFTER: Final = 20 * 60.0
 REANNOUNCE: Final = 5 * 60.0
 """Seconds between refreshes of an announcement (records live 13-26 minutes on the nodes)."""
 
+RELAY_CACHE_SIZE: Final = 512
+"""Peers whose relays are remembered from the last connect (hyperdht's relayAddresses cache)."""
+
 DEFAULT_CONNECT_TIMEOUT: Final = 30.0
 """Seconds ``connect`` may take before PeerConnectTimeout (finding, handshake, holepunch)."""
 
@@ -126,6 +129,8 @@ class DHT:
         """Routes PEER_HANDSHAKE and PEER_HOLEPUNCH for our servers and, when persistent, others'."""
         self._servers: set[DHTServer] = set()
         self._connectors: set[Connector] = set()
+        self._relay_cache: dict[bytes, tuple[Address, ...]] = {}
+        """Where each peer we connected to had its announcement (tried first next time)."""
         self.connects: Counter[str] = Counter()
         """Connections made by ``connect``, by path: "open", "passive", "relay", "lan", "holepunch"."""
         self._store: RecordStore | None = None
@@ -312,11 +317,15 @@ class DHT:
             raise InvalidKey(f"public_key {key.hex()} is not an Ed25519 public key nobody could listen on")
         if timeout is not None and timeout <= 0:
             raise InvalidSetting(f"timeout must be > 0 seconds or None, got {timeout!r}")
+        known = tuple(relay_addresses) or self._relay_cache.get(key, ())
+        forward = self._forward(blake2b_256(key))
+        if forward is not None and not relay_addresses:
+            known = (forward,)  # it announced to us: we are its relay
         connector = Connector(
             self.node,
             key_pair or self.default_key_pair,
             key,
-            relay_addresses=tuple(relay_addresses),
+            relay_addresses=known,
             local_connection=local_connection,
             make_connection=make_connection,
         )
@@ -332,6 +341,11 @@ class DHT:
         finally:
             self._connectors.discard(connector)
         self.connects[connector.path] += 1
+        if connector.learned_relays:
+            self._relay_cache.pop(key, None)
+            self._relay_cache[key] = connector.learned_relays
+            while len(self._relay_cache) > RELAY_CACHE_SIZE:
+                del self._relay_cache[next(iter(self._relay_cache))]
         return connection
 
     async def listen(
