@@ -91,6 +91,8 @@ def test_dht_sits_on_udx_and_the_wire_codecs_only(path: Path) -> None:
     outside = {
         module
         for level, module in relative
-        if level >= 2 and module not in ("errors", "udx", "connection") and not module.startswith("wire.")
+        if level >= 2
+        and module not in ("errors", "udx", "connection")
+        and not module.startswith(("wire.", "udx."))
     }
     assert not outside, f"{path.name} imports {outside}"

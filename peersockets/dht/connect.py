@@ -193,10 +193,12 @@ class Connector:
         preknown = list(self.relay_addresses)
         limit = 3 if preknown else 2
 
-        def start(relay: Address) -> None:
+        def start(relay: Address, found: bool = True) -> None:
+            """Try ``relay``; ``found``: the query found the record there (a relay known
+            beforehand that fails does not make the peer "found", as in hyperdht)."""
             nonlocal attempts
             tried.add(relay)
-            attempts += 1
+            attempts += found
             running.add(asyncio.ensure_future(self._handshake_through(relay, noise)))
 
         async def settle_one() -> _Handshake | None:
@@ -215,7 +217,7 @@ class Connector:
 
         try:
             for relay in preknown[:limit]:
-                start(relay)
+                start(relay, found=False)
             for _round in range(2 if preknown else 1):
                 run = self.node.query(self.target, r.Command.FIND_PEER, seeds=preknown or None)
                 async with contextlib.aclosing(run):  # leaving early stops the query's requests
@@ -342,12 +344,11 @@ class Connector:
             self._connect(hs.socket, hs.relay)
             return
         punchable = payload.holepunch is not None and bool(payload.holepunch.relays)
-        if payload.firewall == Firewall.OPEN or not punchable:
+        if payload.firewall == Firewall.OPEN or not punchable:  # reachable, or nothing else to try
+            self.path = "open"
             target = next((a for a in payload.addresses4 if not is_bogon(a[0])), hs.server_address)
-            if payload.firewall == Firewall.OPEN or not punchable:
-                self.path = "open"
-                self._connect(self.node.main_socket, target)
-                return
+            self._connect(self.node.main_socket, target)
+            return
         if self._told_open:  # the server connects to us
             await asyncio.sleep(PASSIVE_WAIT)
             raise HolepunchFailed(
