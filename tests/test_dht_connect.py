@@ -367,3 +367,32 @@ async def test_closing_the_dht_stops_a_connect_under_way(net: DHTTestnet, stack:
     with pytest.raises(PeerConnectError):
         await asyncio.wait_for(connecting, 2)
     assert client_dht.node.server is not None and not client_dht.node.server.udx.streams
+
+
+async def test_a_server_announces_again_when_its_relays_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The relays are pinged every RELAY_PING_INTERVAL (3 s in hyperdht); when fewer than three
+    answer, the key is announced again on the closest nodes still there, and clients find it."""
+    from peersockets.dht import server as server_module
+
+    monkeypatch.setattr(server_module, "RELAY_PING_INTERVAL", 0.1)
+    async with DHTTestnet(8, attempt_timeout=0.2) as testnet:
+        server_dht = await testnet.client(attempt_timeout=0.2)
+        key_pair = KeyPair.generate()
+        echo = Echo()
+        server = await server_dht.listen(key_pair, echo)
+        first = {relay.relay_address for relay in server._announcer.relays} if server._announcer else set()
+        assert len(first) == 3
+        for node in testnet.nodes[1:]:
+            if node.address in first and len(first - {node.address}) >= 1:
+                await node.close()
+                first_closed = node.address
+                break
+        await wait_until(
+            lambda: server._announcer is not None
+            and first_closed not in {relay.relay_address for relay in server._announcer.relays},
+            timeout=15,
+        )
+        client_dht = await testnet.client(attempt_timeout=0.2)
+        connection = await client_dht.connect(key_pair.public_key, timeout=TIMEOUT)
+        assert await echo_round_trip(connection) == b"ping"
+        await close_all(connection, await asyncio.wait_for(echo.arrived.get(), TIMEOUT))
