@@ -73,7 +73,7 @@ class LoopCounter:
 
 async def echo(mode: str, rounds: int) -> None:
     counter = LoopCounter()
-    async with Swarm() as swarm:
+    async with Swarm(dht=False) as swarm:
         ps = Peersockets(swarm, DRIVE)
         topic = ps.join("bench")
         _host, port = await swarm.listen("127.0.0.1", 0)
@@ -115,7 +115,7 @@ async def echo(mode: str, rounds: int) -> None:
 
 async def ping(port: int, rounds: int) -> dict[str, float]:
     counter = LoopCounter()
-    async with Swarm() as swarm:
+    async with Swarm(dht=False) as swarm:
         ps = Peersockets(swarm, DRIVE)
         topic = ps.join("bench")
         await swarm.connect("127.0.0.1", port)

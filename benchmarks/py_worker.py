@@ -71,7 +71,7 @@ class LocalPeer:
     __slots__ = ("ps", "swarm", "topic")
 
     def __init__(self, drive_key: bytes, topic: str | None) -> None:
-        self.swarm = Swarm()
+        self.swarm = Swarm(dht=False)
         self.ps = Peersockets(self.swarm, drive_key)
         self.topic: Topic | None = self.ps.join(topic) if topic else None
 

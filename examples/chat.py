@@ -46,7 +46,7 @@ def read_stdin(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[bytes | Non
 
 
 async def chat(args: argparse.Namespace) -> None:
-    async with Swarm() as swarm:
+    async with Swarm(dht=False) as swarm:
         print(f"public key: {swarm.public_key.hex()}", flush=True)
         if args.listen:
             host, port = await swarm.listen(*args.listen)

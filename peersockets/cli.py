@@ -536,7 +536,7 @@ async def _chat(args: argparse.Namespace) -> int:
     if listen is None and not connects:
         listen = (DEFAULT_HOST, 0)  # nothing to dial: wait for peers to dial us
     key_pair: KeyPair = args.key_seed if args.key_seed is not None else KeyPair.generate()
-    async with Swarm(key_pair) as swarm:
+    async with Swarm(key_pair, dht=False) as swarm:
         _out(f"drive key:  {drive_key.hex()}  (topic {args.topic!r})")
         _out(f"public key: {swarm.public_key.hex()}")
         if listen is not None:
@@ -632,7 +632,7 @@ class _Demo:
         )
         self.start = time.monotonic()
         for name in self.names:
-            swarm = Swarm()
+            swarm = Swarm(dht=False)
             self.swarms.append(swarm)
             address = await swarm.listen(DEFAULT_HOST, 0)
             self.by_key[swarm.public_key] = name

@@ -146,6 +146,8 @@ class Connection(asyncio.BufferedProtocol):
         )
         self.frame_timeout = frame_timeout
         self.receive_budget = receive_budget
+        self.discovered = False
+        """Made by a DHT discovery (hyperswarm's rule decides between two to one peer)."""
         self.refusal: PeersocketsError | None = None
         """When set before the transport connects, the connection is ended at once with it."""
         self.error: BaseException | None = None
@@ -184,6 +186,12 @@ class Connection(asyncio.BufferedProtocol):
         self._eof_pending = False  # the remote ended its side while a backlog waited
 
     # -- public -------------------------------------------------------------------
+
+    @property
+    def carried_both_ways(self) -> bool:
+        """Whether bytes went both ways: our header is always sent first, and the remote's came."""
+        opened = self.remote_opened
+        return opened.done() and not opened.cancelled() and opened.exception() is None
 
     @property
     def remote_public_key(self) -> bytes:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 from .budget import ReceiveBudget
@@ -21,9 +22,11 @@ from .connection import (
     READ_TIMEOUT_KEEPALIVES,
     Connection,
 )
+from .dht import DHT
 from .errors import (
     ConnectError,
     HandshakeTimeout,
+    InvalidKey,
     ListenError,
     NetworkError,
     PeersocketsError,
@@ -31,6 +34,7 @@ from .errors import (
     TooManyConnections,
     check_at_least,
 )
+from .hyperswarm import DEFAULT_MAX_PEERS, DHTDiscovery, DiscoveryEvent, PeerFirewall
 from .wire.crypto import KeyPair
 from .wire.noise import HandshakeResult
 from .wire.secretstream import MAX_FRAME, check_max_frame_size
@@ -74,6 +78,10 @@ class Swarm:
         frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
         max_receive_buffer: int = DEFAULT_MAX_RECEIVE_BUFFER,
         discovery: Discovery | None = None,
+        dht: bool | DHT = True,
+        bootstrap: Sequence[str | tuple[str, int]] | None = None,
+        max_peers: int = DEFAULT_MAX_PEERS,
+        firewall: PeerFirewall | None = None,
     ) -> None:
         """Options, each a limit against misbehaving peers:
 
@@ -113,6 +121,18 @@ class Swarm:
         Until a channel has opened on a connection, a frame it leaves unfinished
         may be at most 1 MiB (connection.MAX_UNPAIRED_FRAME), whatever
         max_frame_size says.
+
+        Discovery on the Hyperswarm DHT (hyperswarm's behaviour):
+
+        - dht: True (the default) starts a DHT node on the first join, on the public
+          DHT unless ``bootstrap`` names other nodes; False: no DHT (TCP and memory
+          only; a swarm that never joins sends nothing either way); or a ``DHT`` of
+          your own (not opened yet, or open), which the swarm then uses.
+        - bootstrap: "host:port" or (host, port) of the DHT to join (a local testnet).
+        - max_peers: connections this swarm dials to while it has fewer (64, as
+          hyperswarm; multiplied by 2-4 when peers were joined with join_peer).
+        - firewall(remote_public_key) -> True refuses a peer: never dialled, never
+          accepted (on the DHT).
         """
         for name, value, minimum in (
             ("handshake_timeout", handshake_timeout, 0),
@@ -142,7 +162,18 @@ class Swarm:
         self.frame_timeout = frame_timeout
         self.receive_budget = ReceiveBudget(max_receive_buffer)
         """The bytes all connections hold unhandled (max_receive_buffer is its limit)."""
+        check_at_least("max_peers", max_peers, 1)
         self.discovery: list[Discovery] = [discovery] if discovery is not None else []
+        self._dht_discovery: DHTDiscovery | None = None
+        if dht is not False:
+            self._dht_discovery = DHTDiscovery(
+                self,
+                bootstrap=bootstrap,
+                dht=dht if isinstance(dht, DHT) else None,
+                max_peers=max_peers,
+                firewall=firewall,
+            )
+            self.discovery.append(self._dht_discovery)
         self.topics: set[bytes] = set()
         self._connections: dict[bytes, Connection] = {}
         self._all: dict[Connection, None] = {}  # every connection, oldest first
@@ -284,6 +315,40 @@ class Swarm:
         for discovery in self.discovery:
             discovery.leave(self, discovery_key)
 
+    @property
+    def dht(self) -> DHT | None:
+        """The DHT node discovery runs on (None before the first join, or with dht=False)."""
+        return self._dht_discovery.dht if self._dht_discovery is not None else None
+
+    async def flush(self) -> None:
+        """Wait until every joined key was announced and looked up on the DHT once, and the
+        peers found were dialled (returns at once without DHT discovery)."""
+        if self._dht_discovery is not None:
+            await self._dht_discovery.flush()
+
+    def join_peer(self, public_key: bytes) -> None:
+        """Keep a connection to the peer listening on ``public_key`` (found on the DHT)."""
+        self._check_open()
+        if self._dht_discovery is None:
+            raise SwarmClosed("join_peer needs DHT discovery; this swarm was made with dht=False")
+        if not isinstance(public_key, bytes | bytearray) or len(public_key) != 32:
+            raise InvalidKey(f"public_key must be 32 bytes, got {public_key!r}")
+        self._dht_discovery.join_peer(bytes(public_key))
+
+    def leave_peer(self, public_key: bytes) -> None:
+        """Stop keeping a connection to ``public_key`` (the connection stays until it ends)."""
+        if self._dht_discovery is not None:
+            self._dht_discovery.leave_peer(bytes(public_key))
+
+    def add_discovery_listener(self, listener: Callable[[DiscoveryEvent], None]) -> None:
+        """Be told what DHT discovery does (looking up, announced, connecting, ...)."""
+        if self._dht_discovery is not None:
+            self._dht_discovery.add_listener(listener)
+
+    def connection_to(self, public_key: bytes) -> Connection | None:
+        """The live connection to ``public_key``, if there is one."""
+        return self._connections.get(public_key)
+
     # -- listeners (used by Peersockets) ----------------------------------------------
 
     def add_listener(self, on_connection: ConnectionListener) -> None:
@@ -302,7 +367,12 @@ class Swarm:
         if self._closed:
             return
         self._closed = True
+        if self._dht_discovery is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dht_discovery.close(), timeout)
         for discovery in self.discovery:
+            if discovery is self._dht_discovery:
+                continue
             for key in list(self.topics):
                 discovery.leave(self, key)
         self.topics.clear()
@@ -346,6 +416,8 @@ class Swarm:
             conn.abort(PeersocketsError("refusing a connection to ourselves"))
             return
         existing = self._connections.get(remote)
+        if conn.discovered and not conn.initiator and not self._swap_for(conn, existing):
+            return
         if existing is not None and not existing.is_closed:
             if self._keep_new(existing, conn):
                 self._connections[remote] = conn
@@ -357,6 +429,30 @@ class Swarm:
             self._connections[remote] = conn
         for listener in list(self._connection_listeners):
             listener(conn)
+
+    def _swap_for(self, new: Connection, existing: Connection | None) -> bool:
+        """hyperswarm's rule for a peer dialling us on the DHT while we have a connection to it,
+        or are dialling it: keep the new one if the old one carried bytes both ways (the peer
+        lost it) or if the peer has the larger key (the dialler both sides expect); otherwise
+        refuse the new one. Both ends, JavaScript or Python, keep the same connection."""
+        remote = new.remote_public_key
+        live = existing if existing is not None and not existing.is_closed else None
+        dialling = self._dht_discovery.connecting.get(remote) if self._dht_discovery else None
+        if live is None and dialling is None:
+            return True
+        keep_new = (live is not None and live.carried_both_ways) or self.public_key < remote
+        if not keep_new:
+            new.close()
+            return False
+        if dialling is not None:
+            dialling.cancel()
+        if live is not None:
+            self._connections[remote] = new
+            live.close()
+            for listener in list(self._connection_listeners):
+                listener(new)
+            return False  # handled: the new one is in, its listeners told
+        return True
 
     def _keep_new(self, existing: Connection, new: Connection) -> bool:
         """Two live connections to one remote: both ends must keep the same one."""
@@ -390,6 +486,8 @@ class Swarm:
             remote = conn.remote_public_key
             if self._connections.get(remote) is conn:
                 del self._connections[remote]
+        if self._dht_discovery is not None and conn.discovered:
+            self._dht_discovery.on_closed(conn)
 
 
 _REASONS = {

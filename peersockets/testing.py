@@ -24,7 +24,8 @@ class MemoryNetwork:
         self._swarms: list[Swarm] = []
 
     def swarm(self, key_pair: KeyPair | None = None, **options: Any) -> Swarm:
-        """A new Swarm on this network (keyword options go to Swarm)."""
+        """A new Swarm on this network (keyword options go to Swarm; no DHT unless dht= says)."""
+        options.setdefault("dht", False)
         swarm = Swarm(key_pair, discovery=self, **options)
         self._swarms.append(swarm)
         return swarm
@@ -150,7 +151,7 @@ else:
         swarms: list[Swarm] = []
 
         async def factory(**options: Any) -> Swarm:
-            swarm = Swarm(**options)
+            swarm = Swarm(**{"dht": False, **options})
             await swarm.listen("127.0.0.1", 0)
             swarms.append(swarm)
             return swarm

@@ -4,7 +4,7 @@ API test twice, on the in-memory network and over loopback TCP."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -13,6 +13,26 @@ import pytest_asyncio
 from peersockets import Swarm
 
 pytest_plugins = ["peersockets.testing"]
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Tests never contact the public DHT: a DHT request to anything but loopback is refused
+    and fails the test (a Swarm that joins without dht=False or a bootstrap list would try)."""
+    from peersockets.dht.node import RPCNode
+
+    original = RPCNode._send_request
+    refused: list[str] = []
+
+    def guarded(self: RPCNode, address: tuple[str, int], *args: Any, **kwargs: Any) -> Any:
+        if not (address[0].startswith("127.") or address[0] == "::1"):
+            refused.append(f"{address[0]}:{address[1]}")
+            raise AssertionError(f"a test sent a DHT request to {address[0]}:{address[1]}, not loopback")
+        return original(self, address, *args, **kwargs)
+
+    monkeypatch.setattr(RPCNode, "_send_request", guarded)
+    yield
+    assert not refused, f"DHT requests to the internet were attempted: {refused}"
 
 T = TypeVar("T")
 
@@ -45,9 +65,9 @@ class Net:
 
     async def swarm(self, **options: Any) -> Swarm:
         if self.kind == "memory":
-            swarm = Swarm(**options)  # connected by hand below, not by discovery
+            swarm = Swarm(dht=False, **options)  # connected by hand below, not by discovery
         else:
-            swarm = Swarm(**options)
+            swarm = Swarm(dht=False, **options)
             self.addresses[swarm] = await swarm.listen("127.0.0.1", 0)
         self.swarms.append(swarm)
         return swarm

@@ -334,12 +334,12 @@ class Cluster:
         """A server Swarm made with ``server_options`` (its Peersockets with ``ps_options``)
         and ``peers`` healthy peers, each a Swarm made with ``peer_options``, joined to
         DRIVE and dialled into the server."""
-        server = Swarm(**server_options)
+        server = Swarm(dht=False, **server_options)
         log = ConnectionLog(server)
         address = await server.listen("127.0.0.1", 0)
         cluster = cls(server, address, log, ps_options)
         for i in range(peers):
-            swarm = Swarm(**(peer_options or {}))
+            swarm = Swarm(dht=False, **(peer_options or {}))
             ps = Peersockets(swarm, DRIVE)
             cluster.healthy.append(Healthy(f"h{i}", swarm, ps, ps.join("chat")))
             await swarm.connect(*address)

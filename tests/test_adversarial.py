@@ -95,7 +95,7 @@ async def test_garbage_right_after_connect(
 async def test_huge_length_prefix_then_silence_is_dropped_at_the_handshake_timeout(
     make_cluster: ClusterMaker, attackers: AttackerMaker
 ) -> None:
-    assert Swarm().handshake_timeout == 10  # the default (not waited for here)
+    assert Swarm(dht=False).handshake_timeout == 10  # the default (not waited for here)
     timeout = 1.0
     cluster = await make_cluster(handshake_timeout=timeout)
     cluster.start_chat()
@@ -447,9 +447,9 @@ async def test_graceful_shutdown_under_load_delivers_what_was_sent() -> None:
     """The sending Swarm is closed while four senders push messages to two receivers:
     close() is quick, every message whose send() had returned is delivered, nothing leaks."""
     before = Resources()
-    sender = Swarm()
+    sender = Swarm(dht=False)
     address = await sender.listen("127.0.0.1", 0)
-    receivers = [Swarm() for _ in range(2)]
+    receivers = [Swarm(dht=False) for _ in range(2)]
     ps_sender = Peersockets(sender, DRIVE)
     ps_receivers = [Peersockets(r, DRIVE) for r in receivers]
     topics = [ps_sender.join("load/0"), ps_sender.join("load/1")]

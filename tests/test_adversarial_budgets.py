@@ -94,7 +94,7 @@ async def test_idle_strangers_are_evicted_for_a_newcomer_and_ended_by_the_pair_t
     for attacker in idle[::2]:
         attacker.send(attacker.encrypt(b""))  # a keepalive is not a channel
     assert not any(c.has_ended for c in conns)
-    async with Swarm() as newcomer:
+    async with Swarm(dht=False) as newcomer:
         ps = Peersockets(newcomer, DRIVE)
         await newcomer.connect(*cluster.address)  # the swarm is full: the oldest stranger goes
         await wait_until(lambda: len(ps.peers) == 1 and len(cluster.ps.peers) == 3)
@@ -249,7 +249,7 @@ async def test_a_flooding_member_does_not_delay_the_others_on_the_topic(
     healthy_conns = list(cluster.server.connections)
     for conn in healthy_conns:
         count_holds(conn)
-    async with Swarm() as flood_swarm:
+    async with Swarm(dht=False) as flood_swarm:
         flood_ps = Peersockets(flood_swarm, DRIVE)
         await flood_swarm.connect(*cluster.address)
         await wait_until(lambda: len(flood_ps.peers) == 1 and len(cluster.ps.peers) == 3)
@@ -395,7 +395,7 @@ async def test_a_churning_member_cannot_evict_others_events_or_flood_the_log(
     attacker.send(drive_open(attacker))
     await wait_until(lambda: len(cluster.ps.peers) == 3)
     churn = b"".join(attacker.encrypt(b"\x00\x03\x01") + drive_open(attacker) for _ in range(2000))
-    async with Swarm() as newcomer:
+    async with Swarm(dht=False) as newcomer:
         newcomer_ps = Peersockets(newcomer, DRIVE)
         attacker.send(churn)
         await newcomer.connect(*cluster.address)

@@ -395,7 +395,7 @@ async def test_a_member_that_stops_reading_is_dropped_and_the_others_never_notic
         cwd=ROOT,
     )
     port = int((await chat.expect(r"^listening:\s+127\.0\.0\.1:(\d+)$"))[1])
-    async with Swarm() as stuck_swarm, Swarm() as healthy_swarm:
+    async with Swarm(dht=False) as stuck_swarm, Swarm(dht=False) as healthy_swarm:
         # a member whose topic is never read: after two messages its connection stops reading
         stuck = Peersockets(stuck_swarm, KEY, max_queue_messages=2)
         stuck.join("chat")
@@ -469,7 +469,7 @@ async def chat_in_process(members: int, **limits: float) -> AsyncIterator[InProc
 
     The body ends the input (puts None); leaving waits for the chat to finish."""
     async with contextlib.AsyncExitStack() as stack:
-        chat_swarm = await stack.enter_async_context(Swarm())
+        chat_swarm = await stack.enter_async_context(Swarm(dht=False))
         host, port = await chat_swarm.listen("127.0.0.1", 0)
         ps = await stack.enter_async_context(Peersockets(chat_swarm, KEY))
         events = ps.watch()
@@ -487,7 +487,7 @@ async def chat_in_process(members: int, **limits: float) -> AsyncIterator[InProc
         try:
             tasks.append(asyncio.create_task(chat.run(lines)))
             for _ in range(members):
-                swarm = await stack.enter_async_context(Swarm())
+                swarm = await stack.enter_async_context(Swarm(dht=False))
                 member = await stack.enter_async_context(Peersockets(swarm, KEY))
                 swarms.append(swarm)
                 joined.append(member)

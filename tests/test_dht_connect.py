@@ -309,8 +309,8 @@ async def test_port_randomizing_nats_fail_with_holepunch_failed(
 async def test_topic_messages_between_swarms_over_a_dht_connection(net: DHTTestnet, stack: AsyncExitStack) -> None:
     """A Swarm's Connection on a DHT stream is the TCP one from protomux up: Peersockets works."""
     (server_dht, _), (client_dht, _) = await asyncio.gather(behind_nat(net, stack), behind_nat(net, stack))
-    alice = await stack.enter_async_context(Swarm())
-    bob = await stack.enter_async_context(Swarm())
+    alice = await stack.enter_async_context(Swarm(dht=False))
+    bob = await stack.enter_async_context(Swarm(dht=False))
 
     def maker(swarm: Swarm) -> Callable[[KeyPair, bool, HandshakeResult], Connection]:
         return lambda _key_pair, initiator, handshake: swarm.make_connection(initiator, handshake)

@@ -111,7 +111,7 @@ async def test_connect_refused_is_a_connect_error_that_is_an_oserror() -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    async with Swarm() as swarm:
+    async with Swarm(dht=False) as swarm:
         with pytest.raises(ConnectError, match=f"127.0.0.1:{port}: connection refused") as caught:
             await swarm.connect("127.0.0.1", port)
     assert isinstance(caught.value, OSError) and caught.value.errno == errno.ECONNREFUSED
@@ -119,7 +119,7 @@ async def test_connect_refused_is_a_connect_error_that_is_an_oserror() -> None:
 
 @pytest.mark.parametrize("port", [70000, -1])
 async def test_a_port_out_of_range_is_a_typed_error(port: int) -> None:
-    async with Swarm() as swarm:
+    async with Swarm(dht=False) as swarm:
         with pytest.raises(ConnectError, match=f"port {port} is out of range"):
             await swarm.connect("127.0.0.1", port)
         with pytest.raises(ListenError, match=f"port {port} is out of range"):
@@ -127,7 +127,7 @@ async def test_a_port_out_of_range_is_a_typed_error(port: int) -> None:
 
 
 async def test_an_address_in_use_is_a_listen_error() -> None:
-    async with Swarm() as first, Swarm() as second:
+    async with Swarm(dht=False) as first, Swarm(dht=False) as second:
         host, port = await first.listen("127.0.0.1", 0)
         with pytest.raises(ListenError, match="address already in use") as caught:
             await second.listen(host, port)

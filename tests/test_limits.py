@@ -77,7 +77,7 @@ def test_every_limit_has_a_sane_default(name: str, owner: str, default: Any, spe
 
 
 async def test_defaults_on_live_objects() -> None:
-    async with Swarm() as swarm:
+    async with Swarm(dht=False) as swarm:
         assert swarm.handshake_timeout == 10
         assert swarm.keepalive == 5
         assert swarm.max_frame_size == MAX_FRAME == 2**24 - 1
@@ -133,10 +133,10 @@ async def test_an_invalid_limit_is_refused_when_the_object_is_made(
     owner: str, options: dict[str, Any]
 ) -> None:
     """Not later, inside asyncio's accept loop, when the first peer connects."""
-    async with Swarm() as swarm:
+    async with Swarm(dht=False) as swarm:
         with pytest.raises(InvalidSetting, match=next(iter(options))):
             if owner == "Swarm":
-                await Swarm(**options).close()
+                await Swarm(dht=False, **options).close()
             else:
                 await Peersockets(swarm, DRIVE, **options).close()
 
@@ -151,7 +151,7 @@ async def test_a_connection_that_does_not_finish_the_handshake_is_dropped_on_tim
     """The deadline is handshake_timeout after the connection is made; data arriving does
     not move it. Driven by handle_timer at the deadline: no sleeping, no slack."""
     timeout = 30.0  # the loop timer never fires during the test: the test fires it
-    async with Swarm(handshake_timeout=timeout) as swarm:
+    async with Swarm(dht=False, handshake_timeout=timeout) as swarm:
         log = ConnectionLog(swarm)
         address = await swarm.listen("127.0.0.1", 0)
         loop = asyncio.get_running_loop()
@@ -178,7 +178,7 @@ async def test_a_connection_that_does_not_finish_the_handshake_is_dropped_on_tim
 
 
 async def test_handshake_timeout_zero_disables_it() -> None:
-    async with Swarm(handshake_timeout=0) as swarm:
+    async with Swarm(dht=False, handshake_timeout=0) as swarm:
         log = ConnectionLog(swarm)
         attacker = await Attacker.connect(await swarm.listen("127.0.0.1", 0))
         try:
@@ -191,7 +191,7 @@ async def test_handshake_timeout_zero_disables_it() -> None:
 
 
 async def test_the_handshake_timeout_stops_once_the_handshake_is_done() -> None:
-    async with Swarm(handshake_timeout=0.3) as a, Swarm(handshake_timeout=0.3) as b:
+    async with Swarm(dht=False, handshake_timeout=0.3) as a, Swarm(dht=False, handshake_timeout=0.3) as b:
         ps_a, ps_b = Peersockets(a, DRIVE), Peersockets(b, DRIVE)
         topic_a, topic_b = ps_a.join("t"), ps_b.join("t")
         await b.connect(*await a.listen("127.0.0.1", 0))
@@ -236,7 +236,7 @@ async def silent_server() -> AsyncIterator[tuple[tuple[str, int], asyncio.Event]
 async def test_connect_to_a_silent_server_raises_handshake_timeout() -> None:
     """connect() promises a ProtocolError when the handshake fails; a timeout is one."""
     timeout = 0.5
-    async with silent_server() as (address, _hung_up), Swarm(handshake_timeout=timeout) as swarm:
+    async with silent_server() as (address, _hung_up), Swarm(dht=False, handshake_timeout=timeout) as swarm:
         loop = asyncio.get_running_loop()
         start = loop.time()
         with pytest.raises(HandshakeTimeout):
@@ -246,7 +246,7 @@ async def test_connect_to_a_silent_server_raises_handshake_timeout() -> None:
 
 
 async def test_a_connect_that_times_out_leaves_no_connection_behind() -> None:
-    async with silent_server() as (address, hung_up), Swarm() as swarm:  # handshake_timeout 10
+    async with silent_server() as (address, hung_up), Swarm(dht=False) as swarm:  # handshake_timeout 10
         with pytest.raises((TimeoutError, HandshakeTimeout)):
             await swarm.connect(*address, timeout=0.3)
         # The half-open socket must go now, not when the 10 s handshake timer fires.
@@ -262,7 +262,7 @@ async def test_a_connect_that_times_out_leaves_no_connection_behind() -> None:
 
 async def test_a_frame_over_max_frame_size_ends_the_connection_with_frame_too_large() -> None:
     limit = 256 * 1024
-    async with Swarm(max_frame_size=limit) as receiver, Swarm() as sender:
+    async with Swarm(dht=False, max_frame_size=limit) as receiver, Swarm(dht=False) as sender:
         log = ConnectionLog(receiver)
         address = await receiver.listen("127.0.0.1", 0)
         ps_r, ps_s = Peersockets(receiver, DRIVE), Peersockets(sender, DRIVE)
@@ -294,7 +294,7 @@ async def test_a_remote_that_does_not_end_its_side_after_our_close_is_aborted() 
     that never ends its side is aborted after close_timeout, and what it sent meanwhile
     was still delivered."""
     timeout = 30.0  # the loop timer never fires during the test: the test fires it
-    async with Swarm(close_timeout=timeout, read_timeout=0) as swarm:
+    async with Swarm(dht=False, close_timeout=timeout, read_timeout=0) as swarm:
         log = ConnectionLog(swarm)
         ps = Peersockets(swarm, DRIVE)
         inbox = ps.join("t")
@@ -327,7 +327,7 @@ async def test_messages_held_during_a_connection_swap_are_bounded() -> None:
     bound reading from it pauses; close_timeout ends the first, and everything held is
     then delivered, in order."""
     timeout, bound = 30.0, 10  # close_timeout: fired by the test, not by waiting
-    async with Swarm(close_timeout=timeout, read_timeout=0) as swarm:
+    async with Swarm(dht=False, close_timeout=timeout, read_timeout=0) as swarm:
         log = ConnectionLog(swarm)
         ps = Peersockets(swarm, DRIVE, max_queue_messages=bound)
         events, inbox = ps.watch(), ps.join("t")
@@ -374,7 +374,7 @@ async def test_max_channels_never_refuses_answers_to_our_own_opens(drives: int) 
     test_channel_open_flood_is_rejected_without_state and the protomux unit tests."""
     limit = 4
     keys = [bytes([i + 1]) * 32 for i in range(drives)]
-    async with Swarm(max_channels=limit) as server, Swarm() as client:
+    async with Swarm(dht=False, max_channels=limit) as server, Swarm(dht=False) as client:
         log = ConnectionLog(server)
         address = await server.listen("127.0.0.1", 0)
         on_server = [Peersockets(server, k) for k in keys]
@@ -398,8 +398,8 @@ def _numbered(i: int, block: bytes = bytes(range(256)) * (MESSAGE // 256)) -> by
 
 
 async def _pair(**receiver_options: Any) -> tuple[Swarm, Swarm, Topic, Topic, int]:
-    receiver = Swarm()
-    sender = Swarm()
+    receiver = Swarm(dht=False)
+    sender = Swarm(dht=False)
     address = await receiver.listen("127.0.0.1", 0)
     ps_r = Peersockets(receiver, DRIVE, **receiver_options)
     ps_s = Peersockets(sender, DRIVE)
@@ -524,7 +524,7 @@ async def test_slow_async_callbacks_are_bounded_like_the_queue() -> None:
     ],
 )
 async def test_topic_names_are_limited_to_1024_utf8_bytes(name: str, ok: bool) -> None:
-    async with Swarm() as swarm, Peersockets(swarm, DRIVE) as ps:
+    async with Swarm(dht=False) as swarm, Peersockets(swarm, DRIVE) as ps:
         if ok:
             assert ps.join(name).name == name
         else:
@@ -574,7 +574,7 @@ async def test_max_connections_refuses_new_incoming() -> None:
     swarm of strangers evicts one instead: test_adversarial_budgets)."""
     from peersockets.errors import TooManyConnections
 
-    async with Swarm(max_connections=2) as server, Swarm() as c1, Swarm() as c2, Swarm() as c3:
+    async with Swarm(dht=False, max_connections=2) as server, Swarm(dht=False) as c1, Swarm(dht=False) as c2, Swarm(dht=False) as c3:
         address = await server.listen("127.0.0.1", 0)
         server_ps = Peersockets(server, DRIVE)
         members = [Peersockets(c, DRIVE) for c in (c1, c2)]

@@ -12,7 +12,7 @@ DRIVE = bytes(range(32))
 
 
 async def _exchange() -> list[bytes]:
-    async with Swarm() as a, Swarm() as b:
+    async with Swarm(dht=False) as a, Swarm(dht=False) as b:
         await b.connect(*(await a.listen("127.0.0.1", 0)))
         ps_a, ps_b = Peersockets(a, DRIVE), Peersockets(b, DRIVE)
         topic_a, topic_b = ps_a.join("t"), ps_b.join("t")

@@ -45,6 +45,7 @@ _REQUIRED_PACKAGES = (
     "hypercore-crypto",
     "udx-native",
     "hyperdht",
+    "hyperswarm",
 )
 _LINE_LIMIT = 64 * 1024 * 1024
 _STDERR_LINES = 2000

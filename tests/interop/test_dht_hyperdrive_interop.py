@@ -93,7 +93,7 @@ async def test_python_connects_to_a_javascript_drive_owner_by_key(
     await peer.expect("dht-listening", timeout=30)
     host, port = testnet.rsplit(":", 1)
     dht = await stack.enter_async_context(DHT(bootstrap=[(host, int(port))], host="127.0.0.1"))
-    swarm = await stack.enter_async_context(Swarm())
+    swarm = await stack.enter_async_context(Swarm(dht=False))
     ps = await stack.enter_async_context(Peersockets(swarm, info["key"]))
     connection = await dht.connect(
         bytes.fromhex(info["public_key"]), key_pair=swarm.key_pair, make_connection=maker(swarm), timeout=30
@@ -113,7 +113,7 @@ async def test_a_javascript_drive_owner_holepunches_to_a_python_peer_behind_a_na
     nat = await stack.enter_async_context(Nat())
     dht = await stack.enter_async_context(DHT(bootstrap=[(host, int(port))], host="127.0.0.1", bind_socket=nat.bind))
     assert dht.node.firewalled
-    swarm = await stack.enter_async_context(Swarm())
+    swarm = await stack.enter_async_context(Swarm(dht=False))
     peer = await js(
         "hyperdrive_peer.mjs", "--storage", str(tmp_path / "js"), "--dht", testnet, "--dht-quick-firewall", "false"
     )

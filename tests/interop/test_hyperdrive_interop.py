@@ -43,7 +43,7 @@ async def next_of(iterator: object, timeout: float = 10.0) -> object:
 async def test_chat_with_javascript_hyperdrive(
     js: StartPeer, tmp_path: Path, python_role: str
 ) -> None:
-    async with js_owner(js, tmp_path) as (peer, info), Swarm() as swarm:
+    async with js_owner(js, tmp_path) as (peer, info), Swarm(dht=False) as swarm:
         if python_role == "initiator":
             await swarm.connect("127.0.0.1", info["port"])
         else:
@@ -122,7 +122,7 @@ async def test_javascript_store_with_more_cores_than_the_channel_limit(
     args = ["--extra-cores", str(EXTRA_CORES)]
     if drive_channel == "last":
         args.append("--extra-cores-first")
-    async with js_owner(js, tmp_path, *args) as (peer, info), Swarm() as swarm:
+    async with js_owner(js, tmp_path, *args) as (peer, info), Swarm(dht=False) as swarm:
         assert info["extra_cores"] == EXTRA_CORES
         conn = await swarm.connect("127.0.0.1", info["port"])
         ps = Peersockets(swarm, info["key"])
@@ -160,7 +160,7 @@ async def test_javascript_store_with_more_cores_than_the_channel_limit(
 
 
 async def test_wrong_key_gets_no_channel_and_nobody_crashes(js: StartPeer, tmp_path: Path) -> None:
-    async with js_owner(js, tmp_path) as (peer, info), Swarm() as swarm:
+    async with js_owner(js, tmp_path) as (peer, info), Swarm(dht=False) as swarm:
         conn = await swarm.connect("127.0.0.1", info["port"])
         wrong = Peersockets(swarm, KeyPair.generate().public_key)
         events = wrong.watch()

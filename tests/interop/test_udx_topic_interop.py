@@ -85,7 +85,7 @@ async def udx_meeting(
             )
             stack.push_async_callback(relay.close)
             js_address, py_port = relay.address_for_a, relay.address_for_b[1]
-        swarm = Swarm()
+        swarm = Swarm(dht=False)
         stack.push_async_callback(swarm.close)  # runs before the sockets close
         initiator = python_role == "initiator"
         conn = swarm.make_connection(initiator)
