@@ -117,8 +117,7 @@ class DHTDiscovery:
         self.swarm = swarm
         self.bootstrap = tuple(bootstrap) if bootstrap is not None else DEFAULT_BOOTSTRAP
         self.dht = dht
-        """The DHT node (made on the first join unless given)."""
-        self._own_dht = dht is None
+        """The DHT node (made on the first join unless given); closed with the swarm."""
         self.max_peers = max_peers
         self.max_parallel = max_parallel
         self.firewall = firewall
@@ -196,7 +195,10 @@ class DHTDiscovery:
         retry = 0
         while not len(dht.node.table) and dht.node.bootstrap_nodes is not None and self.bootstrap:
             delay = BOOTSTRAP_RETRY[min(retry, len(BOOTSTRAP_RETRY) - 1)]
-            names = ", ".join(str(b) for b in self.bootstrap)
+            names = ", ".join(
+                f"{b.suggested}@{b.host}:{b.port}" if b.suggested else f"{b.host}:{b.port}"
+                for b in dht.node.bootstrap_entries
+            )
             self._emit("bootstrap-failed", detail=f"no DHT node answered ({names}); trying again in {delay:.0f} s")
             await asyncio.sleep(delay)
             retry += 1
@@ -313,7 +315,8 @@ class DHTDiscovery:
     def _within_max_peers(self) -> bool:
         explicit = sum(1 for p in self._peers.values() if p.explicit)
         factor = 1 if explicit == 0 else 2 if explicit < 2 else 3 if explicit < 4 else 4
-        return factor * len(self.swarm.connections) < self.max_peers
+        connections = len(self.swarm.connections) + len(self.connecting)  # dials count, as hyperswarm's
+        return factor * connections < self.max_peers
 
     def _drain(self) -> None:
         """Dial the best queued peers while the limits allow."""
@@ -421,7 +424,7 @@ class DHTDiscovery:
         await self._idle.wait()
 
     async def close(self) -> None:
-        """Stop everything: topics, dials, retries; unannounce; close the DHT node if ours."""
+        """Stop everything: topics, dials, retries; unannounce; close the DHT node."""
         if self._closed:
             return
         self._closed = True
@@ -435,16 +438,15 @@ class DHTDiscovery:
                 await task
         if self._started is not None and not self._started.done():
             self._started.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._started
         if self.dht is not None:
             announced = [topic.key for topic in self._topics.values() if topic.announced]
             self._topics.clear()
             for key in announced:
                 with contextlib.suppress(DHTError):
                     await self.dht.unannounce(key, self.swarm.key_pair)
-            if self._own_dht:
-                await self.dht.close()
-            elif self.server is not None:
-                await self.server.close()
+            await self.dht.close()
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coroutine)

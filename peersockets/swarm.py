@@ -127,7 +127,7 @@ class Swarm:
         - dht: True (the default) starts a DHT node on the first join, on the public
           DHT unless ``bootstrap`` names other nodes; False: no DHT (TCP and memory
           only; a swarm that never joins sends nothing either way); or a ``DHT`` of
-          your own (not opened yet, or open), which the swarm then uses.
+          your own (not opened yet, or open), which the swarm then uses and closes.
         - bootstrap: "host:port" or (host, port) of the DHT to join (a local testnet).
         - max_peers: connections this swarm dials to while it has fewer (64, as
           hyperswarm; multiplied by 2-4 when peers were joined with join_peer).
