@@ -182,3 +182,16 @@ async def test_an_unreachable_bootstrap_warns_keeps_trying_and_closes_promptly()
     assert swarm.dht is not None and not swarm.dht.node.table
     await ps.close()
     await asyncio.wait_for(swarm.close(), 5)
+
+
+async def test_bootstrap_names_that_do_not_resolve_are_handled_the_same_way() -> None:
+    """As the default bootstrap names would be offline: a warning, retries, no hang."""
+    events: list[DiscoveryEvent] = []
+    swarm = Swarm(bootstrap=["no-such-host.invalid:49737"])
+    swarm.add_discovery_listener(events.append)
+    ps = Peersockets(swarm, os.urandom(32))
+    await wait_until(lambda: any(e.kind == "bootstrap-failed" for e in events), TIMEOUT)
+    failed = next(e for e in events if e.kind == "bootstrap-failed")
+    assert "no-such-host.invalid:49737" in failed.detail
+    await ps.close()
+    await asyncio.wait_for(swarm.close(), 5)
