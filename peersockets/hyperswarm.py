@@ -45,6 +45,9 @@ BACKOFF_JITTER: Final = (0.5, 1.0, 2.0, 120.0)
 MAX_ATTEMPTS: Final = 3
 MIN_CONNECTION_TIME: Final = 15.0
 """A connection that lasted this long resets its peer's attempts (it was fine; retry fast)."""
+MAX_KNOWN_PEERS: Final = 4096
+"""Peers remembered (found, queued, retrying) at once: lookups return what strangers announced,
+so past this new ones are ignored until some are forgotten."""
 BOOTSTRAP_RETRY: Final = (5.0, 10.0, 20.0, 40.0, 60.0)
 """Seconds between bootstrap attempts while no DHT node answers (the last one repeats)."""
 
@@ -133,6 +136,8 @@ class DHTDiscovery:
         self._timers: set[asyncio.TimerHandle] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        self.ignored = 0
+        """Peers found while MAX_KNOWN_PEERS were known (not remembered)."""
         self._closed = False
 
     # -- events -------------------------------------------------------------------------------
@@ -276,6 +281,9 @@ class DHTDiscovery:
 
     def _found(self, record: PeerRecord, discovery_key: bytes) -> None:
         """A lookup found a peer: queue it (a known peer is tried again from scratch)."""
+        if record.public_key not in self._peers and len(self._peers) >= MAX_KNOWN_PEERS:
+            self.ignored += 1
+            return
         peer = self._upsert(record.public_key, record.relay_addresses)
         peer.topics.add(discovery_key)
         if self._connected(peer.public_key):

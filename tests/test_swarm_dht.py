@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 from conftest import next_of, wait_until
 
-from peersockets import KeyPair, Peersockets, Swarm
+from peersockets import KeyPair, Peersockets, Swarm, discovery_key
 from peersockets.dht import DHT
 from peersockets.errors import SwarmClosed
 from peersockets.hyperswarm import DiscoveryEvent
@@ -195,3 +195,23 @@ async def test_bootstrap_names_that_do_not_resolve_are_handled_the_same_way() ->
     assert "no-such-host.invalid:49737" in failed.detail
     await ps.close()
     await asyncio.wait_for(swarm.close(), 5)
+
+
+async def test_the_peers_a_lookup_can_make_us_remember_are_bounded(
+    net: DHTTestnet, stack: AsyncExitStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Strangers may announce any number of keys on a drive's topic: past MAX_KNOWN_PEERS the
+    new ones are ignored, and those known are still dialled."""
+    from peersockets import hyperswarm
+
+    monkeypatch.setattr(hyperswarm, "MAX_KNOWN_PEERS", 3)
+    drive = os.urandom(32)
+    announcer = await net.client()
+    for _ in range(6):  # keys nobody listens on
+        await announcer.announce(discovery_key(drive), KeyPair.generate())
+    swarm = await swarm_on(net, stack)
+    await peers_on(stack, swarm, drive)
+    await asyncio.wait_for(swarm.flush(), TIMEOUT)
+    discovery = swarm._dht_discovery
+    assert discovery is not None
+    assert len(discovery._peers) <= 3 and discovery.ignored >= 3
