@@ -10,6 +10,13 @@ or the other way round (the JavaScript side opens the drive by its key):
     python examples/chat.py KEY --listen 127.0.0.1:4000        # KEY: e.g. from `peersockets keygen`
     node examples/js/chat.mjs --key KEY --connect 127.0.0.1:4000
 
+With neither --listen nor --connect, the peers find each other on the Hyperswarm DHT, as
+hyperswarm apps do: the public DHT (needs the internet), or the one --bootstrap names, such
+as a local network from `peersockets dht-node --port 49737`:
+
+    python examples/chat.py KEY                                # in two terminals
+    python examples/chat.py KEY --bootstrap 127.0.0.1:49737    # or on the local DHT
+
 Each line typed is sent to every peer of the drive; Ctrl-D or Ctrl-C quits.
 """
 
@@ -18,11 +25,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 import threading
 
 from peersockets import PeerNotFound, Peersockets, Swarm
+from peersockets.hyperswarm import DiscoveryEvent
 
 
 def address(text: str) -> tuple[str, int]:
@@ -45,13 +54,50 @@ def read_stdin(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[bytes | Non
     loop.call_soon_threadsafe(lines.put_nowait, None)
 
 
+def dht_progress(swarm: Swarm) -> None:
+    """Say what the swarm's DHT discovery does while we wait for peers."""
+    lookups: list[int] = []  # peers found by each lookup (one now, then every 10-12 minutes)
+
+    def show(event: DiscoveryEvent) -> None:
+        who = event.public_key.hex()[:8] if event.public_key else ""
+        text = {
+            "started": event.detail,  # "N nodes known"
+            "bootstrap-failed": "no bootstrap node answered: still trying"
+            f" ({event.detail.rpartition('trying ')[2]})",  # "again in 5 s"
+            "announced": "announced: others can find us now",
+            "connecting": f"connecting to {who}...",
+            "connected": f"connected to {who}",
+            "connect-failed": f"could not connect to {who} ({event.detail})",
+            "error": f"error: {event.detail}",
+        }.get(event.kind)
+        if event.kind == "lookup":
+            found = int(event.detail)
+            if not lookups and not found and not swarm.connections:
+                text = "nobody has joined this drive yet; waiting for peers (they will find us)"
+            elif found and found != (lookups or [0])[-1]:
+                text = f"found {found} peer{'s' if found > 1 else ''}"
+            lookups.append(found)
+        if text:
+            print(f"dht:        {text}", flush=True)
+
+    swarm.add_discovery_listener(show)
+    logging.getLogger("peersockets.dht").setLevel(logging.ERROR)  # the lines above say it
+
+
 async def chat(args: argparse.Namespace) -> None:
-    async with Swarm(dht=False) as swarm:
+    # No address to listen on or dial: find the drive's peers on the DHT (the public one
+    # unless --bootstrap names another). Addresses alone: TCP only, the DHT never used.
+    use_dht = bool(args.bootstrap) or not (args.listen or args.connect)
+    async with Swarm(dht=use_dht, bootstrap=args.bootstrap or None) as swarm:
         print(f"public key: {swarm.public_key.hex()}", flush=True)
         if args.listen:
             host, port = await swarm.listen(*args.listen)
             print(f"listening:  {host}:{port}", flush=True)
-        async with Peersockets(swarm, args.drive_key) as ps:
+        if use_dht:
+            dht_progress(swarm)
+            where = f"the DHT (bootstrap {', '.join(args.bootstrap)})" if args.bootstrap else "the public DHT"
+            print(f"dht:        looking up the drive on {where}...", flush=True)
+        async with Peersockets(swarm, args.drive_key) as ps:  # joins the drive (on the DHT too)
             events, topic = ps.watch(), ps.join(args.topic)  # before connecting: nothing is missed
             for host, port in args.connect:
                 await swarm.connect(host, port)
@@ -85,6 +131,8 @@ if __name__ == "__main__":
     parser.add_argument("drive_key", help="64 hex, 52 z-base-32 characters or hyper://KEY/")
     parser.add_argument("--listen", type=address, metavar="HOST:PORT")
     parser.add_argument("--connect", type=address, action="append", default=[], metavar="HOST:PORT")
+    parser.add_argument("--bootstrap", action="append", default=[], metavar="HOST:PORT",
+                        help="a node of the DHT to use instead of the public DHT's")
     parser.add_argument("--topic", default="chat")
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C
         asyncio.run(chat(parser.parse_args()))

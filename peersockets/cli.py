@@ -2,7 +2,9 @@
 
     peersockets demo                      # three peers in this process chat, then one leaves
     peersockets keygen                    # a key pair and a new drive key
-    peersockets chat KEY --listen 127.0.0.1:4000
+    peersockets chat KEY                  # find the drive's peers on the public Hyperswarm DHT
+    peersockets chat KEY --bootstrap 127.0.0.1:49737   # ... on a local DHT ('peersockets dht-node')
+    peersockets chat KEY --listen 127.0.0.1:4000       # or by TCP address, no DHT
     peersockets chat KEY --connect 127.0.0.1:4000
 
 Bad arguments and unreachable addresses give one line on stderr and a non-zero
@@ -28,6 +30,8 @@ from typing import NoReturn, Protocol
 
 from . import __version__
 from .api import PeerEvents, Peersockets, Topic
+from .connection import Connection
+from .dht import DEFAULT_BOOTSTRAP
 from .errors import (
     ConnectError,
     ConnectionClosed,
@@ -40,6 +44,7 @@ from .errors import (
     PeersocketsError,
     ProtocolError,
 )
+from .hyperswarm import DiscoveryEvent
 from .keys import parse_drive_key, z32_encode
 from .swarm import Swarm
 from .wire.crypto import KeyPair
@@ -146,6 +151,15 @@ def _listen_address(text: str) -> tuple[str, int]:
 
 def _connect_address(text: str) -> tuple[str, int]:
     return _host_port(text, lowest_port=1)
+
+
+def _bootstrap_address(text: str) -> tuple[str, int]:
+    host, port = _host_port(text, lowest_port=1)
+    if ":" in host:
+        raise argparse.ArgumentTypeError(
+            f"not an IPv4 address or host name: {text!r} (the Hyperswarm DHT is IPv4 only)"
+        )
+    return host, port
 
 
 def _key_seed(text: str) -> KeyPair:
@@ -279,7 +293,6 @@ def _keygen() -> int:
     _note(
         "Keep the secret key and the seed private. Chat with this identity on this drive:\n"
         f"  {PROG} chat {drive_key.hex()} --key-seed {key_pair.secret_key[:32].hex()}"
-        " --listen 127.0.0.1:4000"
     )
     return 0
 
@@ -499,6 +512,148 @@ class _Chat:
             )
 
 
+# -- chat on the DHT ---------------------------------------------------------------------
+
+_RETRY_IN = re.compile(r"trying again in (\d+) s")
+_KNOWN = re.compile(r"(\d+) nodes known")
+
+
+def _dht(line: str) -> None:
+    """One line of DHT progress, in the style of the chat's first lines."""
+    _out(f"dht:        {line}")
+
+
+def _count(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+class _DHTProgress:
+    """Tells the user what the swarm's DHT discovery is doing, while they wait for peers.
+
+    A discovery listener (and connection listener) of the chat's Swarm: prints a
+    line when the DHT is up or no bootstrap node answers, when we are announced,
+    what the lookups find (a repeated lookup that finds nobody new prints
+    nothing), and each connection made. ``verbose`` prints every step.
+    """
+
+    def __init__(self, swarm: Swarm, bootstrap: Sequence[str], *, public: bool, verbose: bool) -> None:
+        self.swarm = swarm
+        self.names = ", ".join(name.rpartition("@")[2] for name in bootstrap)
+        self.public = public
+        self.verbose = verbose
+        self.chat: _Chat | None = None  # set once the chat runs: its close ends the reports
+        self.peersockets: Peersockets | None = None
+        self.failures = 0
+        self.lookups = 0
+        self.dialling: set[bytes] = set()  # dials under way (a "connecting" event, no outcome yet)
+        self.reported: set[bytes] = set()  # peers a lookup line has counted already
+        self.failed: set[bytes] = set()  # peers whose failed dial was reported
+        self.last_error = ""
+
+    @property
+    def where(self) -> str:
+        return "the public DHT" if self.public else f"the DHT (bootstrap {self.names})"
+
+    @property
+    def stopped(self) -> bool:
+        return self.swarm.closed or (self.chat is not None and self.chat.closing)
+
+    def start(self) -> None:
+        """Listen to the swarm (before it joins the drive) and say what comes."""
+        self.swarm.add_discovery_listener(self.on_event)
+        self.swarm.add_listener(self.on_connection)
+        _dht(f"looking up the drive on {self.where}...")
+
+    def on_connection(self, connection: Connection) -> None:
+        """A connection the swarm keeps: report the ones made on the DHT (here rather than at
+        the "connected" event, which comes later: after the peer's join is printed)."""
+        key = connection.remote_public_key
+        self.dialling.discard(key)
+        if connection.discovered and not self.stopped:
+            _dht(f"connected to {_short(key)}{'' if connection.initiator else ' (it found us)'}")
+
+    def on_event(self, event: DiscoveryEvent) -> None:
+        if self.stopped:
+            return
+        kind, key = event.kind, event.public_key
+        short = _short(key) if key is not None else "?"
+        if kind == "bootstrap-failed":
+            self._bootstrap_failed(event.detail)
+        elif kind == "started":
+            answered = "a bootstrap node answered: " if self.failures else ""
+            known = _KNOWN.fullmatch(event.detail)
+            nodes = f"{_count(int(known[1]), 'node')} known" if known else event.detail
+            _dht(f"{answered}{nodes}")
+        elif kind == "listening" and self.verbose:
+            _dht(f"listening for connections to our public key ({event.detail})")
+        elif kind == "announced":
+            _dht("announced: others can find us now")
+        elif kind == "lookup":
+            # the dials of the peers found start as the loop runs on: count them after that
+            found = int(event.detail) if event.detail.isdigit() else 0
+            asyncio.get_running_loop().call_soon(self._looked_up, found)
+        elif kind == "connecting" and key is not None:
+            self.dialling.add(key)
+            if self.verbose:
+                _dht(f"connecting to {short}...")
+        elif kind == "connected" and key is not None:  # printed by on_connection
+            self.dialling.discard(key)
+            self.failed.discard(key)
+        elif kind == "connect-failed" and key is not None:
+            self.dialling.discard(key)
+            if key not in self.failed or self.verbose:
+                self.failed.add(key)
+                _dht(f"could not connect to {short} ({event.detail}); it may have left")
+        elif kind == "disconnected" and self.verbose:
+            _dht(f"disconnected from {short}")
+        elif kind == "error":
+            # a failure repeated on every retry is told once (every time with -v)
+            same = _RETRY_IN.sub("", event.detail)
+            if same != self.last_error or self.verbose:
+                self.last_error = same
+                _dht(f"error: {event.detail}")
+
+    def _bootstrap_failed(self, detail: str) -> None:
+        self.failures += 1
+        retry = _RETRY_IN.search(detail)
+        again = f" (again in {retry[1]} s)" if retry else ""
+        if self.failures > 1 and not self.verbose:
+            _dht(f"still no bootstrap node answered: still trying{again}")
+            return
+        dht = self.swarm.dht
+        unresolved = dht is not None and not dht.node.bootstrap_nodes
+        why = ": the names do not resolve" if unresolved else ""
+        if self.public:
+            hint = "; is this machine online?"
+        else:
+            hint = "; is a DHT node running there?"
+            host, _, port = self.names.rpartition(":")
+            if host in ("127.0.0.1", "localhost"):
+                hint += f" ('{PROG} dht-node --port {port}' starts one)"
+        _dht(f"no bootstrap node answered ({self.names}{why}): still trying{again}{hint}")
+
+    def _looked_up(self, found: int) -> None:
+        if self.stopped:
+            return
+        self.lookups += 1
+        first = self.lookups == 1
+        new = {k for k in self.dialling - self.reported if self.swarm.connection_to(k) is None}
+        self.reported |= new
+        if found == 0:
+            connected = bool(self.swarm.connections) or bool(
+                self.peersockets is not None and self.peersockets.peers
+            )
+            if first and not connected:
+                _dht("nobody has joined this drive yet; waiting for peers (they will find us)")
+            elif self.verbose:
+                _dht("looked up the drive: no other peer announced it")
+        elif new:
+            dialled = "" if len(new) == found else f" {len(new)} of them"
+            _dht(f"found {_count(found, 'peer')}, connecting{dialled}...")
+        elif first or self.verbose:
+            _dht(f"found {_count(found, 'peer')}, connected already")
+
+
 async def _listen(swarm: Swarm, host: str, port: int) -> tuple[str, int]:
     try:
         return await swarm.listen(host, port)
@@ -533,16 +688,35 @@ async def _chat(args: argparse.Namespace) -> int:
     drive_key: bytes = args.drive_key
     connects: list[tuple[str, int]] = args.connect
     listen: tuple[str, int] | None = args.listen
-    if listen is None and not connects:
-        listen = (DEFAULT_HOST, 0)  # nothing to dial: wait for peers to dial us
+    bootstrap = [f"{host}:{port}" for host, port in args.bootstrap]
+    # neither --listen nor --connect: find the peers on the DHT (the public one unless
+    # --bootstrap names another); --bootstrap adds the DHT to --listen and --connect
+    use_dht = bool(bootstrap) or (listen is None and not connects)
     key_pair: KeyPair = args.key_seed if args.key_seed is not None else KeyPair.generate()
-    async with Swarm(key_pair, dht=False) as swarm:
+    if use_dht and not args.verbose:
+        # what the DHT warns of (no bootstrap node answers, ...) the progress lines say
+        logging.getLogger("peersockets.dht").setLevel(logging.ERROR)
+    swarm = (
+        Swarm(key_pair, bootstrap=bootstrap or None) if use_dht else Swarm(key_pair, dht=False)
+    )
+    async with swarm:
         _out(f"drive key:  {drive_key.hex()}  (topic {args.topic!r})")
         _out(f"public key: {swarm.public_key.hex()}")
         if listen is not None:
             host, port = await _listen(swarm, *listen)
             _out(f"listening:  {_address(host, port)}")
-        ps = Peersockets(swarm, drive_key)
+        progress: _DHTProgress | None = None
+        if use_dht:
+            progress = _DHTProgress(
+                swarm,
+                bootstrap or DEFAULT_BOOTSTRAP,
+                public=not bootstrap,
+                verbose=args.verbose,
+            )
+            progress.start()
+        ps = Peersockets(swarm, drive_key)  # joins the drive: on the DHT, looks it up
+        if progress is not None:
+            progress.peersockets = ps
         try:
             events = ps.watch()  # before connecting, so that no join is missed
             topic = ps.join(args.topic)
@@ -562,6 +736,8 @@ async def _chat(args: argparse.Namespace) -> int:
                 stuck_seconds=STUCK_SECONDS,
                 flush_seconds=FLUSH_SECONDS,
             )
+            if progress is not None:
+                progress.chat = chat
             await chat.run(_StdinLines(asyncio.get_running_loop()))
         finally:
             await ps.close()
@@ -767,6 +943,7 @@ def build_parser() -> argparse.ArgumentParser:
             "examples:\n"
             f"  {PROG} demo                          see three local peers chat, then one leave\n"
             f"  {PROG} keygen                        make a drive key to meet on\n"
+            f"  {PROG} chat KEY                      find the drive's peers on the public DHT\n"
             f"  {PROG} chat KEY --listen 127.0.0.1:4000\n"
             f"  {PROG} chat KEY --connect 127.0.0.1:4000\n"
             f"  {PROG} dht-node --port 49737           a DHT node of a new local network\n\n"
@@ -815,9 +992,16 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Chat with the peers of a drive: every line you type is sent to every peer\n"
             "of the drive on the topic; messages, joins and leaves are printed as they\n"
-            "come. Listens on --listen (with neither --listen nor --connect: on\n"
-            "127.0.0.1 and a free port) and dials each --connect. Prints its address\n"
-            "and public key first. Ctrl-D (end of input) or Ctrl-C quits.\n\n"
+            "come. Prints its public key first. Ctrl-D (end of input) or Ctrl-C quits.\n\n"
+            "With neither --listen nor --connect it finds the drive's peers on the\n"
+            "Hyperswarm DHT, as JavaScript hyperswarm apps do: it announces the drive,\n"
+            "looks it up, connects to the peers found, and lets them connect to it,\n"
+            "saying what happens as it goes (lines starting 'dht:'). That is the public\n"
+            "DHT (needs the internet) unless --bootstrap names the nodes of another,\n"
+            f"such as a local one from '{PROG} dht-node'. If no bootstrap node answers,\n"
+            "it says so and keeps trying.\n\n"
+            "With --listen or --connect it uses those TCP addresses only, never the DHT;\n"
+            "--bootstrap adds that DHT to them.\n\n"
             "A peer that stops reading never holds up the others: one that falls\n"
             f"{BACKLOG_LINES} lines (or {BACKLOG_BYTES // 1024 // 1024} MiB) behind, or takes no"
             f" line for {STUCK_SECONDS:g} s, is\nreported and disconnected.\n\n"
@@ -825,7 +1009,14 @@ def build_parser() -> argparse.ArgumentParser:
             "(a JavaScript hyperdrive's drive.key, or one from 'peersockets keygen')."
         ),
         epilog=(
-            "example, in two terminals:\n"
+            "example, in two terminals (the public DHT):\n"
+            f"  {PROG} chat KEY\n"
+            f"  {PROG} chat KEY\n\n"
+            "on a local DHT, in three terminals:\n"
+            f"  {PROG} dht-node --port 49737\n"
+            f"  {PROG} chat KEY --bootstrap 127.0.0.1:49737\n"
+            f"  {PROG} chat KEY --bootstrap 127.0.0.1:49737\n\n"
+            "by address, without the DHT:\n"
             f"  {PROG} chat KEY --listen 127.0.0.1:4000\n"
             f"  {PROG} chat KEY --connect 127.0.0.1:4000\n\n"
             "HOST:PORT may be just PORT (on 127.0.0.1); port 0 listens on any free port."
@@ -847,6 +1038,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="dial a peer at this address (repeat for more)",
     )
     chat.add_argument(
+        "--bootstrap",
+        type=_bootstrap_address,
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a node of the DHT to find peers on (repeat for more); default: the public DHT",
+    )
+    chat.add_argument(
         "--topic",
         type=_topic,
         default=DEFAULT_TOPIC,
@@ -859,7 +1058,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HEX",
         help="a 32-byte seed (64 hex) for a stable identity; default: a new key pair",
     )
-    chat.add_argument("-v", "--verbose", action="store_true", help="log connections to stderr")
+    chat.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log connections to stderr, and every step of the DHT discovery",
+    )
 
     node = commands.add_parser(
         "dht-node",

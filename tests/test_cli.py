@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import re
 import socket
@@ -18,7 +19,7 @@ from conftest import wait_until
 from lineproc import Processes, fixture_procs  # noqa: F401 (the procs fixture)
 
 from peersockets import KeyPair, Peersockets, Swarm, Topic, __version__, parse_drive_key
-from peersockets.cli import _Chat
+from peersockets.cli import _Chat, build_parser
 from peersockets.keys import z32_encode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +30,7 @@ TIMELINE = re.compile(r"^\+(\d+\.\d{3})s  (\S+(?: -> \S+)?)\s+ (.+)$")
 
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    assert not _uses_the_public_dht(args), f"this would join the public DHT: {args}"
     return subprocess.run(
         [*COMMAND, *args],
         input=stdin,
@@ -38,6 +40,20 @@ def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str
         timeout=RUN_TIMEOUT,
         cwd=ROOT,
     )
+
+
+def _uses_the_public_dht(args: tuple[str, ...]) -> bool:
+    """A chat with no address and no --bootstrap looks the drive up on the public DHT: the
+    tests never run one (arguments that fail to parse do not get that far)."""
+    if args[:1] != ("chat",):
+        return False
+    quiet = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+            parsed = build_parser().parse_args(list(args))
+    except SystemExit:  # a usage error, or --help
+        return False
+    return not (parsed.listen or parsed.connect or parsed.bootstrap)
 
 
 def timeline(stdout: str) -> list[tuple[float, str, str]]:
@@ -190,6 +206,12 @@ def _one_line(stderr: str) -> str:
         (["chat", KEY, "--listen", "127.0.0.1:70000"], "port 70000 out of range"),
         (["chat", KEY, "--listen", "::1:4000"], "write IPv6 hosts in brackets"),
         (["chat", KEY, "--key-seed", "zz"], "argument --key-seed: not a key seed: 'zz'"),
+        (
+            ["chat", KEY, "--bootstrap", "nohost"],
+            "argument --bootstrap: not a HOST:PORT address: 'nohost'",
+        ),
+        (["chat", KEY, "--bootstrap", "127.0.0.1:0"], "port 0 out of range in '127.0.0.1:0'"),
+        (["chat", KEY, "--bootstrap", "[::1]:49737"], "'[::1]:49737' (the Hyperswarm DHT is IPv4"),
         (["chat"], "the following arguments are required: DRIVE_KEY"),
         (["demo", "--peers", "1"], "argument --peers: 1: use 2 to 10 peers"),
         (["demo", "--timeout", "-1"], "the timeout must be positive"),
@@ -311,10 +333,8 @@ async def test_two_chats_talk_both_ways_and_exit_0_at_end_of_input(procs: Proces
     assert not any("left" in line for line in a.lines)  # its own close is not news
 
 
-async def test_chat_listens_on_a_free_port_by_default_and_exits_0_on_ctrl_c(
-    procs: Processes,
-) -> None:
-    chat = await procs.start("chat", *COMMAND, "chat", KEY, cwd=ROOT)
+async def test_chat_listens_on_a_free_port_and_exits_0_on_ctrl_c(procs: Processes) -> None:
+    chat = await procs.start("chat", *COMMAND, "chat", KEY, "--listen", "0", cwd=ROOT)
     await chat.expect(r"^listening:\s+127\.0\.0\.1:\d+$")
     chat.interrupt()
     assert await chat.wait() == 0
@@ -322,14 +342,18 @@ async def test_chat_listens_on_a_free_port_by_default_and_exits_0_on_ctrl_c(
 
 
 async def test_chat_exits_0_at_once_when_input_is_empty(procs: Processes) -> None:
-    chat = await procs.start("chat", *COMMAND, "chat", f"hyper://{KEY}/", cwd=ROOT)
+    chat = await procs.start(
+        "chat", *COMMAND, "chat", f"hyper://{KEY}/", "--listen", "127.0.0.1:0", cwd=ROOT
+    )
     await chat.end_input()
     assert await chat.wait() == 0
     assert chat.stderr_text == ""
 
 
 async def test_three_chats_on_another_topic(procs: Processes) -> None:
-    hub = await procs.start("hub", *COMMAND, "chat", KEY, "--topic", "lobby", cwd=ROOT)
+    hub = await procs.start(
+        "hub", *COMMAND, "chat", KEY, "--topic", "lobby", "--listen", "127.0.0.1:0", cwd=ROOT
+    )
     port = int((await hub.expect(r"^listening:\s+127\.0\.0\.1:(\d+)$"))[1])
     others = [
         await procs.start(
