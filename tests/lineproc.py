@@ -1,7 +1,7 @@
 """Drive line-oriented programs (the ``peersockets`` command, the examples) from asyncio tests.
 
     async with Processes() as procs:
-        chat = await procs.start("a", sys.executable, "-m", "peersockets", "chat", KEY)
+        chat = await procs.start("a", sys.executable, "-m", "peersockets", "chat", KEY, "--listen", "127.0.0.1:0")
         port = int((await chat.expect(r"^listening:\\s+127\\.0\\.0\\.1:(\\d+)$"))[1])
         await chat.send_line("hello")
         await chat.end_input()
