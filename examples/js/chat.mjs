@@ -11,9 +11,29 @@
 //   python examples/chat.py KEY --listen 127.0.0.1:4000        # KEY: e.g. from `peersockets keygen`
 //   node examples/js/chat.mjs --key KEY --connect 127.0.0.1:4000
 //
+// With neither --listen nor --connect (or with --bootstrap), it finds the drive's other peers
+// on the DHT, as hyperdrive apps do: it joins the drive's discovery key on hyperswarm (announces it and
+// looks up who else did) and replicates over every connection hyperswarm makes. Two chats
+// on one machine, on a local DHT network of three Python nodes, in three terminals:
+//
+//   peersockets dht-node --port 49737 &                                # a local DHT network:
+//   peersockets dht-node --port 49738 --bootstrap 127.0.0.1:49737 &    # three nodes (see below)
+//   peersockets dht-node --port 49739 --bootstrap 127.0.0.1:49737
+//
+//   node examples/js/chat.mjs --bootstrap 127.0.0.1:49737              # creates a drive, prints its key
+//   node examples/js/chat.mjs --key KEY --bootstrap 127.0.0.1:49737    # KEY: the drive key printed above
+//
+// Why three: on a network of one or two nodes, hyperswarm's connections often open on the
+// dialling side only; each such one is dropped after about 14 s and dialled again, so the
+// chats may take from 15 s to minutes to meet. With these three Python nodes they meet at once
+// (a network of hyperdht's own JavaScript nodes needed four).
+// Without --bootstrap it uses the public Hyperswarm DHT (hyperswarm's default bootstrap nodes).
+//
 // Each line typed is sent to every peer of the drive; Ctrl-D or Ctrl-C quits.
 // Options: --key KEY (hex, z-base-32 or hyper://KEY/; default: create a new drive),
 // --listen HOST:PORT (port 0: any free port), --connect HOST:PORT (repeatable),
+// --bootstrap HOST:PORT (repeatable: the DHT's bootstrap nodes; with --listen/--connect it adds
+// the DHT to them),
 // --topic NAME (default chat), --storage DIR (default: a temporary folder, removed at exit).
 //
 // The npm packages are the pinned ones of the interop tests; install them once with
@@ -60,6 +80,7 @@ try {
       key: { type: 'string' },
       listen: { type: 'string' },
       connect: { type: 'string', multiple: true, default: [] },
+      bootstrap: { type: 'string', multiple: true, default: [] },
       topic: { type: 'string', default: 'chat' },
       storage: { type: 'string' }
     }
@@ -68,6 +89,10 @@ try {
   die(err.message)
 }
 
+// No address to listen on or dial: find the drive's peers on the DHT (the public one unless
+// --bootstrap names another). Addresses alone: TCP only, the DHT never used.
+const dhtMode = args.bootstrap.length > 0 || (!args.listen && args.connect.length === 0)
+const bootstrap = args.bootstrap.map((address) => hostPort(address, '--bootstrap'))
 const short = (key) => key.toString('hex').slice(0, 8)
 const temporary = !args.storage
 const storage = args.storage || fs.mkdtempSync(path.join(os.tmpdir(), 'peersockets-chat-'))
@@ -123,11 +148,76 @@ for (const address of args.connect) {
 }
 
 let closing = false
+
+// The DHT mode: hyperswarm finds the drive's peers by its discovery key (announce + look up).
+let swarm = null
+if (dhtMode) {
+  let Hyperswarm
+  try {
+    Hyperswarm = require('hyperswarm')
+  } catch {
+    die('the DHT mode needs the npm package hyperswarm: npm ci --prefix tests/interop/js')
+  }
+  // hyperswarm's connections are secret streams already (the Noise handshake ran through the DHT)
+  swarm = new Hyperswarm({ keyPair, bootstrap: bootstrap.length ? bootstrap : undefined })
+  // While alone, look up (and announce) again now and then: two chats that join at the same
+  // moment can each miss the other's announcement, and hyperswarm itself looks again only
+  // every 10 minutes. Not sooner than 30 s: a dial of ours while hyperswarm is still sorting
+  // out a first connection (see above: up to ~15 s on a tiny network) only gets in its way.
+  const FIRST_DELAY = 30000
+  let again = null
+  let delay = FIRST_DELAY
+  const peers = (n) => `${n} peer${n === 1 ? '' : 's'} connected`
+  const say = (text) => console.log(`dht:        ${text}`)
+  swarm.on('connection', (socket, info) => {
+    const remote = short(socket.remotePublicKey)
+    say(`connected to ${remote} (${info.client ? 'we found it' : 'it found us'}; ${peers(swarm.connections.size)})`)
+    delay = FIRST_DELAY
+    socket.on('error', () => {}) // a reset connection only ends that peer (peer-remove)
+    socket.on('close', () => {
+      if (closing) return
+      const n = swarm.connections.size
+      say(`connection to ${remote} closed (${peers(n)})`)
+      if (n === 0) lookAgainLater()
+    })
+    store.replicate(socket)
+  })
+  const where = bootstrap.length ? `the DHT (bootstrap ${bootstrap.map((b) => `${b.host}:${b.port}`).join(', ')})` : 'the public DHT'
+  say(`looking up the drive on ${where}... (topic: its discovery key ${short(drive.discoveryKey)})`)
+  const discovery = swarm.join(drive.discoveryKey, { server: true, client: true })
+  function lookAgainLater() {
+    if (again || closing) return
+    again = setTimeout(async () => {
+      again = null
+      if (closing || swarm.connections.size > 0) return
+      await discovery.refresh().catch(() => {})
+      delay = Math.min(delay * 2, 600000)
+      lookAgainLater()
+    }, delay)
+    again.unref()
+  }
+  discovery
+    .flushed()
+    .then(() => {
+      if (!closing) say('announced: others can find us now')
+      return swarm.flush() // and every peer the lookup found has been dialled
+    })
+    .then(() => {
+      if (closing) return
+      const n = swarm.connections.size
+      if (n > 0) return
+      say('nobody has joined this drive yet; waiting for peers (they will find us)')
+      lookAgainLater()
+    })
+    .catch((err) => say(`error: ${err.message}`))
+}
+
 async function shutdown() {
   if (closing) return
   closing = true
   setTimeout(() => process.exit(0), 3000).unref() // never hang on the way out
   if (server) server.close()
+  if (swarm) await swarm.destroy().catch(() => {})
   await drive.close()
   await store.close()
   for (const socket of sockets) socket.destroy()
