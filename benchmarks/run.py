@@ -46,6 +46,8 @@ UDX_JS_WORKER = HERE / "js" / "udx_worker.mjs"
 UDX_PY_WORKER = HERE / "udx_worker.py"
 DHT_JS_WORKER = HERE / "js" / "dht_worker.mjs"
 DHT_PY_WORKER = HERE / "dht_worker.py"
+SWARM_JS_WORKER = HERE / "js" / "swarm_worker.mjs"
+SWARM_PY_WORKER = HERE / "swarm_worker.py"
 JS_PACKAGES = ROOT / "tests" / "interop" / "js"
 DEFAULT_JSON = HERE / "results" / "latest.json"
 
@@ -66,6 +68,7 @@ WORKLOADS = [
     "udx_lossy",
     "dht_connect",
     "dht_throughput",
+    "swarm_join",
 ]
 WORKLOAD_PAIRS = {"dht_throughput": ("js->js", "py->py")}
 """Workloads that run some of the pairs only (the others run every pair asked for)."""
@@ -113,6 +116,8 @@ class Sizes:
     dht_small_warmup: int
     dht_large_count: int
     dht_large_warmup: int
+    swarm_joins: int
+    swarm_join_warmup: int
 
 
 FULL = Sizes(
@@ -145,6 +150,8 @@ FULL = Sizes(
     dht_small_warmup=10_000,
     dht_large_count=4_000,
     dht_large_warmup=200,
+    swarm_joins=30,
+    swarm_join_warmup=2,
 )
 
 QUICK = Sizes(
@@ -177,6 +184,8 @@ QUICK = Sizes(
     dht_small_warmup=200,
     dht_large_count=40,
     dht_large_warmup=10,
+    swarm_joins=3,
+    swarm_join_warmup=1,
 )
 
 SMALL = 64
@@ -223,9 +232,15 @@ METRICS: list[tuple[str, str, str, bool, str]] = [
     ("dht_throughput", "tcp_64k_mb_per_s", "MB/s", True, "TCP 64 KiB MB/s"),
     ("dht_throughput", "dht_64k_mb_per_s", "MB/s", True, "DHT 64 KiB MB/s"),
     ("dht_throughput", "dht_over_tcp_64k", "x", True, "  (DHT / TCP, 64 KiB)"),
+    ("swarm_join", "p50_ms", "ms", False, "swarm join -> echo p50"),
+    ("swarm_join", "p90_ms", "ms", False, "swarm join -> echo p90"),
+    ("swarm_join", "dial_p50_ms", "ms", False, "  (join -> dial p50)"),
+    ("swarm_join", "peer_p50_ms", "ms", False, "  (join -> peer p50)"),
+    ("swarm_join", "cold_ms", "ms", False, "  (first join of a process)"),
 ]
 
-# (label, workload, metric, pair, op, bound): a ratio to js->js, or an absolute figure
+# (label, workload, metric, pair, op, bound): a ratio to js->js (py->py's, or "ratio:PAIR"'s),
+# or an absolute figure
 TARGETS: list[tuple[str, str, str, str, str, float]] = [
     ("64 B throughput >= 1.0x JS", "throughput_64b", "msgs_per_s", "ratio", ">=", 1.0),
     ("64 KiB throughput >= 0.9x JS", "throughput_64k", "mb_per_s", "ratio", ">=", 0.9),
@@ -247,6 +262,14 @@ TARGETS: list[tuple[str, str, str, str, str, float]] = [
     ("UDX round-trip p50 <= 1.5x JS", "udx_round_trip", "p50_us", "ratio", "<=", 1.5),
     ("UDX bulk through 1% loss >= 0.5x JS", "udx_lossy", "mb_per_s", "ratio", ">=", 0.5),
     ("DHT connect p50 <= 1.5x JS", "dht_connect", "p50_ms", "ratio", "<=", 1.5),
+    (
+        "swarm join to first echo p50 <= 1.5x JS (py->js / js->js)",
+        "swarm_join",
+        "p50_ms",
+        "ratio:py->js",
+        "<=",
+        1.5,
+    ),
 ]
 UVLOOP_P50_BOUND = 0.9
 """On uvloop the round-trip p50 targets are tighter: at most 0.9x JavaScript's."""
@@ -404,8 +427,8 @@ def worker_argv(
     kind: str = "hyperdrive",
 ) -> list[str]:
     """The command line of a worker: ``kind`` "hyperdrive" (py_worker.py, js/worker.mjs),
-    "udx" (udx_worker.py, js/udx_worker.mjs) or "dht" (dht_worker.py, js/dht_worker.mjs),
-    pinned to A's or B's core."""
+    "udx" (udx_worker.py, js/udx_worker.mjs), "dht" (dht_worker.py, js/dht_worker.mjs) or
+    "swarm" (swarm_worker.py, js/swarm_worker.mjs), pinned to A's or B's core."""
     prefix: list[str] = []
     if opts.pin and side is not None:
         cpu_a, cpu_b = pin_cpus()
@@ -425,6 +448,10 @@ def _worker_command(
         if stack == "js":
             return [opts.node, "--expose-gc", str(DHT_JS_WORKER)]
         return _py_worker_command(DHT_PY_WORKER, opts, profile_name)
+    if kind == "swarm":
+        if stack == "js":
+            return [opts.node, "--expose-gc", str(SWARM_JS_WORKER)]
+        return _py_worker_command(SWARM_PY_WORKER, opts, profile_name)
     if stack == "js":
         return [
             opts.node,
@@ -1100,6 +1127,10 @@ def runner_for(workload: str, opts: Options) -> Callable[[str], Awaitable[Figure
         from benchmarks.dht import DhtWorkload
 
         return DhtWorkload(workload, opts)
+    if workload == "swarm_join":
+        from benchmarks.swarm import SwarmJoinWorkload
+
+        return SwarmJoinWorkload(workload, opts)
     table: dict[str, Callable[[str], Awaitable[Figures]]] = {
         "throughput_64b": lambda p: run_throughput(
             "throughput_64b", p, opts, SMALL, s.small_count, s.small_warmup
@@ -1124,6 +1155,10 @@ def headline(workload: str, figures: Figures) -> str:
         from benchmarks.dht import headline as dht_headline
 
         return dht_headline(workload, figures)
+    if workload == "swarm_join":
+        from benchmarks.swarm import headline as swarm_headline
+
+        return swarm_headline(figures)
     if workload == "throughput_64b" or workload == "fan_out":
         return f"{figures['msgs_per_s']:,.0f} msg/s"
     if workload == "throughput_64k":
@@ -1209,8 +1244,9 @@ def evaluate_targets(results: dict[str, Any], uvloop: bool = False) -> list[dict
         label = template.format(bound=f"{bound:g}")
         pairs = results.get(workload, {}).get("pairs", {})
         value: float | None = None
-        if what == "ratio":
-            value = pairs.get("py->py", {}).get("ratio_vs_js", {}).get(metric)
+        if what.startswith("ratio"):
+            ratio_of = what.partition(":")[2] or "py->py"
+            value = pairs.get(ratio_of, {}).get("ratio_vs_js", {}).get(metric)
         else:
             value = pairs.get(what, {}).get("figures", {}).get(metric)
         met: bool | None = None
@@ -1221,7 +1257,9 @@ def evaluate_targets(results: dict[str, Any], uvloop: bool = False) -> list[dict
                 "target": label,
                 "workload": workload,
                 "metric": metric,
-                "of": "py->py / js->js" if what == "ratio" else what,
+                "of": f"{what.partition(':')[2] or 'py->py'} / js->js"
+                if what.startswith("ratio")
+                else what,
                 "bound": f"{op} {bound:g}",
                 "value": value,
                 "met": met,
@@ -1481,6 +1519,7 @@ def better(workload: str, new: Figures, old: Figures) -> bool:
         "udx_lossy": ("mb_per_s", True),
         "dht_connect": ("p50_ms", False),
         "dht_throughput": ("dht_64b_msgs_per_s", True),
+        "swarm_join": ("p50_ms", False),
     }[workload]
     return new[key] > old[key] if higher else new[key] < old[key]
 
@@ -1522,6 +1561,7 @@ async def amain(args: argparse.Namespace) -> int:
             dht_connects=max(1, round(sizes.dht_connects * x)),
             dht_small_count=max(1, round(sizes.dht_small_count * x)),
             dht_large_count=max(1, round(sizes.dht_large_count * x)),
+            swarm_joins=max(1, round(sizes.swarm_joins * x)),
         )
     opts = Options(
         sizes=sizes,

@@ -3,8 +3,9 @@
 It runs every workload, small, for every pair (JavaScript and Python workers
 over loopback TCP, and over UDX on loopback UDP, one workload through a lossy
 relay; DHT connects and topic messages over a DHT connection on a local
-hyperdht testnet) and checks that the JSON report holds a positive figure for
-each. It never asserts on speed: timings belong to the benchmark's report.
+hyperdht testnet; peers joining a drive's swarm on such a testnet) and checks
+that the JSON report holds a positive figure for each. It never asserts on
+speed: timings belong to the benchmark's report.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ EXPECTED = {
         for metric in ("msgs_per_s", "mb_per_s")
     ]
     + ["dht_over_tcp_64b", "dht_over_tcp_64k"],
+    "swarm_join": ["p50_ms", "p90_ms", "joins", "dial_p50_ms", "peer_p50_ms", "cold_ms"],
 }
 PAIRS = ["js->js", "py->py", "py->js", "js->py"]
 WORKLOAD_PAIRS = {"dht_throughput": ["js->js", "py->py"]}
@@ -104,7 +106,15 @@ def test_quick_benchmark_run(tmp_path: Path) -> None:
             assert figures[f"{transport}_64b_messages"] == sizes["dht_small_count"]
             assert figures[f"{transport}_64k_messages"] == sizes["dht_large_count"]
 
+    for pair in PAIRS:  # every timed join is counted, with its path; the owner echoed each
+        figures = report["workloads"]["swarm_join"]["pairs"][pair]["figures"]
+        assert figures["joins"] == sizes["swarm_joins"]
+        paths = sum(v for k, v in figures.items() if k.startswith("path_"))
+        assert paths == sizes["swarm_joins"], figures
+        assert figures["echoed"] == sizes["swarm_joins"] + sizes["swarm_join_warmup"]
+        assert report["workloads"]["swarm_join"]["pairs"][pair]["paths"]
+
     targets = {t["target"]: t for t in report["targets"]}
-    assert len(targets) == 13
+    assert len(targets) == 14
     for target in targets.values():
         assert isinstance(target["met"], bool), target
