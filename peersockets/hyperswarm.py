@@ -244,6 +244,10 @@ class DHTDiscovery:
     # -- topics -----------------------------------------------------------------------------------
 
     async def _run_topic(self, topic: _Topic) -> None:
+        """Announce the key, then look it up, then look again every 10-12 minutes (the
+        announcement refreshes itself). Announcing first means that of two peers joining at the
+        same moment, the one whose lookup comes second finds the other (hyperswarm, whose one
+        query looks up and announces, can miss both ways till the next refresh)."""
         await asyncio.shield(self._ready())
         dht = self.dht
         assert dht is not None and self.server is not None
