@@ -159,3 +159,26 @@ async def test_a_python_peer_on_two_drives_sees_the_peers_of_both(
     assert (await next_of(chat_second)).message == b"on the second drive"
     await first.close()
     await second.close()
+
+
+async def test_joining_at_the_same_moment_both_keep_the_same_connection(
+    js: StartPeer, tmp_path: Path, bootstrap: str, stack: AsyncExitStack
+) -> None:
+    """Both sides may dial: hyperswarm's rule (which Python follows) decides, so that the
+    JavaScript app and the Python peer keep one and the same connection."""
+    owner, info = await js_peer(js, tmp_path, "owner", bootstrap)
+    swarm, ps = await python_peer(stack, bootstrap, info["key"])  # no waiting for its join
+    events = ps.watch()
+    chat = ps.join("chat")
+    join = await next_of(events)
+    await owner.expect("peer-add", timeout=TIMEOUT, remote_public_key=swarm.public_key.hex())
+    await owner.send({"cmd": "send_text", "topic": "chat", "text": "one connection"})
+    assert (await next_of(chat)).message == b"one connection"
+    await asyncio.sleep(1.5)  # a duplicate, if any, is closed by now (and a retry would be back)
+    assert len(swarm.connections) == 1
+    opened = [e for e in owner.seen("connection") if e["remote_public_key"] == swarm.public_key.hex()]
+    closed = [e for e in owner.seen("connection-close") if e["remote_public_key"] == swarm.public_key.hex()]
+    assert len(opened) - len(closed) == 1
+    assert opened[-1]["handshake_hash"] == swarm.connections[0].handshake_hash.hex()
+    assert ps.peers == [join.peer_id]
+    await owner.close()
