@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from collections.abc import Callable, Coroutine, Sequence
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from .connection import Connection
 from .dht import DEFAULT_BOOTSTRAP, DHT, DHTServer, PeerRecord
-from .errors import DHTError, PeerConnectError
+from .errors import DHTError, InvalidKey, PeerConnectError
 from .wire.crypto import KeyPair
 from .wire.noise import HandshakeResult
 
@@ -134,6 +135,9 @@ class DHTDiscovery:
         self._started: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
+        self._leaving: dict[bytes, asyncio.Task[None]] = {}
+        """Unannouncements under way: a join of the same key waits for its own (else the
+        late UNANNOUNCE would remove the new announcement)."""
         self._idle = asyncio.Event()
         self._idle.set()
         self.ignored = 0
@@ -175,13 +179,17 @@ class DHTDiscovery:
             return
         if topic.task is not None:
             topic.task.cancel()
+        topic.refreshed.set()  # a flush waiting on it is not left hanging
         if topic.announced and self.dht is not None and not self._closed:
-            self._spawn(self._unannounce(discovery_key))
+            self._leaving[discovery_key] = self._spawn(self._unannounce(discovery_key))
 
     async def _unannounce(self, discovery_key: bytes) -> None:
         assert self.dht is not None
-        with contextlib.suppress(DHTError):
-            await self.dht.unannounce(discovery_key, self.swarm.key_pair)
+        try:
+            with contextlib.suppress(DHTError):
+                await self.dht.unannounce(discovery_key, self.swarm.key_pair)
+        finally:
+            self._leaving.pop(discovery_key, None)
         self._emit("left", discovery_key)
 
     # -- starting ---------------------------------------------------------------------------------
@@ -222,13 +230,14 @@ class DHTDiscovery:
         self._emit("listening", public_key=self.swarm.public_key, detail=f"{len(self.server.relay_addresses)} relays")
 
     def _make_connection(self, key_pair: KeyPair, initiator: bool, handshake: HandshakeResult) -> Connection:
-        connection = self.swarm.make_connection(initiator, handshake)
+        connection = self.swarm.make_connection(initiator, handshake)  # SwarmClosed once closed
         connection.discovered = True
         return connection
 
     def _accepts(self, remote_public_key: bytes, _payload: object, _address: object) -> bool:
-        """The server's firewall: True refuses (ourselves, banned, or the user's firewall)."""
-        return self._refuses(remote_public_key)
+        """The server's firewall: True refuses (closing, ourselves, banned, or the user's
+        firewall). Strangers it refuses are not remembered (they choose their keys)."""
+        return self._closed or self._refuses(remote_public_key)
 
     def _refuses(self, public_key: bytes) -> bool:
         if public_key == self.swarm.public_key:
@@ -236,10 +245,16 @@ class DHTDiscovery:
         peer = self._peers.get(public_key)
         if peer is not None and peer.banned:
             return True
-        if self.firewall is not None and self.firewall(public_key):
-            self._upsert(public_key).banned = True
-            return True
-        return False
+        if self.firewall is None:
+            return False
+        try:
+            refused = bool(self.firewall(public_key))
+        except Exception:
+            log.exception("the swarm's firewall callback failed: refusing %s", public_key.hex()[:16])
+            refused = True
+        if refused and peer is not None:
+            peer.banned = True
+        return refused
 
     # -- topics -----------------------------------------------------------------------------------
 
@@ -248,7 +263,16 @@ class DHTDiscovery:
         announcement refreshes itself). Announcing first means that of two peers joining at the
         same moment, the one whose lookup comes second finds the other (hyperswarm, whose one
         query looks up and announces, can miss both ways till the next refresh)."""
+        try:
+            await self._announce_and_look_up(topic)
+        finally:
+            topic.refreshed.set()  # left or closed: a flush waiting on it goes on
+
+    async def _announce_and_look_up(self, topic: _Topic) -> None:
         await asyncio.shield(self._ready())
+        leaving = self._leaving.get(topic.key)
+        if leaving is not None:
+            await asyncio.shield(leaving)
         dht = self.dht
         assert dht is not None and self.server is not None
         failures = 0
@@ -341,7 +365,9 @@ class DHTDiscovery:
             peer.queued = False
             if self._connected(peer.public_key) or self._refuses(peer.public_key):
                 continue
-            self.connecting[peer.public_key] = self._spawn(self._dial(peer))
+            task = self._spawn(self._dial(peer))
+            self.connecting[peer.public_key] = task
+            task.add_done_callback(functools.partial(self._dial_done, peer.public_key))
         self._update_idle()
 
     def _update_idle(self) -> None:
@@ -350,6 +376,12 @@ class DHTDiscovery:
             self._idle.clear()
         else:
             self._idle.set()
+
+    def _dial_done(self, key: bytes, task: asyncio.Task[None]) -> None:
+        """A dial ended, however (cancelled before it started included): free its slot."""
+        if self.connecting.get(key) is task:
+            del self.connecting[key]
+            self._drain()
 
     async def _dial(self, peer: _Peer) -> None:
         dht = self.dht
@@ -367,12 +399,13 @@ class DHTDiscovery:
             )
         except PeerConnectError as exc:
             self._emit("connect-failed", public_key=key, detail=f"{exc.code}: {exc}")
-        except asyncio.CancelledError:
-            if connection is not None:
-                connection.abort()
-            raise
+        except (DHTError, InvalidKey) as exc:  # a key nobody can have, or our node closed
+            self._emit("connect-failed", public_key=key, detail=str(exc))
+            self._peers.pop(key, None)
+            return
         finally:
-            self.connecting.pop(key, None)
+            if self.connecting.get(key) is asyncio.current_task():
+                del self.connecting[key]
             self._drain()
         if connection is not None:
             peer.proven = True
@@ -383,13 +416,10 @@ class DHTDiscovery:
         self._disconnected(peer)
 
     def on_closed(self, connection: Connection) -> None:
-        """A connection the peer dialled (we accepted) closed: retry it while still announced,
-        as hyperswarm retries the peers it found."""
-        if self._closed or not connection.is_established:
-            return
-        peer = self._peers.get(connection.remote_public_key)
-        if peer is not None and not connection.initiator and not self._connected(peer.public_key):
-            self._retry(peer)
+        """A connection closed. One we dialled is retried by its dial; one the peer dialled is
+        the peer's to make again, as in hyperswarm (a peer that hung up on purpose stays away)."""
+        if not self._closed:
+            self._drain()  # a slot under max_peers may be free
 
     def _disconnected(self, peer: _Peer) -> None:
         now = asyncio.get_running_loop().time()
@@ -409,6 +439,8 @@ class DHTDiscovery:
             return
         delay = _backoff(peer)
         if delay is None:
+            if not peer.explicit:
+                self._peers.pop(peer.public_key, None)  # dropped until a lookup finds it again
             return
         peer.waiting = True
         loop = asyncio.get_running_loop()
@@ -428,37 +460,49 @@ class DHTDiscovery:
     async def flush(self) -> None:
         """Wait until every joined key was announced and looked up once, and the peers found
         were dialled (or the peer limit reached)."""
-        if not self._topics and self._started is None:
+        if self._closed or (not self._topics and self._started is None):
             return
-        await asyncio.shield(self._ready())
+        try:
+            await asyncio.shield(self._ready())
+        except asyncio.CancelledError:
+            if self._closed:
+                return  # closed meanwhile: nothing more will happen
+            raise
         await asyncio.gather(*(topic.refreshed.wait() for topic in list(self._topics.values())))
         self._update_idle()
         await self._idle.wait()
 
-    async def close(self) -> None:
-        """Stop everything: topics, dials, retries; unannounce; close the DHT node."""
+    async def close(self, unannounce_timeout: float = 2.0) -> None:
+        """Stop everything: topics, dials, retries; unannounce (for at most
+        ``unannounce_timeout`` seconds, all keys at once); close the DHT node, whatever happens."""
         if self._closed:
             return
         self._closed = True
-        for handle in self._timers:
-            handle.cancel()
-        self._timers.clear()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if self._started is not None and not self._started.done():
-            self._started.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._started
-        if self.dht is not None:
-            announced = [topic.key for topic in self._topics.values() if topic.announced]
-            self._topics.clear()
-            for key in announced:
-                with contextlib.suppress(DHTError):
-                    await self.dht.unannounce(key, self.swarm.key_pair)
-            await self.dht.close()
+        self._idle.set()
+        try:
+            for handle in self._timers:
+                handle.cancel()
+            self._timers.clear()
+            starting = [t for t in (self._started,) if t is not None and not t.done()]
+            tasks = [*self._tasks, *starting]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.dht is not None:
+                if self.server is not None:
+                    await self.server.close()  # no new connections while we unannounce
+                announced = [topic.key for topic in self._topics.values() if topic.announced]
+                for topic in self._topics.values():
+                    topic.refreshed.set()
+                self._topics.clear()
+                if announced:
+                    unannouncing = [self.dht.unannounce(key, self.swarm.key_pair) for key in announced]
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(unannounce_timeout):
+                            await asyncio.gather(*unannouncing, return_exceptions=True)
+        finally:
+            if self.dht is not None:
+                await self.dht.close()
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coroutine)

@@ -443,6 +443,9 @@ class Swarm:
         keep_new = (live is not None and live.carried_both_ways) or self.public_key < remote
         if not keep_new:
             new.close()
+            if live is not None and live.is_established and not live.is_closed:
+                with contextlib.suppress(PeersocketsError):
+                    live.send_raw(b"")  # a keep-alive: if the old one is dead, we learn it soon
             return False
         if dialling is not None:
             dialling.cancel()

@@ -16,7 +16,7 @@ from conftest import next_of, wait_until
 
 from peersockets import KeyPair, Peersockets, Swarm, discovery_key
 from peersockets.dht import DHT
-from peersockets.errors import SwarmClosed
+from peersockets.errors import PeerConnectError, SwarmClosed
 from peersockets.hyperswarm import DiscoveryEvent
 from peersockets.testing import DHTTestnet
 
@@ -215,3 +215,62 @@ async def test_the_peers_a_lookup_can_make_us_remember_are_bounded(
     discovery = swarm._dht_discovery
     assert discovery is not None
     assert len(discovery._peers) <= 3 and discovery.ignored >= 3
+
+
+async def test_close_is_bounded_when_the_network_is_gone() -> None:
+    """The DHT vanished under a swarm with joined keys: close unannounces for at most 2 s and
+    closes the node anyway (Ctrl-C in the chat goes this way)."""
+    testnet = DHTTestnet(4)
+    await testnet.start()
+    swarm = Swarm(bootstrap=testnet.bootstrap)
+    drives = [Peersockets(swarm, os.urandom(32)) for _ in range(4)]
+    await asyncio.wait_for(swarm.flush(), TIMEOUT)
+    await testnet.close()
+    dht = swarm.dht
+    assert dht is not None
+    await asyncio.wait_for(swarm.close(), 8)
+    assert dht.node._closed
+    for ps in drives:
+        await ps.close()
+
+
+async def test_leave_then_join_again_stays_findable_and_flush_does_not_hang(
+    net: DHTTestnet, stack: AsyncExitStack
+) -> None:
+    drive = os.urandom(32)
+    swarm = await swarm_on(net, stack)
+    ps = await peers_on(stack, swarm, drive)
+    await asyncio.wait_for(swarm.flush(), TIMEOUT)
+    flushing = asyncio.ensure_future(swarm.flush())
+    await ps.close()  # leave (its unannouncement is under way)...
+    ps = await peers_on(stack, swarm, drive)  # ...and join again at once
+    await asyncio.wait_for(flushing, TIMEOUT)
+    await asyncio.wait_for(swarm.flush(), TIMEOUT)
+    watcher = await net.client()
+    await asyncio.sleep(0.3)  # the late unannouncement, had it not been waited for, lands now
+    found = {record.public_key async for record in watcher.lookup(ps.discovery_key)}
+    assert swarm.public_key in found
+
+
+async def test_peers_that_never_answer_are_forgotten_and_refused_strangers_not_remembered(
+    net: DHTTestnet, stack: AsyncExitStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from peersockets import hyperswarm
+
+    monkeypatch.setattr(hyperswarm, "BACKOFFS", (0.01, 0.01, 0.01, 600.0))
+    monkeypatch.setattr(hyperswarm, "BACKOFF_JITTER", (0.0, 0.0, 0.0, 0.0))
+    drive = os.urandom(32)
+    announcer = await net.client()
+    ghosts = [KeyPair.generate() for _ in range(3)]
+    for ghost in ghosts:  # announced, but nobody listens on these keys
+        await announcer.announce(discovery_key(drive), ghost)
+    stranger = KeyPair.generate()
+    swarm = await swarm_on(net, stack, firewall=lambda key: key == stranger.public_key)
+    await peers_on(stack, swarm, drive)
+    discovery = swarm._dht_discovery
+    assert discovery is not None
+    await wait_until(lambda: not any(g.public_key in discovery._peers for g in ghosts), 30)
+    client = await net.client(attempt_timeout=0.2)
+    with pytest.raises(PeerConnectError):
+        await client.connect(swarm.public_key, key_pair=stranger, timeout=5)
+    assert stranger.public_key not in discovery._peers
