@@ -224,10 +224,10 @@ class DHT:
         self._announcing.clear()
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.node.close()
+        try:
+            await asyncio.gather(*tasks, return_exceptions=True)  # a cancel of close itself goes on
+        finally:
+            await self.node.close()
 
     # ------------------------------------------------------------------ storing
 
@@ -532,8 +532,9 @@ class DHT:
         task = self._announcing.pop((target, key_pair.public_key), None)
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task  # a refresh in the middle of its commit stops before we unannounce
+            # a refresh in the middle of its commit stops before we unannounce (gather: a
+            # cancel of unannounce itself is not swallowed)
+            await asyncio.gather(task, return_exceptions=True)
         peer = r.PeerRecord(key_pair.public_key, ())
         commit = self._signed_commit(target, key_pair, peer, r.Command.UNANNOUNCE)
         await self._query_then_commit(target, r.Command.LOOKUP, None, commit)

@@ -228,8 +228,7 @@ class _Announcer:
                     await self._task
             else:
                 self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+                await asyncio.gather(self._task, return_exceptions=True)
         current = list(self._current)
         self._current = {}
         await asyncio.gather(
