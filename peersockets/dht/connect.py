@@ -33,7 +33,7 @@ from ..wire.crypto import KeyPair, blake2b_256
 from ..wire.noise import HandshakeResult, NoiseIK
 from . import records as r
 from .addresses import is_bogon, is_reserved, match_address
-from .holepunch import Holepuncher, close_with, local_addresses, ping_from, sampling_nodes
+from .holepunch import Holepuncher, close_with, local_addresses
 from .messages import Address, InternalCommand
 from .peer_messages import (
     Firewall,
@@ -397,7 +397,7 @@ class Connector:
             on_connect=self._punched,
         )
         self.puncher = puncher
-        puncher.sample(sampling_nodes(node), lambda address, sock: ping_from(node, address, sock))
+        puncher.sample_from(node)
         server_relay = next(
             (x for x in payload.holepunch.relays if x.relay_address == hs.relay),
             payload.holepunch.relays[0],

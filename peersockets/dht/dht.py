@@ -501,10 +501,10 @@ class DHT:
 
     async def _announce_once(self, target: bytes, key_pair: KeyPair, relays: tuple[Address, ...]) -> int:
         peer = r.PeerRecord(key_pair.public_key, relays)
-        commit = self._signed_commit(target, key_pair, peer, r.Command.ANNOUNCE)
+        commit = self.signed_commit(target, key_pair, peer, r.Command.ANNOUNCE)
         return await self._query_then_commit(target, r.Command.LOOKUP, None, commit)
 
-    def _signed_commit(self, target: bytes, key_pair: KeyPair, peer: r.PeerRecord, command: int) -> CommitMaker:
+    def signed_commit(self, target: bytes, key_pair: KeyPair, peer: r.PeerRecord, command: int) -> CommitMaker:
         """ANNOUNCE or UNANNOUNCE to a storing node, signed for its id and the token it gave."""
         sign = r.sign_announce if command == r.Command.ANNOUNCE else r.sign_unannounce
 
@@ -536,7 +536,7 @@ class DHT:
             # cancel of unannounce itself is not swallowed)
             await asyncio.gather(task, return_exceptions=True)
         peer = r.PeerRecord(key_pair.public_key, ())
-        commit = self._signed_commit(target, key_pair, peer, r.Command.UNANNOUNCE)
+        commit = self.signed_commit(target, key_pair, peer, r.Command.UNANNOUNCE)
         await self._query_then_commit(target, r.Command.LOOKUP, None, commit)
 
 

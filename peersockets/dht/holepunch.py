@@ -173,6 +173,10 @@ class Holepuncher:
         rest of ``nodes`` as did not answer, as hyperdht does; every reply says where they see us."""
         self._spawn(self._sample(nodes, ping))
 
+    def sample_from(self, node: RPCNode) -> None:
+        """Sample through ``node``: PINGs from the puncher socket to its recent table nodes."""
+        self.sample(sampling_nodes(node), lambda address, sock: ping_from(node, address, sock))
+
     async def _sample(self, nodes: list[Address], ping: Pinger) -> None:
         async def one(node: Address) -> None:
             with contextlib.suppress(DHTError):

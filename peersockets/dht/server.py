@@ -26,8 +26,8 @@ from ..wire.crypto import KeyPair, blake2b_256
 from ..wire.noise import HandshakeResult
 from . import records as r
 from .addresses import is_private, match_address
-from .holepunch import Holepuncher, close_with, local_addresses, ping_from, sampling_nodes
-from .messages import Address, InternalCommand
+from .holepunch import Holepuncher, close_with, local_addresses
+from .messages import Address, InternalCommand, accepted_id
 from .node import Incoming, RPCNode
 from .peer_messages import (
     Firewall,
@@ -41,6 +41,7 @@ from .peer_messages import (
     holepunch_secret,
     ik_responder,
 )
+from .query import Reply
 from .router import HandshakeReply, HolepunchReply
 
 if TYPE_CHECKING:
@@ -95,8 +96,9 @@ class _Slot:
 class _Announcer:
     """Keeps a server's key announced on the closest nodes, pinging its relays every 3 s."""
 
-    def __init__(self, node: RPCNode, key_pair: KeyPair, target: bytes) -> None:
-        self.node = node
+    def __init__(self, dht: DHT, key_pair: KeyPair, target: bytes) -> None:
+        self.dht = dht
+        self.node = dht.node
         self.key_pair = key_pair
         self.target = target
         self.relays: tuple[RelayInfo, ...] = ()
@@ -167,27 +169,21 @@ class _Announcer:
         if own is not None:
             relay_addresses.append(own)
         current: dict[Address, Address] = {}
+        announce_to = self.dht.signed_commit(self.target, self.key_pair, peer, r.Command.ANNOUNCE)
 
-        async def commit(
-            reply_address: Address, node_id: bytes, token: bytes, seen_as: Address
-        ) -> None:
-            signature = r.sign_announce(self.key_pair, self.target, node_id, token, peer)
-            value = r.encode_announce(r.Announce(peer=peer, signature=signature))
-            response, _source = await self.node.request(
-                reply_address, r.Command.ANNOUNCE, target=self.target, value=value, token=token
-            )
+        async def commit(reply: Reply) -> None:
+            request = announce_to(reply)
+            if request is None:
+                return  # no token or id: not a storing node
+            response, _source = await request
             if response.error:
                 return
             if len(relay_addresses) < ANNOUNCE_RELAYS:
-                relay_addresses.append(reply_address)
-            relays.append(RelayInfo(reply_address, seen_as))
-            current[reply_address] = seen_as
+                relay_addresses.append(reply.address)
+            relays.append(RelayInfo(reply.address, reply.response.to))
+            current[reply.address] = reply.response.to
 
-        commits = [
-            commit(reply.address, reply.id, reply.response.token, reply.response.to)
-            for reply in run.closest_replies[:ANNOUNCE_RELAYS]
-            if reply.id is not None and reply.response.token is not None
-        ]
+        commits = [commit(reply) for reply in run.closest_replies[:ANNOUNCE_RELAYS]]
         await asyncio.gather(*commits, return_exceptions=True)
         removed = [address for address in self._current if address not in current]
         self._closest = [reply.address for reply in run.closest_replies]
@@ -205,17 +201,12 @@ class _Announcer:
 
     async def _unannounce(self, address: Address) -> None:
         """UNANNOUNCE from one node, after a FIND_PEER for its token."""
-        response, _source = await self.node.request(
-            address, r.Command.FIND_PEER, target=self.target
-        )
-        if response.token is None or response.id is None:
-            return
+        response, source = await self.node.request(address, r.Command.FIND_PEER, target=self.target)
         peer = r.PeerRecord(self.key_pair.public_key, ())
-        signature = r.sign_unannounce(self.key_pair, self.target, response.id, response.token, peer)
-        value = r.encode_announce(r.Announce(peer=peer, signature=signature))
-        await self.node.request(
-            address, r.Command.UNANNOUNCE, target=self.target, value=value, token=response.token
-        )
+        unannounce_to = self.dht.signed_commit(self.target, self.key_pair, peer, r.Command.UNANNOUNCE)
+        request = unannounce_to(Reply(address, accepted_id(response.id, source), response))
+        if request is not None:
+            await request
 
     async def stop(self) -> None:
         """Stop refreshing (an announcement under way is finished, so that what it announced is
@@ -314,7 +305,7 @@ class DHTServer:
         self.key_pair = key_pair
         self.target = target
         router.servers[target] = self
-        self._announcer = _Announcer(self.node, key_pair, target)
+        self._announcer = _Announcer(self.dht, key_pair, target)
         try:
             await self._announcer.start()
         except BaseException:
@@ -539,7 +530,7 @@ class DHTServer:
             on_abort=lambda: self._abort(slot),  # punching gave up: the slot goes too
         )
         slot.puncher = puncher
-        puncher.sample(sampling_nodes(node), lambda address, sock: ping_from(node, address, sock))
+        puncher.sample_from(node)
 
     def _on_probe(self, slot: _Slot, data: bytes, source: tuple[str, int]) -> None:
         if slot.puncher is not None:
