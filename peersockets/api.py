@@ -18,8 +18,9 @@ from .errors import (
     InvalidSetting,
     InvalidTopic,
     MessageTooLarge,
+    NotEnoughPeers,
     PeerNotFound,
-    PeersocketsError,
+    PeersocketsClosed,
     TopicClosed,
     check_at_least,
 )
@@ -55,11 +56,16 @@ _new_message = tuple.__new__  # builds a TopicMessage without NamedTuple's Pytho
 
 
 class PeerEvent(NamedTuple):
-    """A peer joined or left the drive."""
+    """A peer joined or left the drive.
+
+    ``address`` is the remote (host, port) of the peer's connection where the
+    transport has one (TCP, UDX over the DHT), None in memory.
+    """
 
     type: Literal["join", "leave"]
     peer_id: int
     public_key: bytes
+    address: tuple[str, int] | None = None
 
 
 T = TypeVar("T")
@@ -337,12 +343,17 @@ class _EventInbox(_Waitable[PeerEvent]):
 class _Peer:
     """A remote public key with at least one open drive channel."""
 
-    __slots__ = ("channels", "peer_id", "public_key")
+    __slots__ = ("address", "channels", "peer_id", "public_key")
 
-    def __init__(self, peer_id: int, public_key: bytes) -> None:
+    def __init__(self, peer_id: int, public_key: bytes, address: tuple[str, int] | None) -> None:
         self.peer_id = peer_id
         self.public_key = public_key
+        self.address = address
+        """The remote address of the peer's newest connection with the drive open."""
         self.channels: list[_DriveLink] = []
+
+    def event(self, kind: Literal["join", "leave"]) -> PeerEvent:
+        return PeerEvent(kind, self.peer_id, self.public_key, self.address)
 
 
 class _DriveLink:
@@ -481,6 +492,7 @@ class Peersockets:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._pairings: dict[Connection, Callable[[str, bytes | None], None]] = {}
+        self._peer_waiters: list[tuple[int, asyncio.Future[None]]] = []
         swarm.add_listener(self._on_connection)
         for conn in swarm.connections:
             self._on_connection(conn)
@@ -498,6 +510,36 @@ class Peersockets:
             raise PeerNotFound(f"no live peer with id {peer_id!r}")
         return peer.public_key
 
+    async def wait_for_peers(self, count: int = 1, timeout: float | None = None) -> list[int]:
+        """Wait until at least ``count`` peers are connected to the drive; their ids then.
+
+        Returns at once if they already are. Raises NotEnoughPeers (a
+        TimeoutError) if ``timeout`` seconds pass first, and PeersocketsClosed
+        if this Peersockets closes meanwhile.
+        """
+        if type(count) is not int:
+            raise TypeError(f"count must be an int, got {type(count).__name__}")
+        check_at_least("count", count, 0)
+        if timeout is not None:
+            check_at_least("timeout", timeout, 0)
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                while len(self._by_id) < count:
+                    waiter = (count, loop.create_future())
+                    self._peer_waiters.append(waiter)
+                    try:
+                        await waiter[1]
+                    finally:
+                        self._peer_waiters.remove(waiter)
+        except TimeoutError:
+            raise NotEnoughPeers(
+                f"{len(self._by_id)} of {count} peers joined drive"
+                f" {self.drive_key.hex()[:16]} within {timeout:g} s"
+            ) from None
+        return self.peers
+
     def join(self, topic: str) -> Topic:
         """Join ``topic``: a Topic that sends to and receives from this drive's peers."""
         self._check_open()
@@ -511,7 +553,7 @@ class Peersockets:
         self._check_open()
         events = PeerEvents(self)
         for peer in sorted(self._by_id.values(), key=lambda p: p.peer_id):
-            events._put(PeerEvent("join", peer.peer_id, peer.public_key))
+            events._put(peer.event("join"))
         self._watchers.append(events)
         return events
 
@@ -534,6 +576,9 @@ class Peersockets:
                 topic.close()
         for watcher in list(self._watchers):
             watcher.close()
+        for _, waiter in self._peer_waiters:
+            if not waiter.done():
+                waiter.set_exception(PeersocketsClosed(f"{self!r} closed while waiting for peers"))
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -612,18 +657,22 @@ class Peersockets:
     def _link_opened(self, link: _DriveLink) -> None:
         key = link.conn.remote_public_key
         peer = self._peers.get(key)
+        address = link.conn.remote_address
         if peer is None:
-            peer = _Peer(next(self._ids), key)
+            peer = _Peer(next(self._ids), key, address)
             self._peers[key] = peer
             self._by_id[peer.peer_id] = peer
             peer.channels.append(link)
             link.peer = peer
-            self._emit(PeerEvent("join", peer.peer_id, key))
+            self._emit(peer.event("join"))
+            if self._peer_waiters:
+                self._wake_peer_waiters()
         else:
             if peer.channels:
                 link.held = deque()  # a second connection: in order after the first has ended
             peer.channels.append(link)
             link.peer = peer
+            peer.address = address
 
     def _link_closed(self, link: _DriveLink) -> None:
         self._drop_link(link)
@@ -641,7 +690,7 @@ class Peersockets:
     def _remove_peer(self, peer: _Peer) -> None:
         del self._peers[peer.public_key]
         del self._by_id[peer.peer_id]
-        self._emit(PeerEvent("leave", peer.peer_id, peer.public_key))
+        self._emit(peer.event("leave"))
 
     def _has_other_live_channel(self, public_key: bytes) -> bool:
         """Whether a connection to this key that is not closing has a drive channel
@@ -681,6 +730,19 @@ class Peersockets:
             raise TypeError(f"peer_id must be an int, got {type(peer_id).__name__}")
         raise PeerNotFound(f"no live peer with id {peer_id} on {self!r}")
 
+    def _wake_peer_waiters(self) -> None:
+        joined = len(self._by_id)
+        for count, waiter in self._peer_waiters:
+            if count <= joined and not waiter.done():
+                waiter.set_result(None)
+
+    def _sending_link_or_none(self, peer_id: int) -> _DriveLink | None:
+        """The link send() would use for ``peer_id``, or None when the peer is leaving."""
+        try:
+            return self._sending_link(peer_id)
+        except PeerNotFound:
+            return None
+
     def _emit(self, event: PeerEvent) -> None:
         for watcher in list(self._watchers):
             watcher._put(event)
@@ -704,7 +766,7 @@ class Peersockets:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise PeersocketsError("this Peersockets is closed")
+            raise PeersocketsClosed(f"{self!r} is closed")
 
 
 def _check_topic(topic: object) -> str:
@@ -791,6 +853,46 @@ class Topic(_Receiver[TopicMessage]):
         bytes-like), PeerNotFound, MessageTooLarge or TopicClosed.
         """
         message = self._checked(message)
+        link = self._owner._sending_link(peer_id)
+        if link.conn.can_send_now:  # the common case, without a coroutine more
+            link.channel.send_extension(self._extension, message)
+            return
+        await self._send(peer_id, message)
+
+    async def broadcast(self, message: bytes | bytearray | memoryview) -> int:
+        """Send ``message`` to every peer of the drive; how many peers it went to.
+
+        The peers are those connected when it is called. A peer that leaves
+        meanwhile is skipped, not an error. Peers whose connection can take the
+        message now get it at once; the others are waited for together (flow
+        control), so a slow peer delays the return but not the others. Raises
+        TypeError, MessageTooLarge or TopicClosed as send() does.
+        """
+        message = self._checked(message)
+        owner = self._owner
+        sent = 0
+        waiting: list[int] = []
+        for peer_id in list(owner._by_id):
+            link = owner._sending_link_or_none(peer_id)
+            if link is None:
+                continue
+            if link.conn.can_send_now:
+                link.channel.send_extension(self._extension, message)
+                sent += 1
+            else:
+                waiting.append(peer_id)
+        if waiting:
+            results = await asyncio.gather(
+                *(self._send(peer_id, message) for peer_id in waiting), return_exceptions=True
+            )
+            for result in results:
+                if result is None:
+                    sent += 1
+                elif not isinstance(result, (PeerNotFound, ConnectionClosed)):
+                    raise result  # TopicClosed, or a bug: not a peer that left
+        return sent
+
+    async def _send(self, peer_id: int, message: bytes) -> None:
         owner = self._owner
         while True:
             link = owner._sending_link(peer_id)

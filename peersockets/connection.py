@@ -80,6 +80,15 @@ _read_buffers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, memoryview] 
 )
 
 
+def _host_port(peername: object) -> tuple[str, int] | None:
+    """(host, port) of a transport's peername: IPv6's 4-tuple shortened, anything else None."""
+    if isinstance(peername, tuple) and len(peername) >= 2:
+        host, port = peername[0], peername[1]
+        if isinstance(host, str) and isinstance(port, int):
+            return host, port
+    return None
+
+
 def _read_buffer_of(loop: asyncio.AbstractEventLoop) -> memoryview:
     """The receive buffer every connection of ``loop`` reads into (one per loop), as a view:
     the buffer is never resized, so the view stays valid."""
@@ -152,6 +161,8 @@ class Connection(asyncio.BufferedProtocol):
         """When set before the transport connects, the connection is ended at once with it."""
         self.error: BaseException | None = None
         self.transport: asyncio.Transport | None = None
+        self.remote_address: tuple[str, int] | None = None
+        """The remote's (host, port) where the transport has one (TCP, UDX); None in memory."""
         self.established: asyncio.Future[None] = self._loop.create_future()
         self.remote_opened: asyncio.Future[None] = self._loop.create_future()
         """Done once the remote's stream header arrived: its data reaches us (with a handshake
@@ -425,6 +436,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.remote_address = _host_port(transport.get_extra_info("peername"))
         if self.refusal is not None:
             self.abort(self.refusal)
             return

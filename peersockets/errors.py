@@ -8,7 +8,8 @@
     │       └── HandshakeTimeout, PairTimeout, ReadTimeout, FrameTimeout
     ├── RequestError           the caller asked for something that cannot be done
     │   ├── PeerNotFound, MessageTooLarge, TopicClosed, SwarmClosed, ChannelClosed,
-    │   │   SocketClosed, StreamIdInUse (also a ValueError)
+    │   │   SocketClosed, PeersocketsClosed, StreamIdInUse (also a ValueError)
+    │   ├── NotEnoughPeers   (also a TimeoutError) wait_for_peers timed out
     │   ├── InvalidKey, InvalidTopic, InvalidSetting   (also ValueErrors)
     │   └── TooManyConnections, ReceiveBudgetExceeded   our own limits, not the
     │                                                   remote's fault
@@ -110,6 +111,14 @@ class TopicClosed(RequestError):
 
 class SwarmClosed(RequestError):
     """The Swarm is closed; it cannot listen, connect or join."""
+
+
+class PeersocketsClosed(RequestError):
+    """The Peersockets is closed: it cannot join topics, watch or wait for peers."""
+
+
+class NotEnoughPeers(RequestError, TimeoutError):
+    """Peersockets.wait_for_peers timed out before enough peers had joined the drive."""
 
 
 class ChannelClosed(RequestError):

@@ -11,6 +11,7 @@ __all__ = [
     "InvalidKey",
     "KeyPair",
     "discovery_key",
+    "new_drive_key",
     "parse_drive_key",
     "z32_decode",
     "z32_encode",
@@ -38,6 +39,16 @@ def z32_decode(text: str) -> bytes:
         value = (value << 5) | index
     nbytes = len(text) * 5 // 8
     return (value >> (len(text) * 5 - nbytes * 8)).to_bytes(nbytes, "big")
+
+
+def new_drive_key() -> bytes:
+    """A new random drive key: 32 bytes, an Ed25519 public key as hyperdrive's own keys are.
+
+    Peers that only exchange messages need nothing but this key to meet; print
+    it with ``.hex()`` or ``z32_encode`` to share it. (A JavaScript app that
+    wants to *write* the drive makes its key itself, with its secret key.)
+    """
+    return KeyPair.generate().public_key
 
 
 def parse_drive_key(value: bytes | bytearray | memoryview | str) -> bytes:

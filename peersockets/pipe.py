@@ -32,9 +32,7 @@ class PipeTransport(asyncio.Transport):
         self._delivery_scheduled = False
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("memory", id(self._peer)), "sockname": ("memory", id(self))}.get(
-            name, default
-        )
+        return default  # in memory: no address (peername and sockname are None)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self._protocol

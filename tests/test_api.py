@@ -69,7 +69,7 @@ async def test_leave_when_remote_closes_its_peersockets(net: Net) -> None:
     join = await next_of(events)
     await ps_b.close()
     leave = await next_of(events)
-    assert leave == PeerEvent("leave", join.peer_id, b.public_key)
+    assert leave == PeerEvent("leave", join.peer_id, b.public_key, join.address)
     assert ps_a.peers == []
 
 
@@ -81,7 +81,7 @@ async def test_leave_when_connection_is_killed_without_close(net: Net) -> None:
     join = await next_of(events)
     for conn in b.connections:
         conn.abort()  # no close frame, no FIN handshake: the socket just dies
-    assert await next_of(events) == PeerEvent("leave", join.peer_id, b.public_key)
+    assert await next_of(events) == PeerEvent("leave", join.peer_id, b.public_key, join.address)
 
 
 async def test_leave_on_local_close(net: Net) -> None:
@@ -93,7 +93,7 @@ async def test_leave_on_local_close(net: Net) -> None:
     await next_of(events_b)
     for conn in a.connections:
         conn.close()
-    assert await next_of(events_a) == PeerEvent("leave", join.peer_id, b.public_key)
+    assert await next_of(events_a) == PeerEvent("leave", join.peer_id, b.public_key, join.address)
     assert (await next_of(events_b)).type == "leave"
 
 

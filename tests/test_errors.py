@@ -44,6 +44,8 @@ FAMILIES = {
         "MessageTooLarge",
         "TopicClosed",
         "SwarmClosed",
+        "PeersocketsClosed",
+        "NotEnoughPeers",
         "ChannelClosed",
         "InvalidKey",
         "InvalidTopic",

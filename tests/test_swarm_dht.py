@@ -57,6 +57,8 @@ async def test_two_swarms_meet_by_the_drive_alone_and_talk(net: DHTTestnet, stac
     assert joined.type == "join" and joined.public_key == bob.public_key
     bob_sees = await next_of(events_bob, TIMEOUT)
     assert bob_sees.public_key == alice.public_key
+    for event in (joined, bob_sees):  # the UDX stream's remote address
+        assert event.address is not None and event.address[0] == "127.0.0.1", event
     chat_alice, chat_bob = ps_alice.join("chat"), ps_bob.join("chat")
     for i in range(100):
         await chat_bob.send(bob_sees.peer_id, f"{i}".encode())

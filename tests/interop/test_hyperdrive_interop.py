@@ -76,7 +76,7 @@ async def test_chat_with_javascript_hyperdrive(
         removed = await peer.expect("peer-remove", timeout=20)
         assert removed["remote_public_key"] == swarm.public_key.hex()
         leave = await next_of(events)
-        assert leave == PeerEvent("leave", join.peer_id, join.public_key)
+        assert leave == PeerEvent("leave", join.peer_id, join.public_key, join.address)
     assert not peer.seen("stream-error")
 
 
@@ -155,7 +155,7 @@ async def test_javascript_store_with_more_cores_than_the_channel_limit(
         assert not conn.is_closed and ps.peers == [join.peer_id]
         await ps.close()
         await peer.expect("peer-remove")
-        assert await next_of(events) == PeerEvent("leave", join.peer_id, join.public_key)
+        assert await next_of(events) == PeerEvent("leave", join.peer_id, join.public_key, join.address)
     assert not peer.seen("stream-error")
 
 

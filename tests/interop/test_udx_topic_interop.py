@@ -204,7 +204,7 @@ async def _exchange(m: Meeting) -> None:
     await peer.close()
     assert peer.returncode == 0, peer.stderr
     leave = await next_of(m.events, timeout=30)
-    assert leave == PeerEvent("leave", join.peer_id, join.public_key)
+    assert leave == PeerEvent("leave", join.peer_id, join.public_key, join.address)
     assert m.ps.peers == []
     await asyncio.wait_for(m.conn.wait_closed(), 30)
     await asyncio.wait_for(m.stream.wait_closed(), 30)
