@@ -1,11 +1,21 @@
 """Test helpers: MemoryNetwork (real secret-stream and protomux over in-memory pipes), a local
-DHT testnet, and fixtures.
+DHT testnet, and pytest fixtures.
 
-Load the fixtures in a test suite with ``pytest_plugins = ["peersockets.testing"]``.
+The fixtures: ``memory_network`` (a MemoryNetwork), ``make_swarm`` (a factory of *TCP* swarms
+listening on 127.0.0.1: real sockets, no DHT) and ``dht_testnet`` (a DHTTestnet of 4 nodes).
+``pip install "peersockets[testing]"`` brings what they need (pytest, pytest-asyncio) and
+registers them: this module is a pytest plugin (entry point ``pytest11``), loaded in every pytest
+run of the environment (``-p no:peersockets.testing`` leaves it out). ``pytest_plugins =
+["peersockets.testing"]`` in a conftest.py still works alongside it (the plugin is registered
+once, under that name), and loads the fixtures when plugin autoloading is off.
+Without pytest-asyncio the fixtures still exist, and a test that uses one fails with a message
+that says so; the rest of the suite is untouched. Without pytest this module imports all the same
+(MemoryNetwork and DHTTestnet need no pytest).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -131,23 +141,60 @@ class DHTTestnet:
 
 
 try:
-    import pytest_asyncio
-except ImportError:  # pragma: no cover - fixtures need pytest-asyncio
+    import pytest
+except ImportError:  # outside pytest: MemoryNetwork and DHTTestnet only, no fixtures
     pass
 else:
+    _FIXTURES: set[Callable[..., Any]] = set()
+    _PYTEST_ASYNCIO_ERROR: ImportError | None = None
+    try:
+        import pytest_asyncio
+    except ImportError as error:
+        _PYTEST_ASYNCIO_ERROR = error
 
-    @pytest_asyncio.fixture
+    def _fixture(function: Callable[..., Any]) -> Any:
+        """A fixture run by pytest-asyncio; without it, one that pytest_fixture_setup fails."""
+        _FIXTURES.add(function)
+        if _PYTEST_ASYNCIO_ERROR is None:
+            return pytest_asyncio.fixture(function)
+        return pytest.fixture(function)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> None:
+        """Fail a test that uses one of these fixtures, with one clear message, when pytest-asyncio
+        is missing or not loaded (instead of a "fixture not found" or an unawaited coroutine)."""
+        if fixturedef.func not in _FIXTURES:
+            return  # not ours, or already wrapped by pytest-asyncio
+        plugin = sys.modules.get("pytest_asyncio.plugin")
+        if plugin is not None and request.config.pluginmanager.is_registered(plugin):
+            return
+        fixture = f"the peersockets fixture {fixturedef.argname!r}"
+        if _PYTEST_ASYNCIO_ERROR is not None:
+            pytest.fail(
+                f"{fixture} needs pytest-asyncio, which cannot be imported "
+                f'({_PYTEST_ASYNCIO_ERROR}): pip install "peersockets[testing]"',
+                pytrace=False,
+            )
+        pytest.fail(
+            f"{fixture} needs pytest-asyncio, which is installed but its plugin is not loaded "
+            "(-p no:asyncio, or plugin autoloading turned off?): load it with -p asyncio",
+            pytrace=False,
+        )
+
+    @_fixture
     async def memory_network() -> AsyncIterator[MemoryNetwork]:
-        """A MemoryNetwork closed after the test."""
+        """A MemoryNetwork (in-memory pipes, no sockets) closed after the test."""
         network = MemoryNetwork()
         try:
             yield network
         finally:
             await network.close()
 
-    @pytest_asyncio.fixture
+    @_fixture
     async def make_swarm() -> AsyncIterator[Callable[..., Awaitable[Swarm]]]:
-        """A factory of TCP swarms listening on 127.0.0.1, all closed after the test."""
+        """A factory of TCP swarms: ``await make_swarm(**swarm_options)`` is a Swarm listening on
+        127.0.0.1 (a real TCP socket; no DHT unless dht= says), all closed after the test.
+        Connect them with ``await a.connect(*b.addresses[0])``."""
         swarms: list[Swarm] = []
 
         async def factory(**options: Any) -> Swarm:
@@ -162,7 +209,7 @@ else:
             for swarm in swarms:
                 await swarm.close()
 
-    @pytest_asyncio.fixture
+    @_fixture
     async def dht_testnet() -> AsyncIterator[DHTTestnet]:
         """A DHTTestnet of 4 Python nodes on 127.0.0.1, closed after the test."""
         async with DHTTestnet(4) as testnet:
