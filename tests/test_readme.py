@@ -1,4 +1,5 @@
-"""The README's quickstart runs as written: two processes meet on the drive and greet."""
+"""The README's examples run as written: the quickstart's two processes meet on the drive and
+greet; the test of "Testing your app" passes under pytest where peersockets[testing] is installed."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from isolated_env import make_env, run_pytest
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -18,6 +21,17 @@ def quickstart(port: int) -> str:
     code = re.search(r"```python\n(.*?)```", section, re.S)
     assert code is not None, "the quickstart has no python block"
     return code[1].replace("4000", str(port))
+
+
+def section_code(heading: str) -> str:
+    """The first python block of a README section."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(f"\n## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    section = text[start : end if end != -1 else None]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None, f"README's {heading!r} has no python block"
+    return code[1]
 
 
 def free_port() -> int:
@@ -52,3 +66,18 @@ def test_quickstart_listen_and_connect(tmp_path: Path) -> None:
     assert listener.returncode == 0, err
     assert "says hello from connect" in out and out.startswith("join peer 1")
     assert "says hello from listen" in connector.stdout
+
+
+def test_testing_your_app_example_passes(tmp_path: Path) -> None:
+    """The example runs as a user's test file, in an environment with only peersockets[testing]
+    installed and no conftest: the fixture comes from the entry point."""
+    code = section_code("Testing your app")
+    assert "memory_network" in code
+    python = make_env(tmp_path / "env", ["peersockets[testing]"])
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+    (suite / "test_example.py").write_text(code, encoding="utf-8")
+    run = run_pytest(python, suite, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "1 passed" in run.stdout, run.stdout
