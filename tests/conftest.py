@@ -12,7 +12,7 @@ import pytest_asyncio
 
 from peersockets import Swarm
 
-pytest_plugins = ["peersockets.testing"]
+pytest_plugins = ["peersockets.testing"]  # also its pytest11 entry point's name: registered once
 
 
 @pytest.fixture(autouse=True)

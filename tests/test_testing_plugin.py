@@ -43,6 +43,15 @@ async def test_make_swarm_fixture_gives_listening_tcp_swarms(
     assert (await next_of(topic)).message == b"over tcp"
 
 
+def test_this_suite_registers_the_plugin_once(pytestconfig: pytest.Config) -> None:
+    """Here conftest.py's pytest_plugins line and the entry point both name the plugin."""
+    import peersockets.testing
+
+    manager = pytestconfig.pluginmanager
+    names = [name for name, plugin in manager.list_name_plugin() if plugin is peersockets.testing]
+    assert names == ["peersockets.testing"]
+
+
 # The plugin as installed: fresh environments holding only what a user would install (see
 # isolated_env), pytest run on a user's test directory in a subprocess.
 
