@@ -16,12 +16,13 @@
     └── NetworkError           the network failed (also an OSError)
         ├── ConnectError, ListenError   refused, unreachable, name not resolved,
         │                               port out of range, timed out, address in use
-        └── ConnectionClosed   the connection ended; nothing more can be sent on it
-            └── StreamReset (ECONNRESET), StreamTimeout (also a TimeoutError)   UDX streams
-        DHTError, DHTTimeout (also a TimeoutError)   a DHT request or query failed
-        └── PeerConnectError   connecting to a public key over the DHT failed
-            └── DHTPeerNotFound, HandshakeRefused, HolepunchFailed,
-                PeerConnectTimeout (also a TimeoutError)
+        ├── ConnectionClosed   the connection ended; nothing more can be sent on it
+        │   └── StreamReset (ECONNRESET), StreamTimeout (also a TimeoutError)   UDX streams
+        └── DHTError           a DHT request or query failed
+            ├── DHTTimeout     (also a TimeoutError) a DHT request went unanswered
+            └── PeerConnectError   connecting to a public key over the DHT failed
+                └── DHTPeerNotFound, HandshakeRefused, HolepunchFailed,
+                    PeerConnectTimeout (also a TimeoutError)
 
 Every message names the value that was wrong.
 """
