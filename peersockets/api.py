@@ -392,10 +392,17 @@ class _DriveLink:
             prefixed = name.startswith(EXTENSION_PREFIX)
             self._last_topic = name[len(EXTENSION_PREFIX) :] if prefixed else None
         topic = self._last_topic
-        if topic is None or self.peer is None:
+        peer = self.peer
+        if topic is None or peer is None:
             return
         if self.held is not None:
             self._hold(topic, message)
+            return
+        instances = self.owner._topics.get(topic)
+        if instances is not None and len(instances) == 1:  # _deliver's common case, inline
+            instances[0]._receive(
+                _new_message(TopicMessage, (peer.peer_id, message, peer.public_key)), self.conn
+            )
             return
         self._deliver(topic, message)
 
@@ -852,7 +859,8 @@ class Topic(_Receiver[TopicMessage]):
         each writes one message per turn. Raises TypeError (message not
         bytes-like), PeerNotFound, MessageTooLarge or TopicClosed.
         """
-        message = self._checked(message)
+        if type(message) is not bytes or len(message) > self.max_message_size or self._inbox.closed:
+            message = self._checked(message)
         link = self._owner._sending_link(peer_id)
         if link.conn.can_send_now:  # the common case, without a coroutine more
             link.channel.send_extension(self._extension, message)
@@ -921,7 +929,8 @@ class Topic(_Receiver[TopicMessage]):
         or unsent bytes pile up until ``max_write_buffer`` ends the connection.
         Raises what send() raises.
         """
-        message = self._checked(message)
+        if type(message) is not bytes or len(message) > self.max_message_size or self._inbox.closed:
+            message = self._checked(message)
         self._owner._sending_link(peer_id).channel.send_extension(self._extension, message)
 
     def _checked(self, message: bytes | bytearray | memoryview) -> bytes:
@@ -1026,11 +1035,8 @@ class Topic(_Receiver[TopicMessage]):
         except Exception:
             log.exception("on_message callback for topic %r failed", self.name)
 
-    async def __anext__(self) -> TopicMessage:
-        inbox = self._inbox
-        if inbox._count:
-            return inbox.pop()
-        return await inbox.get()
+    def __anext__(self) -> Coroutine[Any, Any, TopicMessage]:
+        return self._inbox.get()  # the queue's coroutine itself: no coroutine around it
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{len(self._inbox)} queued"
@@ -1059,5 +1065,5 @@ class PeerEvents(_Receiver[PeerEvent]):
     def _put(self, event: PeerEvent) -> None:
         self._inbox.put(event)
 
-    async def __anext__(self) -> PeerEvent:
-        return await self._inbox.get()
+    def __anext__(self) -> Coroutine[Any, Any, PeerEvent]:
+        return self._inbox.get()

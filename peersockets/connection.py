@@ -145,6 +145,7 @@ class Connection(asyncio.BufferedProtocol):
             max_channels=max_channels,
         )
         self.mux.on_channels = self._on_channels
+        self.mux.write_lone = self._write_lone
         self.handshake_timeout = handshake_timeout
         self.keepalive = keepalive
         self.max_write_buffer = max_write_buffer
@@ -371,7 +372,7 @@ class Connection(asyncio.BufferedProtocol):
         max_write_buffer without reading is flooding us. (Below the transport's
         high-water mark there is nothing to check.)
         """
-        self.timers.wrote()
+        self.timers.write_seen = True
         if not self._write_paused:
             return
         unsent = transport.get_write_buffer_size()
@@ -477,7 +478,7 @@ class Connection(asyncio.BufferedProtocol):
                     self.remote_opened.set_result(None)
             unfinished = stream.unfinished
             timers = self.timers
-            timers.received()
+            timers.read_seen = True
             if (unfinished or timers.frame_pending) and timers.frame_state(
                 self._loop.time(), unfinished > 0, bool(messages)
             ):
@@ -669,6 +670,25 @@ class Connection(asyncio.BufferedProtocol):
             return
         self.mux.cork()
         self._loop.call_soon(self._end_burst)
+
+    def _write_lone(self, frame: bytes) -> bool:
+        """The mux offers a lone message's frame: write it at once unless it is part of a
+        burst (or cannot go yet); the queue's path (_on_output) decides then."""
+        transport = self.transport
+        if transport is None or self._lost or self._closing or self._receiving:
+            return False
+        if not self.stream.handshake_complete:
+            return False
+        now = self._loop.time()
+        lone_at = self._lone_at
+        if lone_at is not None and now - lone_at <= BURST_WINDOW:
+            return False
+        transport.write(self.stream.encrypt(frame))
+        self._lone_at = now
+        self.timers.write_seen = True
+        if self._write_paused:
+            self._wrote(transport)  # past the high-water mark: the unsent bytes are checked
+        return True
 
     def _end_burst(self) -> None:
         """The turn of a burst has ended: write what it queued, as one frame."""

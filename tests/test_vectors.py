@@ -584,3 +584,26 @@ def test_hypercore_channel_bad_capability_is_protocol_error() -> None:
     hc.HypercoreChannel(b_mux, bytes(32), bytes([1]) * 64, False, Listener())
     with pytest.raises(CapabilityError, match="invalid replication capability"):
         b_mux.receive_frame(a_mux.take_frames()[0])  # b pairs, then checks a's capability
+
+
+def test_protomux_write_lone_takes_the_same_frames_and_only_lone_ones() -> None:
+    """An owner's write_lone is offered exactly the frames take_frames would give, only for
+    a message sent with nothing queued and the mux uncorked; False queues it as usual."""
+    case = _case("messages")
+    mux = Mux()
+    channel = _open_pair(mux, case["setup_frames"], Recorder())[1]
+    offered: list[bytes] = []
+    mux.write_lone = lambda frame: offered.append(frame) is None
+    for send in case["inputs"]["sends"]:
+        channel.send(send["type"], _payload(send))
+        assert mux.take_frames() == []  # written by the owner: nothing left queued
+    assert [f.hex() for f in offered] == case["frames"]
+    offered.clear()
+    mux.cork()
+    channel.send(1, b"a")
+    channel.send(1, b"b")
+    mux.uncork()
+    assert offered == [] and len(mux.take_frames()) == 1  # corked: one batch, not offered
+    mux.write_lone = lambda frame: offered.append(frame) is not None  # declines
+    channel.send(1, b"c")
+    assert len(offered) == 1 and mux.take_frames() == [offered[0]]  # queued as it was

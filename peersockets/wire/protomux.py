@@ -5,7 +5,9 @@ handlers synchronously; ``take_frames`` returns what to send: everything
 queued since the last call, packed as batch frames of at most 8 MiB (a lone
 message stays a plain frame). ``on_output`` tells the owner that something
 was queued while the mux is not corked; ``cork``/``uncork`` hold it back, as
-protomux's do, so that what is queued meanwhile goes as one batch.
+protomux's do, so that what is queued meanwhile goes as one batch. An owner
+may also take a lone message's frame at once (``write_lone``), the round
+trip's common case, without it being queued first.
 
 Received work is bounded: each message (a batch item counts as one) spends
 one unit of ``item_budget``, and a batch stops between items when the budget
@@ -193,6 +195,9 @@ class Mux:
         self._destroyed = False
         self.open_channels = 0
         """Channels paired both ways now."""
+        self.write_lone: Callable[[bytes], bool] | None = None
+        """Offered the frame of a message sent while nothing is queued and the mux is not
+        corked; returns True if it wrote it, False to have it queued as usual."""
         self.on_channels: Callable[[bool], None] | None = None
         """Called with True when the first channel pairs, False when the last one closes."""
         self.item_budget = sys.maxsize
@@ -323,6 +328,12 @@ class Mux:
             self._seal()
         first = self._first
         if first is None:
+            if not self._corked and not self._frames:
+                write_lone = self.write_lone
+                if write_lone is not None and write_lone(
+                    b"".join((_uint(channel_id), header, payload))
+                ):
+                    return
             self._first = (channel_id, header, payload)
             self._batch_bytes = size
             self._queued_bytes += size

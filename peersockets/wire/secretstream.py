@@ -49,6 +49,8 @@ class Phase(Enum):
     TRANSPORT = 3
 
 
+_TRANSPORT = Phase.TRANSPORT
+
 def frame(body: bytes) -> bytes:
     """Prefix a body with its u24 little-endian length."""
     return len(body).to_bytes(3, "little") + body
@@ -161,6 +163,13 @@ class SecretStream:
             source: bytes | bytearray | memoryview = buffer
         else:
             source = data
+            size = len(data)
+            if size > 3 and self.phase is _TRANSPORT:  # the common read: exactly one frame
+                length = data[0] | (data[1] << 8) | (data[2] << 16)
+                if length + 3 == size and length <= self.max_frame_size:
+                    self._unfinished_length = 0
+                    self.unfinished = 0
+                    return [self._decrypt(_from_buffer(data), 3, length)]
         messages: list[bytearray] = []
         pos = 0
         size = len(source)

@@ -75,9 +75,13 @@ class ConnectionTimers:
         self._pair_deadline: float | None = None
         self._frame_deadline: float | None = None
         self._last_write: float | None = None  # None until established: no keepalive before
-        self._write_seen = False  # something was written since the keepalive clock last moved
+        self.write_seen = False
+        """Something was written since the keepalive clock last moved (the owner sets it on
+        every write: an attribute, not a call, on the hot path; no clock is read)."""
         self._last_read: float | None = None  # None when the read deadline does not run
-        self._read_seen = False  # bytes arrived since the read deadline was last moved
+        self.read_seen = False
+        """Bytes arrived since the read deadline was last moved (set by the owner on every
+        read, like write_seen)."""
         self._established = False
         self._paused = False  # the owner holds reading
         self.frame_pending = False
@@ -100,11 +104,11 @@ class ConnectionTimers:
 
     def wrote(self) -> None:
         """Something was written (no time needed: the keepalive clock is checked when due)."""
-        self._write_seen = True
+        self.write_seen = True
 
     def received(self) -> None:
         """Bytes arrived (no time needed: the read deadline is checked when it comes)."""
-        self._read_seen = True
+        self.read_seen = True
 
     def frame_state(self, now: float, unfinished: bool, completed: bool) -> bool:
         """After a read at ``now``: ``unfinished``, a frame is still incomplete; ``completed``,
@@ -185,8 +189,8 @@ class ConnectionTimers:
             self._frame_deadline = None
             return Due.FRAME_TIMEOUT
         if self._last_read is not None and now >= self._last_read + self.read_timeout:
-            if self._read_seen:  # alive: the deadline moves on
-                self._read_seen = False
+            if self.read_seen:  # alive: the deadline moves on
+                self.read_seen = False
                 self._last_read = now
             else:
                 self._last_read = None
@@ -196,8 +200,8 @@ class ConnectionTimers:
             return Due.PAIR_TIMEOUT
         if self._last_write is not None and now >= self._last_write + self.keepalive:
             self._last_write = now
-            if self._write_seen:  # written meanwhile: no keepalive owed yet
-                self._write_seen = False
+            if self.write_seen:  # written meanwhile: no keepalive owed yet
+                self.write_seen = False
                 return None
             return Due.KEEPALIVE
         return None
@@ -210,6 +214,6 @@ class ConnectionTimers:
             return
         if self.read_timeout > 0:
             self._last_read = now
-            self._read_seen = False
+            self.read_seen = False
         if self.frame_pending and self._frame_clock_runs():
             self._frame_deadline = now + self.frame_timeout
