@@ -65,6 +65,7 @@ from .swarm import Swarm
 from .wire.crypto import KeyPair, discovery_key
 
 __version__ = "0.1.0"
+"""This package's version: the one place it is written (pyproject.toml reads it from here)."""
 
 __all__ = [
     "ConnectError",

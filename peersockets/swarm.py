@@ -148,22 +148,34 @@ class Swarm:
         ):
             check_at_least(name, value, minimum)
         self.key_pair = key_pair if key_pair is not None else KeyPair.generate()
+        """This swarm's identity (a new one unless given)."""
         self.handshake_timeout = handshake_timeout
+        """Setting: seconds a new connection has to finish the handshake."""
         self.keepalive = keepalive
+        """Setting: seconds of send silence before an empty frame is sent."""
         self.max_frame_size = check_max_frame_size(max_frame_size)
+        """Setting: the largest encrypted frame accepted, in bytes."""
         self.max_channels = max_channels
+        """Setting: live channels a remote's opens may make one connection hold."""
         self.max_connections = max_connections
+        """Setting: connections this swarm holds at once."""
         self.max_write_buffer = max_write_buffer
+        """Setting: unsent bytes a connection may hold before PeerNotReading."""
         self.close_timeout = close_timeout
+        """Setting: seconds a closing connection waits for the remote to end its side."""
         self.pair_timeout = pair_timeout
+        """Setting: seconds a connection may go without a channel open."""
         self.read_timeout = (
             READ_TIMEOUT_KEEPALIVES * keepalive if read_timeout is None else read_timeout
         )
+        """Setting: seconds without a byte from the remote (3 x keepalive unless given)."""
         self.frame_timeout = frame_timeout
+        """Setting: seconds a frame may take to arrive in full."""
         self.receive_budget = ReceiveBudget(max_receive_buffer)
         """The bytes all connections hold unhandled (max_receive_buffer is its limit)."""
         check_at_least("max_peers", max_peers, 1)
         self.discovery: list[Discovery] = [discovery] if discovery is not None else []
+        """What finds peers for a joined key: the one given, then the DHT's unless dht=False."""
         self._dht_discovery: DHTDiscovery | None = None
         if dht is not False:
             self._dht_discovery = DHTDiscovery(
@@ -175,6 +187,7 @@ class Swarm:
             )
             self.discovery.append(self._dht_discovery)
         self.topics: set[bytes] = set()
+        """The discovery keys joined (join, leave)."""
         self._connections: dict[bytes, Connection] = {}
         self._all: dict[Connection, None] = {}  # every connection, oldest first
         self._servers: list[asyncio.Server] = []

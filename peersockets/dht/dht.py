@@ -71,8 +71,11 @@ class MutableValue:
     """A mutable value found on the DHT: its sequence number, bytes and signature."""
 
     seq: int
+    """The sequence number: a put with a higher one replaces this value."""
     value: bytes
+    """The value's bytes."""
     signature: bytes
+    """The Ed25519 signature of (seq, value) by the key the value is stored under."""
 
 
 class DHT:

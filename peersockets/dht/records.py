@@ -154,7 +154,9 @@ class PeerRecord:
     """A server's public key and the DHT nodes it can be reached through (its relays)."""
 
     public_key: bytes
+    """The server's 32-byte public key (what ``DHT.connect`` takes)."""
     relay_addresses: tuple[Address, ...] = ()
+    """(host, port) of DHT nodes that relay a handshake to the server."""
 
     def __post_init__(self) -> None:
         _check_size("public_key", self.public_key, _KEY_SIZE)

@@ -14,7 +14,9 @@ class KeyPair:
     """An Ed25519 key pair; ``secret_key`` is libsodium's 64 bytes: seed || public key."""
 
     public_key: bytes
+    """32 bytes: the identity peers see and authenticate."""
     secret_key: bytes
+    """64 bytes (seed || public key); keep it private."""
 
     def __post_init__(self) -> None:
         if len(self.public_key) != 32:
