@@ -997,7 +997,7 @@ class Topic(_Receiver[TopicMessage]):
             except Exception:
                 log.exception("on_message callback for topic %r failed", self.name)
                 continue
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):
                 return result, callbacks[index + 1 :]
         return None
 

@@ -673,18 +673,22 @@ class Connection(asyncio.BufferedProtocol):
 
     def _write_lone(self, frame: bytes) -> bool:
         """The mux offers a lone message's frame: write it at once unless it is part of a
-        burst (or cannot go yet); the queue's path (_on_output) decides then."""
+        burst (or cannot go yet); the queue's path (_on_output) decides then. At the end
+        of a read (the mux was corked for it) the reply is simply written."""
         transport = self.transport
-        if transport is None or self._lost or self._closing or self._receiving:
+        if transport is None or self._lost or self._closing:
             return False
         if not self.stream.handshake_complete:
             return False
-        now = self._loop.time()
-        lone_at = self._lone_at
-        if lone_at is not None and now - lone_at <= BURST_WINDOW:
-            return False
-        transport.write(self.stream.encrypt(frame))
-        self._lone_at = now
+        if self._receiving:
+            transport.write(self.stream.encrypt(frame))
+        else:
+            now = self._loop.time()
+            lone_at = self._lone_at
+            if lone_at is not None and now - lone_at <= BURST_WINDOW:
+                return False
+            transport.write(self.stream.encrypt(frame))
+            self._lone_at = now
         self.timers.write_seen = True
         if self._write_paused:
             self._wrote(transport)  # past the high-water mark: the unsent bytes are checked

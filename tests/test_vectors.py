@@ -604,6 +604,12 @@ def test_protomux_write_lone_takes_the_same_frames_and_only_lone_ones() -> None:
     channel.send(1, b"b")
     mux.uncork()
     assert offered == [] and len(mux.take_frames()) == 1  # corked: one batch, not offered
+    mux.cork()
+    channel.send(1, b"alone")
+    assert offered == []
+    mux.uncork()  # the last cork undone with one message queued: offered then
+    assert len(offered) == 1 and offered[0].endswith(b"alone") and mux.take_frames() == []
+    offered.clear()
     mux.write_lone = lambda frame: offered.append(frame) is not None  # declines
     channel.send(1, b"c")
     assert len(offered) == 1 and mux.take_frames() == [offered[0]]  # queued as it was

@@ -197,7 +197,8 @@ class Mux:
         """Channels paired both ways now."""
         self.write_lone: Callable[[bytes], bool] | None = None
         """Offered the frame of a message sent while nothing is queued and the mux is not
-        corked; returns True if it wrote it, False to have it queued as usual."""
+        corked (or the last cork is undone with just it queued); returns True if it wrote
+        it, False to have it queued as usual."""
         self.on_channels: Callable[[bool], None] | None = None
         """Called with True when the first channel pairs, False when the last one closes."""
         self.item_budget = sys.maxsize
@@ -292,14 +293,21 @@ class Mux:
         self._corked += 1
 
     def uncork(self) -> None:
-        """Undo one cork; the last one calls on_output if anything was queued meanwhile."""
+        """Undo one cork; the last one calls on_output if anything was queued meanwhile
+        (a lone message is offered to write_lone first)."""
         self._corked -= 1
-        if (
-            self._corked == 0
-            and (self._first is not None or self._frames)
-            and self.on_output is not None
-            and not self._destroyed
-        ):
+        if self._corked or self._destroyed:
+            return
+        first = self._first
+        if first is not None and self._batch is None and not self._frames:
+            write_lone = self.write_lone
+            if write_lone is not None:
+                channel_id, header, payload = first
+                if write_lone(b"".join((_uint(channel_id), header, payload))):
+                    self._first = None
+                    self._batch_bytes = self._queued_bytes = 0
+                    return
+        if (first is not None or self._frames) and self.on_output is not None:
             self.on_output()
 
     def _queue_control(self, message_type: int, payload: Buffer) -> None:
