@@ -17,7 +17,12 @@ as a local network from `peersockets dht-node --port 49737`:
     python examples/chat.py KEY                                # in two terminals
     python examples/chat.py KEY --bootstrap 127.0.0.1:49737    # or on the local DHT
 
-Each line typed is sent to every peer of the drive; Ctrl-D or Ctrl-C quits.
+Each line typed is sent to every peer of the drive; Ctrl-D or Ctrl-C quits. Joins, leaves and
+messages are printed as `peersockets chat` and examples/js/chat.mjs print them:
+
+    * peer 1 cd85ce91 joined (1 peer connected)
+    [peer 1 cd85ce91] hello
+    * peer 1 cd85ce91 left (0 peers connected); waiting for peers
 """
 
 from __future__ import annotations
@@ -30,13 +35,23 @@ import os
 import sys
 import threading
 
-from peersockets import PeerNotFound, Peersockets, Swarm
+from peersockets import PeerNotFound, Peersockets, PeersocketsError, Swarm
 from peersockets.hyperswarm import DiscoveryEvent
 
 
 def address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host or "127.0.0.1", int(port)
+
+
+def printable(message: bytes) -> str:
+    """A message as one terminal-safe line: control characters are shown escaped (\\x1b)."""
+    text = message.decode("utf-8", "replace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def connected(count: int) -> str:
+    return f"{count} peer{'' if count == 1 else 's'} connected"
 
 
 def read_stdin(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[bytes | None]) -> None:
@@ -103,14 +118,26 @@ async def chat(args: argparse.Namespace) -> None:
                 await swarm.connect(host, port)
                 print(f"connected:  {host}:{port}", flush=True)
 
+            # said when the last peer leaves: can anyone still reach us?
+            alone = (
+                "waiting for peers (it will be found again when it returns)" if use_dht
+                else "waiting for peers" if args.listen
+                else "no peer can reach this chat now (it neither listens nor uses the DHT)"
+            )
+            closing = False  # our own close makes leaves that are not news
+
             async def show_events() -> None:
                 async for ev in events:  # "join" or "leave"
-                    print(f"* peer {ev.peer_id} {ev.public_key.hex()[:8]} {ev.type}", flush=True)
+                    if closing:
+                        continue
+                    n = len(ps.peers)
+                    verb = "joined" if ev.type == "join" else "left"
+                    then = f"; {alone}" if ev.type == "leave" and n == 0 else ""
+                    print(f"* peer {ev.peer_id} {ev.public_key.hex()[:8]} {verb} ({connected(n)}){then}", flush=True)
 
             async def show_messages() -> None:
                 async for msg in topic:
-                    text = msg.message.decode("utf-8", "replace")
-                    print(f"[peer {msg.peer_id} {msg.public_key.hex()[:8]}] {text}", flush=True)
+                    print(f"[peer {msg.peer_id} {msg.public_key.hex()[:8]}] {printable(msg.message)}", flush=True)
 
             shown = [asyncio.create_task(show_events()), asyncio.create_task(show_messages())]
             lines: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -118,11 +145,12 @@ async def chat(args: argparse.Namespace) -> None:
             threading.Thread(target=read_stdin, args=(loop, lines), daemon=True).start()
             while (line := await lines.get()) is not None:  # None at end of input (Ctrl-D)
                 line = line.rstrip(b"\r")
-                if line and not ps.peers:
-                    print("(nobody has joined the drive yet: not sent)", file=sys.stderr)
-                for peer_id in ps.peers if line else []:
+                if line.strip() and not ps.peers:
+                    print("(nobody has joined the drive yet: the message was not sent)", file=sys.stderr)
+                for peer_id in ps.peers if line.strip() else []:
                     with contextlib.suppress(PeerNotFound):  # it left meanwhile
                         await topic.send(peer_id, line)
+            closing = True
         await asyncio.gather(*shown)  # closing the Peersockets ended both loops
 
 
@@ -134,5 +162,9 @@ if __name__ == "__main__":
     parser.add_argument("--bootstrap", action="append", default=[], metavar="HOST:PORT",
                         help="a node of the DHT to use instead of the public DHT's")
     parser.add_argument("--topic", default="chat")
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C
+    try:
         asyncio.run(chat(parser.parse_args()))
+    except KeyboardInterrupt:  # Ctrl-C
+        pass
+    except (PeersocketsError, OSError) as exc:  # e.g. nothing listens at --connect's address
+        sys.exit(f"chat.py: error: {exc}")

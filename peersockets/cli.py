@@ -23,10 +23,12 @@ import select
 import sys
 import threading
 import time
+import unicodedata
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import NoReturn, Protocol
+from types import ModuleType
+from typing import TYPE_CHECKING, NoReturn, Protocol, TextIO
 
 from . import __version__
 from .api import PeerEvents, Peersockets, Topic
@@ -45,9 +47,12 @@ from .errors import (
     ProtocolError,
 )
 from .hyperswarm import DiscoveryEvent
-from .keys import parse_drive_key, z32_encode
+from .keys import new_drive_key, parse_drive_key, z32_encode
 from .swarm import Swarm
 from .wire.crypto import KeyPair
+
+if TYPE_CHECKING:
+    import ctypes
 
 __all__ = ["main"]
 
@@ -66,6 +71,13 @@ BACKLOG_LINES = 1000  # lines queued for one member and not yet accepted by its 
 BACKLOG_BYTES = 1024 * 1024  # bytes of those lines (a longer single line still goes)
 STUCK_SECONDS = 30.0  # a member that accepts no line for this long is not reading
 FLUSH_SECONDS = 5.0  # at end of input, time left to send what is queued for members
+NO_DRIVE_SECONDS = 3.0
+"""A peer connected this long that has not opened the drive is reported (a wrong key?);
+the swarm ends such a connection after its pair_timeout (10 s)."""
+# what the chat says when its last peer leaves, by how peers reach it
+WAITING = "waiting for peers"
+WAITING_DHT = "waiting for peers (it will be found again when it returns)"
+UNREACHABLE = "no peer can reach this chat now (it neither listens nor uses the DHT)"
 
 _PORT = re.compile(r"^[0-9]{1,5}$")
 _HEX = re.compile(r"^[0-9a-fA-F]*$")
@@ -80,14 +92,83 @@ class CliError(Exception):
 
 def _out(line: str) -> None:
     """One line on stdout, flushed at once (stdout is often a pipe)."""
+    if _console is not None:
+        _console.line(sys.stdout, line)
+        return
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
 
 
 def _note(line: str) -> None:
     """One line of commentary on stderr."""
+    if _console is not None:
+        _console.line(sys.stderr, line)
+        return
     sys.stderr.write(line + "\n")
     sys.stderr.flush()
+
+
+def _columns(text: str) -> int:
+    """How many terminal columns ``text`` takes (wide characters two, combining ones none)."""
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+        for c in text
+    )
+
+
+class _Console:
+    """Prints lines above the line the user is typing on a terminal, then draws that line again.
+
+    As in line-editing chats: an incoming line must not clobber a half-typed one.
+    ``typed()`` is the line typed so far and the index of the cursor in it, or
+    None when no line is being read (then lines are printed as they are);
+    ``screen`` is the terminal the line is drawn on, ``columns()`` its width.
+    Safe to call from any thread.
+    """
+
+    CLEAR = "\r\x1b[J"  # to the start of the line, and erase from there to the end
+
+    def __init__(
+        self,
+        screen: TextIO,
+        typed: Callable[[], tuple[str, int] | None],
+        columns: Callable[[], int] = lambda: 80,
+    ) -> None:
+        self.screen = screen
+        self.typed = typed
+        self.columns = columns
+        self._lock = threading.Lock()
+
+    def line(self, stream: TextIO, text: str) -> None:
+        """Print ``text`` as one line on ``stream``, above the line being typed."""
+        with self._lock:
+            typed = self.typed()
+            if typed is not None:
+                line, cursor = typed
+                up = _columns(line[:cursor]) // max(1, self.columns())  # a line that wrapped
+                self.screen.write((f"\x1b[{up}A" if up else "") + self.CLEAR)
+                self.screen.flush()
+            stream.write(text + "\n")
+            stream.flush()
+            if typed is not None and typed[0]:
+                line, cursor = typed
+                back = _columns(line[cursor:])  # the cursor goes back where it was
+                self.screen.write(line + (f"\x1b[{back}D" if back else ""))
+                self.screen.flush()
+
+
+_console: _Console | None = None
+"""Set while the chat reads lines typed on a terminal: _out and _note print through it."""
+
+
+class _LogHandler(logging.Handler):
+    """-v: log records on stderr as _note prints (above the line being typed)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _note(self.format(record))
+        except Exception:
+            self.handleError(record)
 
 
 def _printable(data: bytes) -> str:
@@ -278,12 +359,168 @@ class _StdinLines:
         self._post(None)
 
 
+HINT = "Type a line and press Enter to send it to every peer; Ctrl-D or Ctrl-C quits."
+
+
+def _isatty(stream: TextIO | None) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (AttributeError, OSError, ValueError):  # closed, or no file at all
+        return False
+
+
+class _TerminalLines:
+    """The lines typed on a terminal, read with readline (its line editing and history).
+
+    Used when stdin and stdout are both terminals and readline is available. A
+    daemon thread reads the lines, as _StdinLines does; while a line is being
+    typed, what the chat prints goes above it through ``console``, and the line
+    is drawn again below. The terminal's settings are saved before and put back
+    by close(), however the chat ends: after a Ctrl-C, readline is still waiting
+    in its thread with the terminal set its own way.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, hint: str | None = None) -> None:
+        import readline
+        import termios
+
+        self._loop = loop
+        self._readline = readline
+        self._termios = termios
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._fd = sys.stdin.fileno()
+        self._saved = termios.tcgetattr(self._fd)
+        self._hint = hint
+        self._closed = False
+        self.editing = False  # readline is reading a line: its buffer is on the screen
+        self._point = _readline_int(readline, "rl_point")
+        self._done = _readline_int(readline, "rl_done")
+        self.console = _Console(sys.stdout, self.typed, self._columns)
+        self._thread = threading.Thread(target=self._run, name="peersockets-stdin", daemon=True)
+
+    @staticmethod
+    def usable() -> bool:
+        """Whether stdin and stdout are terminals and readline can read the lines."""
+        if not (_isatty(sys.stdin) and _isatty(sys.stdout)):
+            return False
+        try:
+            import readline  # noqa: F401
+            import termios  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def start(self) -> None:
+        """Start reading (after ``console`` is in place: the hint goes through it)."""
+        self._readline.set_pre_input_hook(self._reading)
+        self._thread.start()
+
+    async def get(self) -> bytes | None:
+        """The next line typed, or None at end of input (Ctrl-D)."""
+        return await self._queue.get()
+
+    def typed(self) -> tuple[str, int] | None:
+        """The line typed so far and the index of the cursor in it; None while no line is
+        being read."""
+        if not self.editing or (self._done is not None and self._done.value):
+            return None  # (rl_done: Enter was pressed, the buffer is no longer on the screen)
+        line: str = self._readline.get_line_buffer()
+        if self._point is None:
+            return line, len(line)
+        point, raw = self._point.value, line.encode("utf-8", "surrogateescape")
+        if not 0 <= point < len(raw):
+            return line, len(line)
+        return line, len(raw[:point].decode("utf-8", "ignore"))
+
+    def _columns(self) -> int:
+        try:
+            return os.get_terminal_size(sys.stdout.fileno()).columns
+        except (OSError, ValueError):
+            return 80
+
+    def close(self) -> None:
+        """Put the terminal's settings back; end the line if something was typed on it."""
+        if self._closed:
+            return
+        self._closed = True
+        typed = self.typed()
+        self.editing = False
+        with contextlib.suppress(OSError, ValueError, self._termios.error):
+            self._termios.tcsetattr(self._fd, self._termios.TCSADRAIN, self._saved)
+        if typed is not None and typed[0]:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stdout.write("\n")
+                sys.stdout.flush()
+
+    def _reading(self) -> None:
+        """readline's pre-input hook (in the reader thread): a line is being read now."""
+        self.editing = True
+        if self._hint is not None:  # said once, as soon as typing works
+            hint, self._hint = self._hint, None
+            _note(hint)
+
+    def _post(self, item: bytes | None) -> bool:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: the program is exiting
+            return False
+        return True
+
+    def _run(self) -> None:
+        while True:
+            try:
+                text = input()  # readline's, as stdin and stdout are terminals
+            except EOFError:  # Ctrl-D on an empty line
+                break
+            except UnicodeDecodeError:  # not text in the terminal's encoding: not sent
+                continue
+            except (OSError, ValueError, RuntimeError):  # the terminal went away
+                break
+            finally:
+                self.editing = False
+            if not self._post(text.encode("utf-8", "surrogateescape")):
+                return
+        self._post(None)
+
+
+def _readline_int(readline: ModuleType, name: str) -> ctypes.c_int | None:
+    """An int of the readline library that the readline module does not give: rl_point (the
+    cursor, a byte offset in the line buffer) or rl_done (the line was accepted). None where
+    it cannot be read: the cursor is then taken to be at the end of the line, where it is as
+    one types."""
+    try:
+        import ctypes
+
+        return ctypes.c_int.in_dll(ctypes.CDLL(readline.__file__), name)
+    except (ImportError, AttributeError, OSError, ValueError, TypeError):
+        return None
+
+
+@contextlib.contextmanager
+def _input_lines(loop: asyncio.AbstractEventLoop) -> Iterator[_Lines]:
+    """The chat's lines from stdin: typed with line editing on a terminal, else as they come."""
+    global _console
+    if not _TerminalLines.usable():
+        if _isatty(sys.stdin):
+            _note(HINT)
+        yield _StdinLines(loop)
+        return
+    terminal = _TerminalLines(loop, hint=HINT)
+    _console = terminal.console
+    try:
+        terminal.start()
+        yield terminal
+    finally:
+        _console = None
+        terminal.close()
+
+
 # -- keygen ------------------------------------------------------------------------------
 
 
 def _keygen() -> int:
     key_pair = KeyPair.generate()
-    drive_key = KeyPair.generate().public_key  # a drive's key is its core's Ed25519 key
+    drive_key = new_drive_key()
     _out(f"public key:    {key_pair.public_key.hex()}")
     _out(f"secret key:    {key_pair.secret_key.hex()}")
     _out(f"key seed:      {key_pair.secret_key[:32].hex()}")
@@ -347,6 +584,8 @@ class _Chat:
         backlog_bytes: int = BACKLOG_BYTES,
         stuck_seconds: float = STUCK_SECONDS,
         flush_seconds: float = FLUSH_SECONDS,
+        alone: str = WAITING,
+        drive_check: _DriveCheck | None = None,
     ) -> None:
         self.ps = ps
         self.topic = topic
@@ -355,6 +594,8 @@ class _Chat:
         self.backlog_bytes = backlog_bytes
         self.stuck_seconds = stuck_seconds
         self.flush_seconds = flush_seconds
+        self.alone = alone  # said when the last peer leaves
+        self.drive_check = drive_check
         self.closing = False
         self.members: dict[int, _Member] = {}
         self.senders: set[asyncio.Task[None]] = set()
@@ -375,6 +616,8 @@ class _Chat:
             ended = True
         finally:
             self.closing = True  # our own close makes leaves that are not worth printing
+            if self.drive_check is not None:
+                self.drive_check.close()  # our close ends the drive's channels: not news either
             await self._stop_senders(flush=ended)
             await self.ps.close()
             _done, pending = await asyncio.wait(printers, timeout=2.0)
@@ -385,7 +628,16 @@ class _Chat:
         """Queue ``line`` for every member; a member whose backlog is full is dropped."""
         peers = self.ps.peers
         if not peers:
-            _note("(nobody has joined the drive yet: the message was not sent)")
+            lacking = self.drive_check.lacking() if self.drive_check is not None else []
+            if lacking:
+                who = ", ".join(lacking)
+                _note(
+                    f"(nobody has joined the drive yet: the message was not sent; connected to"
+                    f" {who}, but {'it has' if len(lacking) == 1 else 'they have'} not opened"
+                    " this drive: check the key)"
+                )
+            else:
+                _note("(nobody has joined the drive yet: the message was not sent)")
             return
         if len(line) > self.topic.max_message_size:
             _note(
@@ -502,7 +754,8 @@ class _Chat:
             verb = "joined" if event.type == "join" else "left"
             count = len(self.ps.peers)
             peers = f"{count} peer{'' if count == 1 else 's'} connected"
-            _out(f"* peer {event.peer_id} {_short(event.public_key)} {verb} ({peers})")
+            alone = f"; {self.alone}" if event.type == "leave" and count == 0 else ""
+            _out(f"* peer {event.peer_id} {_short(event.public_key)} {verb} ({peers}){alone}")
 
     async def _show_messages(self) -> None:
         async for message in self.topic:
@@ -510,6 +763,110 @@ class _Chat:
                 f"[peer {message.peer_id} {_short(message.public_key)}] "
                 f"{_printable(message.message)}"
             )
+
+
+def _remote_address(conn: Connection) -> str | None:
+    """HOST:PORT of the remote end of ``conn`` (TCP, or UDX on the DHT); None in memory."""
+    transport = conn.transport
+    peername = transport.get_extra_info("peername") if transport is not None else None
+    if isinstance(peername, tuple) and len(peername) >= 2:
+        host, port = peername[0], peername[1]
+        if isinstance(host, str) and isinstance(port, int):
+            return _address(host, port)
+    return None
+
+
+def _who(conn: Connection) -> str:
+    """A connected peer as the chat names one: its short key, and its address if it has one."""
+    where = _remote_address(conn)
+    key = _short(conn.remote_public_key)
+    return f"{key} at {where}" if where else key
+
+
+def _log_connections(swarm: Swarm, name: str = "") -> None:
+    """-v: log each connection ``swarm`` keeps, and its end, with the remote's address."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    prefix = f"{name}: " if name else ""
+
+    def made(conn: Connection) -> None:
+        who = _who(conn)
+        how = "dialled" if conn.initiator else "accepted"
+        over = "on the DHT" if conn.discovered else "over TCP"
+        log.info("%sconnected to %s (%s %s)", prefix, who, how, over)
+
+        def lost(conn: Connection) -> None:
+            why = f": {conn.error}" if conn.error is not None else ""
+            log.info("%sconnection to %s closed%s", prefix, who, why)
+
+        conn.on_closed.append(lost)
+
+    swarm.add_listener(made)
+
+
+class _DriveCheck:
+    """Tells the user of a peer that connected but has not opened this drive (a wrong key?).
+
+    Peersockets counts a peer only once the drive's channel is open both ways, so
+    without this such a peer is silent: "nobody has joined" and no hint why. A
+    connection whose remote has not opened the drive ``seconds`` after it was made
+    is reported once per remote key.
+    """
+
+    def __init__(self, swarm: Swarm, ps: Peersockets, *, seconds: float = NO_DRIVE_SECONDS) -> None:
+        self.swarm = swarm
+        self.ps = ps
+        self.seconds = seconds
+        self.told: set[bytes] = set()
+        self.closed = False
+        self._timers: set[asyncio.TimerHandle] = set()
+        swarm.add_listener(self._on_connection)
+        for conn in swarm.connections:
+            self._on_connection(conn)
+
+    def _on_connection(self, conn: Connection) -> None:
+        if self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle
+
+        def due() -> None:
+            self._timers.discard(handle)
+            self._check(conn)
+
+        handle = loop.call_later(self.seconds, due)
+        self._timers.add(handle)
+
+    def _joined(self, public_key: bytes) -> bool:
+        for peer_id in self.ps.peers:
+            with contextlib.suppress(PeerNotFound):
+                if self.ps.peer_public_key(peer_id) == public_key:
+                    return True
+        return False
+
+    def _check(self, conn: Connection) -> None:
+        key = conn.remote_public_key
+        if self.closed or conn.is_closed or key in self.told or self._joined(key):
+            return
+        self.told.add(key)
+        _out(f"* connected to {_who(conn)}, but it has not opened this drive: check the key")
+
+    def lacking(self) -> list[str]:
+        """The peers connected now that were reported for not opening the drive."""
+        return [
+            _who(conn)
+            for conn in self.swarm.connections
+            if conn.remote_public_key in self.told
+            and not conn.is_closed
+            and not self._joined(conn.remote_public_key)
+        ]
+
+    def close(self) -> None:
+        self.closed = True
+        self.swarm.remove_listener(self._on_connection)
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
 
 
 # -- chat on the DHT ---------------------------------------------------------------------
@@ -699,6 +1056,7 @@ async def _chat(args: argparse.Namespace) -> int:
     swarm = (
         Swarm(key_pair, bootstrap=bootstrap or None) if use_dht else Swarm(key_pair, dht=False)
     )
+    _log_connections(swarm)
     async with swarm:
         _out(f"drive key:  {drive_key.hex()}  (topic {args.topic!r})")
         _out(f"public key: {swarm.public_key.hex()}")
@@ -717,16 +1075,13 @@ async def _chat(args: argparse.Namespace) -> int:
         ps = Peersockets(swarm, drive_key)  # joins the drive: on the DHT, looks it up
         if progress is not None:
             progress.peersockets = ps
+        drive_check = _DriveCheck(swarm, ps, seconds=NO_DRIVE_SECONDS)  # before connecting
         try:
             events = ps.watch()  # before connecting, so that no join is missed
             topic = ps.join(args.topic)
             for host, port in connects:
                 remote = await _connect(swarm, host, port)
                 _out(f"connected:  {_address(host, port)} (public key {_short(remote)})")
-            if sys.stdin is not None and sys.stdin.isatty():
-                _note(
-                    "Type a line and press Enter to send it to every peer; Ctrl-D or Ctrl-C quits."
-                )
             chat = _Chat(
                 ps,
                 topic,
@@ -735,11 +1090,15 @@ async def _chat(args: argparse.Namespace) -> int:
                 backlog_bytes=BACKLOG_BYTES,
                 stuck_seconds=STUCK_SECONDS,
                 flush_seconds=FLUSH_SECONDS,
+                alone=WAITING_DHT if use_dht else WAITING if listen is not None else UNREACHABLE,
+                drive_check=drive_check,
             )
             if progress is not None:
                 progress.chat = chat
-            await chat.run(_StdinLines(asyncio.get_running_loop()))
+            with _input_lines(asyncio.get_running_loop()) as lines:
+                await chat.run(lines)
         finally:
+            drive_check.close()
             await ps.close()
     return 0
 
@@ -810,6 +1169,7 @@ class _Demo:
         for name in self.names:
             swarm = Swarm(dht=False)
             self.swarms.append(swarm)
+            _log_connections(swarm, name)
             address = await swarm.listen(DEFAULT_HOST, 0)
             self.by_key[swarm.public_key] = name
             ps = Peersockets(swarm, drive_key)
@@ -983,7 +1343,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"give up after this long (default {DEMO_TIMEOUT:g})",
     )
-    demo.add_argument("-v", "--verbose", action="store_true", help="log connections to stderr")
+    demo.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log to stderr the event loop, and each connection made and closed, with its address",
+    )
 
     chat = commands.add_parser(
         "chat",
@@ -1005,6 +1370,10 @@ def build_parser() -> argparse.ArgumentParser:
             "A peer that stops reading never holds up the others: one that falls\n"
             f"{BACKLOG_LINES} lines (or {BACKLOG_BYTES // 1024 // 1024} MiB) behind, or takes no"
             f" line for {STUCK_SECONDS:g} s, is\nreported and disconnected.\n\n"
+            "A peer that connects but has not opened the drive after"
+            f" {NO_DRIVE_SECONDS:g} s is reported\n(is its drive key another?). When the last"
+            " peer leaves, it says whether others\ncan still reach this chat. On a terminal,"
+            " lines that arrive while you type\nare printed above the line you are typing.\n\n"
             "DRIVE_KEY is 64 hex characters, 52 z-base-32 characters, or hyper://KEY/\n"
             "(a JavaScript hyperdrive's drive.key, or one from 'peersockets keygen')."
         ),
@@ -1062,7 +1431,10 @@ def build_parser() -> argparse.ArgumentParser:
         "-v",
         "--verbose",
         action="store_true",
-        help="log connections to stderr, and every step of the DHT discovery",
+        help=(
+            "log to stderr the event loop, and each connection made and closed, with its"
+            " address; print every step of the DHT discovery ('dht:' lines)"
+        ),
     )
 
     node = commands.add_parser(
@@ -1100,7 +1472,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"seconds between statistics lines (default {DHT_STATS_INTERVAL:g})",
     )
-    node.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    node.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log to stderr the event loop, and the node's changes of state (reachable, ...)",
+    )
 
     commands.add_parser(
         "keygen",
@@ -1179,7 +1556,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.error("choose a command: demo, chat, dht-node or keygen")
     if getattr(args, "verbose", False):
-        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, format="%(name)s: %(message)s", handlers=[_LogHandler()]
+        )
     try:
         if args.command == "keygen":
             return _keygen()

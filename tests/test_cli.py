@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import io
 import os
+import pty
 import re
+import signal
 import socket
 import subprocess
 import sys
+import termios
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +23,7 @@ from conftest import wait_until
 from lineproc import Processes, fixture_procs  # noqa: F401 (the procs fixture)
 
 from peersockets import KeyPair, Peersockets, Swarm, Topic, __version__, parse_drive_key
-from peersockets.cli import _Chat, build_parser
+from peersockets.cli import HINT, _Chat, _Console, build_parser
 from peersockets.keys import z32_encode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -324,7 +328,11 @@ async def test_two_chats_talk_both_ways_and_exit_0_at_end_of_input(procs: Proces
 
     await a.end_input()
     assert await a.wait() == 0
-    await b.expect(rf"^\* peer 1 {a_key[:8]} left \(0 peers connected\)$")
+    # b only dialled a: it says that nobody can reach it now
+    await b.expect(
+        rf"^\* peer 1 {a_key[:8]} left \(0 peers connected\); no peer can reach this chat now"
+        r" \(it neither listens nor uses the DHT\)$"
+    )
     await b.send_line("anyone?")
     await b.end_input()
     assert await b.wait() == 0
@@ -585,3 +593,327 @@ def test_the_command_runs_on_uvloop_when_it_is_installed(env: dict[str, str], lo
     )
     assert result.returncode == 0, result.stderr
     assert f"event loop: {loop}" in result.stderr
+
+
+# -- chat on a terminal ----------------------------------------------------------------------
+
+
+def test_the_console_prints_a_line_above_the_line_being_typed() -> None:
+    """The redraw: erase the input line, print, then draw what was typed again below, with the
+    cursor where it was."""
+    screen, errors = io.StringIO(), io.StringIO()
+    typed: list[tuple[str, int] | None] = [("hel", 3)]  # the line, and the cursor's index in it
+    console = _Console(screen, lambda: typed[0], lambda: 20)
+
+    def drawn() -> str:
+        text = screen.getvalue()
+        screen.seek(0)
+        screen.truncate()
+        return text
+
+    console.line(screen, "[peer 1 cd85ce91] hi")
+    assert drawn() == "\r\x1b[J[peer 1 cd85ce91] hi\nhel"
+    console.line(errors, "(a note)")  # on stderr: the input line is drawn on stdout's terminal
+    assert drawn() == "\r\x1b[Jhel"
+    assert errors.getvalue() == "(a note)\n"
+    typed[0] = ("hexllo", 2)  # the cursor moved back: after the line, it goes back 4 columns
+    console.line(screen, "x")
+    assert drawn() == "\r\x1b[Jx\nhexllo\x1b[4D"
+    typed[0] = ("日本 ok", 1)  # wide characters take two columns
+    console.line(screen, "x")
+    assert drawn() == "\r\x1b[Jx\n日本 ok\x1b[5D"
+    typed[0] = ("y" * 45, 45)  # wrapped on a terminal 20 columns wide: up two rows first
+    console.line(screen, "x")
+    assert drawn() == "\x1b[2A\r\x1b[Jx\n" + "y" * 45
+    typed[0] = ("", 0)  # reading a line, nothing typed yet: nothing to draw again
+    console.line(screen, "* peer 1 cd85ce91 left (0 peers connected)")
+    assert drawn() == "\r\x1b[J* peer 1 cd85ce91 left (0 peers connected)\n"
+    typed[0] = None  # no line being read (input ended): plain lines
+    console.line(screen, "plain")
+    assert drawn() == "plain\n"
+
+
+def _controlling_terminal() -> None:
+    """In the child, after setsid: make its stdin (the pty) the controlling terminal, so that
+    Ctrl-C typed on it sends SIGINT as in a terminal window."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class Terminal:
+    """A program on a pseudo-terminal (stdin, stdout and stderr), as in a terminal window.
+
+    ``screen`` is everything it wrote (the tty turns "\\n" into "\\r\\n"); ``expect()``
+    hands out matches in order, as LineProcess does for lines.
+    """
+
+    def __init__(self) -> None:
+        self.master, self.slave = pty.openpty()
+        self.attributes = termios.tcgetattr(self.slave)
+        self.screen = bytearray()
+        self.seen = 0
+        self.changed = asyncio.Event()
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, *argv: str) -> None:
+        os.set_blocking(self.master, False)
+        asyncio.get_running_loop().add_reader(self.master, self._read)
+        self.proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=self.slave,
+            stdout=self.slave,
+            stderr=self.slave,
+            cwd=ROOT,
+            env={**os.environ, "TERM": "xterm"},
+            start_new_session=True,
+            preexec_fn=_controlling_terminal,
+        )
+
+    def _read(self) -> None:
+        try:
+            data = os.read(self.master, 65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            asyncio.get_running_loop().remove_reader(self.master)
+        self.screen += data
+        self.changed.set()
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    async def expect(self, pattern: bytes, timeout: float = 20.0) -> re.Match[bytes]:
+        regex = re.compile(pattern)
+        async with asyncio.timeout(timeout):
+            while not (match := regex.search(self.screen, self.seen)):
+                self.changed.clear()
+                try:
+                    await self.changed.wait()
+                except asyncio.CancelledError:
+                    raise AssertionError(
+                        f"no {pattern!r} on the terminal within {timeout:g} s:\n"
+                        f"{bytes(self.screen[-3000:])!r}"
+                    ) from None
+        self.seen = match.end()
+        return match
+
+    async def wait(self, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        try:
+            return await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"still running:\n{bytes(self.screen[-3000:])!r}") from None
+
+    async def close(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        asyncio.get_running_loop().remove_reader(self.master)
+        os.close(self.master)
+        os.close(self.slave)
+
+
+@contextlib.asynccontextmanager
+async def chat_on_a_terminal() -> AsyncIterator[tuple[Terminal, Swarm, Topic, Peersockets]]:
+    """``peersockets chat`` on a pseudo-terminal, and a peer connected to it; typing works
+    once this yields (the chat has said how to type)."""
+    terminal = Terminal()
+    try:
+        await terminal.start(*COMMAND, "chat", KEY, "--listen", "127.0.0.1:0")
+        port = int((await terminal.expect(rb"listening:\s+127\.0\.0\.1:(\d+)\r\n"))[1])
+        await terminal.expect(re.escape(HINT.encode()))  # said as readline starts reading
+        async with Swarm(dht=False) as swarm, Peersockets(swarm, KEY) as ps:
+            topic = ps.join("chat")
+            await swarm.connect("127.0.0.1", port)
+            await terminal.expect(rb"\* peer 1 [0-9a-f]{8} joined \(1 peer connected\)\r\n")
+            await wait_until(lambda: bool(ps.peers))
+            yield terminal, swarm, topic, ps
+    finally:
+        await terminal.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a POSIX pseudo-terminal")
+async def test_on_a_terminal_a_line_that_arrives_goes_above_the_line_being_typed() -> None:
+    async with chat_on_a_terminal() as (terminal, _swarm, topic, ps):
+        terminal.type(b"hel")
+        await terminal.expect(rb"hel")  # readline echoes what it took
+        await topic.send(ps.peers[0], b"hi there")
+        # the half-typed line is erased, the message printed, and the line drawn again
+        await terminal.expect(rb"\r\x1b\[J\[peer 1 [0-9a-f]{8}\] hi there\r\nhel")
+        terminal.type(b"lo\r")  # the user goes on typing: the whole line is sent
+        message = await asyncio.wait_for(anext(topic), 20.0)
+        assert message.message == b"hello"
+        # nothing typed (or not reading yet, the line just sent): nothing drawn after it
+        await topic.send(ps.peers[0], b"again")
+        await terminal.expect(rb"(\r\x1b\[J)?\[peer 1 [0-9a-f]{8}\] again\r\n")
+        terminal.type(b"wrld\x1b[D\x1b[D\x1b[D")  # three times the left arrow key
+        await terminal.expect(rb"wrld\x08\x08\x08")  # readline moved the cursor after the w
+        await topic.send(ps.peers[0], b"third")
+        await terminal.expect(rb"\r\x1b\[J\[peer 1 [0-9a-f]{8}\] third\r\nwrld\x1b\[3D")
+        terminal.type(b"o\r")  # typed where the cursor is
+        message = await asyncio.wait_for(anext(topic), 20.0)
+        assert message.message == b"world"
+        terminal.type(b"\x04")  # Ctrl-D on an empty line: end of input
+        assert await terminal.wait() == 0
+        assert termios.tcgetattr(terminal.slave) == terminal.attributes  # the terminal as it was
+    assert b"Traceback" not in terminal.screen
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a POSIX pseudo-terminal")
+async def test_on_a_terminal_ctrl_c_quits_and_puts_the_terminal_back() -> None:
+    async with chat_on_a_terminal() as (terminal, _swarm, _topic, _ps):
+        terminal.type(b"half a li")
+        await terminal.expect(rb"half a li")
+        terminal.type(b"\x03")  # Ctrl-C: SIGINT from the terminal, readline still reading
+        assert await terminal.wait() == 0
+        # readline left its settings (no echo, no line editing by the tty): put back
+        assert termios.tcgetattr(terminal.slave) == terminal.attributes
+    assert b"Traceback" not in terminal.screen
+    assert terminal.screen.endswith(b"half a li\r\n")  # the shell's prompt on a line of its own
+
+
+# -- a peer without the drive, -v ------------------------------------------------------------
+
+# The chat command with another NO_DRIVE_SECONDS: argv is the seconds, then the command's own
+# arguments.
+CHAT_WITH_DRIVE_CHECK = (
+    "import sys\n"
+    "from peersockets import cli\n"
+    "cli.NO_DRIVE_SECONDS = float(sys.argv[1])\n"
+    "sys.exit(cli.main(sys.argv[2:]))\n"
+)
+OTHER_KEY = "ef" * 32
+
+
+async def test_a_peer_that_has_not_opened_the_drive_is_reported_and_one_that_has_never_is(
+    procs: Processes,
+) -> None:
+    chat = await procs.start(
+        "chat",
+        sys.executable,
+        "-c",
+        CHAT_WITH_DRIVE_CHECK,
+        "0.5",
+        "chat",
+        KEY,
+        "--listen",
+        "127.0.0.1:0",
+        cwd=ROOT,
+    )
+    port = int((await chat.expect(r"^listening:\s+127\.0\.0\.1:(\d+)$"))[1])
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def peer(drive_key: str) -> tuple[str, int]:
+            """A peer of ``drive_key`` connects: its short key, and its port as the chat sees it."""
+            swarm = await stack.enter_async_context(Swarm(dht=False))
+            await stack.enter_async_context(Peersockets(swarm, drive_key))
+            conn = await swarm.connect("127.0.0.1", port)
+            return swarm.public_key.hex()[:8], conn.transport.get_extra_info("sockname")[1]
+
+        def lacks(key: str, port: int) -> str:
+            return (
+                rf"connected to {key} at 127\.0\.0\.1:{port}, but it has not opened this drive:"
+                r" check the key"
+            )
+
+        stranger, stranger_port = await peer(OTHER_KEY)  # the same chat, on another drive
+        await chat.expect(rf"^\* {lacks(stranger, stranger_port)}$")
+        await chat.send_line("anyone?")  # what was not sent, and why
+        await wait_until(lambda: "not sent" in chat.stderr_text)
+        assert re.search(
+            rf"^\(nobody has joined the drive yet: the message was not sent; {lacks(stranger, stranger_port)}\)$",
+            chat.stderr_text,
+            re.M,
+        ), chat.describe()
+
+        friend, _ = await peer(KEY)
+        await chat.expect(rf"^\* peer 1 {friend} joined \(1 peer connected\)$")
+        # a second stranger after the friend: by its report, the friend's check has run too
+        second, second_port = await peer(OTHER_KEY)
+        await chat.expect(rf"^\* {lacks(second, second_port)}$")
+        assert [line for line in chat.lines if "has not opened" in line] == [
+            f"* connected to {stranger} at 127.0.0.1:{stranger_port}, but it has not opened"
+            " this drive: check the key",
+            f"* connected to {second} at 127.0.0.1:{second_port}, but it has not opened"
+            " this drive: check the key",
+        ]
+        await chat.end_input()
+        assert await chat.wait() == 0
+    assert "Traceback" not in chat.stderr_text
+
+
+VERBOSE_CONNECTION = r"^peersockets\.cli: connected to {key} at 127\.0\.0\.1:\d+ \({how} over TCP\)$"
+VERBOSE_CLOSED = r"^peersockets\.cli: connection to {key} at 127\.0\.0\.1:\d+ closed"
+
+
+async def test_verbose_chat_logs_the_event_loop_and_each_connection_and_quiet_chat_does_not(
+    procs: Processes,
+) -> None:
+    loud = await procs.start(
+        "chat -v", *COMMAND, "chat", KEY, "--listen", "127.0.0.1:0", "-v", cwd=ROOT
+    )
+    port = int((await loud.expect(r"^listening:\s+127\.0\.0\.1:(\d+)$"))[1])
+    loud_key = (await loud.expect(r"^public key: ([0-9a-f]{64})$"))[1]
+    quiet = await procs.start("chat", *COMMAND, "chat", KEY, "--connect", str(port), cwd=ROOT)
+    quiet_key = (await quiet.expect(r"^public key: ([0-9a-f]{64})$"))[1]
+    await loud.expect(rf"^\* peer 1 {quiet_key[:8]} joined")
+    await quiet.expect(rf"^\* peer 1 {loud_key[:8]} joined")
+    await quiet.end_input()
+    assert await quiet.wait() == 0
+    await loud.expect(rf"^\* peer 1 {quiet_key[:8]} left \(0 peers connected\); waiting for peers$")
+    await loud.end_input()
+    assert await loud.wait() == 0
+    logged = loud.stderr_text.splitlines()
+    assert re.fullmatch(r"peersockets\.cli: event loop: (uvloop|asyncio)", logged[0]), logged
+    connected = VERBOSE_CONNECTION.format(key=quiet_key[:8], how="accepted")
+    assert sum(bool(re.match(connected, line)) for line in logged) == 1, logged
+    assert sum(bool(re.match(VERBOSE_CLOSED.format(key=quiet_key[:8]), line)) for line in logged) == 1
+    # without -v: none of it
+    assert quiet.stderr_text == ""
+    assert "event loop" not in quiet.stderr_text
+
+
+def test_verbose_demo_logs_the_event_loop_and_each_connection() -> None:
+    result = run("demo", "-v")
+    assert result.returncode == 0, result.stderr
+    logged = result.stderr.splitlines()
+    assert re.fullmatch(r"peersockets\.cli: event loop: (uvloop|asyncio)", logged[0]), logged
+    made = [
+        line
+        for line in logged
+        if re.fullmatch(
+            r"peersockets\.cli: (alice|bob|carol): connected to [0-9a-f]{8} at 127\.0\.0\.1:\d+"
+            r" \((dialled|accepted) over TCP\)",
+            line,
+        )
+    ]
+    closed = [line for line in logged if re.search(r": connection to [0-9a-f]{8} at 127\.0\.0\.1:\d+ closed", line)]
+    assert len(made) == 6 and len(closed) == 6, logged  # three peers, each to the two others
+    assert run("demo").stderr == ""  # without -v: nothing
+
+
+def test_verbose_dht_node_logs_the_event_loop() -> None:
+    def node(*args: str) -> str:
+        process = subprocess.Popen(
+            [*COMMAND, "dht-node", "--port", "0", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        try:
+            assert process.stdout is not None
+            assert process.stdout.readline().startswith("dht-node on 127.0.0.1:")
+            process.send_signal(signal.SIGINT)
+            _out, err = process.communicate(timeout=RUN_TIMEOUT)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        assert process.returncode == 0, err
+        return err
+
+    assert re.match(r"peersockets\.cli: event loop: (uvloop|asyncio)\n", node("-v"))
+    assert node() == ""

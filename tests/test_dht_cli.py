@@ -210,7 +210,10 @@ async def test_two_chats_meet_on_the_dht_with_no_address(procs: Processes, dht_t
     await b.expect(rf"^\[peer 1 {a_key[:8]}\] hello back$")
     await a.end_input()
     assert await a.wait() == 0
-    await b.expect(rf"^\* peer 1 {a_key[:8]} left \(0 peers connected\)$")
+    await b.expect(
+        rf"^\* peer 1 {a_key[:8]} left \(0 peers connected\);"
+        r" waiting for peers \(it will be found again when it returns\)$"
+    )
     await stop_with_ctrl_c(b)
     assert not any("nobody has joined" in line for line in b.lines)
     assert a.stderr_text == "" and b.stderr_text == ""
@@ -305,7 +308,7 @@ async def test_the_python_example_meets_peersockets_chat_on_the_dht(
         rf"{DHT_LINE}announced: others can find us now$",
         rf"{DHT_LINE}found 1 peer$",
     )
-    await example.expect(rf"^\* peer 1 {cli_key[:8]} join$")
+    await example.expect(rf"^\* peer 1 {cli_key[:8]} joined \(1 peer connected\)$")
     await example.expect(rf"{DHT_LINE}connected to {cli_key[:8]}$")
     await cli.expect(rf"^\* peer 1 {example_key[:8]} joined \(1 peer connected\)$")
     await example.send_line("hello from examples/chat.py")
@@ -317,3 +320,99 @@ async def test_the_python_example_meets_peersockets_chat_on_the_dht(
     await cli.expect(rf"^\* peer 1 {example_key[:8]} left")
     await stop_with_ctrl_c(cli)
     assert "Traceback" not in example.stderr_text
+
+
+GONE = r"; waiting for peers \(it will be found again when it returns\)$"
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("first", ["a", "b"], ids=["b-finds-a", "a-finds-b"])
+async def test_a_peer_that_leaves_is_met_again_when_it_returns(
+    procs: Processes, dht_testnet: DHTTestnet, first: str
+) -> None:
+    """Chat a and chat b meet; b quits; a says it waits; b comes back (the same key, a new
+    process) and the two meet again and talk. ``first``: which chat starts first (the other
+    one finds it on the DHT and dials it)."""
+    where = bootstrap_of(dht_testnet)
+    seed = "22" * 32
+    b_key = KeyPair.from_seed(bytes.fromhex(seed)).public_key.hex()
+
+    async def start_b(name: str) -> LineProcess:
+        b, _ = await start_chat(procs, name, "--bootstrap", where, "--key-seed", seed)
+        return b
+
+    if first == "a":
+        a, a_key = await start_chat(procs, "chat a", "--bootstrap", where)
+        await a.expect(rf"{DHT_LINE}nobody has joined this drive yet")
+        b = await start_b("chat b")
+    else:
+        b = await start_b("chat b")
+        await b.expect(rf"{DHT_LINE}nobody has joined this drive yet")
+        a, a_key = await start_chat(procs, "chat a", "--bootstrap", where)
+    await a.expect(rf"^\* peer 1 {b_key[:8]} joined \(1 peer connected\)$")
+    await b.expect(rf"^\* peer 1 {a_key[:8]} joined \(1 peer connected\)$")
+
+    await b.end_input()
+    assert await b.wait() == 0
+    await a.expect(rf"^\* peer 1 {b_key[:8]} left \(0 peers connected\){GONE}")
+
+    back = await start_b("chat b, back")
+    await a.expect(rf"^\* peer 2 {b_key[:8]} joined \(1 peer connected\)$")
+    await back.expect(rf"^\* peer 1 {a_key[:8]} joined \(1 peer connected\)$")
+    await back.send_line("back again")
+    await a.expect(rf"^\[peer 2 {b_key[:8]}\] back again$")
+    await a.send_line("welcome back")
+    await back.expect(rf"^\[peer 1 {a_key[:8]}\] welcome back$")
+    await stop_with_ctrl_c(back)
+    await stop_with_ctrl_c(a)
+    assert a.stderr_text == ""
+
+
+async def test_a_peer_on_the_dht_that_has_not_opened_the_drive_is_reported(
+    procs: Processes, dht_testnet: DHTTestnet
+) -> None:
+    """A peer that dials the chat by its public key on the DHT, but has another drive."""
+    from peersockets import Peersockets, Swarm
+
+    chat, chat_key = await start_chat(procs, "chat", "--bootstrap", bootstrap_of(dht_testnet))
+    await chat.expect(rf"{DHT_LINE}nobody has joined this drive yet")
+    async with Swarm(bootstrap=dht_testnet.bootstrap) as swarm, Peersockets(swarm, "ef" * 32):
+        swarm.join_peer(bytes.fromhex(chat_key))
+        stranger = swarm.public_key.hex()[:8]
+        await chat.expect(rf"{DHT_LINE}connected to {stranger} \(it found us\)$")
+        await chat.expect(
+            rf"^\* connected to {stranger} at 127\.0\.0\.1:\d+, but it has not opened this drive:"
+            r" check the key$"
+        )
+    await stop_with_ctrl_c(chat)
+    assert not any(re.match(r"^\* peer ", line) for line in chat.lines)
+
+
+async def test_verbose_chat_on_the_dht_prints_every_step_and_logs_its_connections(
+    procs: Processes, dht_testnet: DHTTestnet
+) -> None:
+    where = bootstrap_of(dht_testnet)
+    quiet, quiet_key = await start_chat(procs, "chat", "--bootstrap", where)
+    await quiet.expect(rf"{DHT_LINE}nobody has joined this drive yet")
+    loud, loud_key = await start_chat(procs, "chat -v", "--bootstrap", where, "-v")
+    await expect_in_order(
+        loud,
+        rf"{DHT_LINE}listening for connections to our public key \(\d+ relays?\)$",
+        rf"{DHT_LINE}announced: others can find us now$",
+        rf"{DHT_LINE}connecting to {quiet_key[:8]}\.\.\.$",
+        rf"{DHT_LINE}connected to {quiet_key[:8]}$",
+        rf"^\* peer 1 {quiet_key[:8]} joined \(1 peer connected\)$",
+    )
+    await quiet.expect(rf"^\* peer 1 {loud_key[:8]} joined \(1 peer connected\)$")
+    await stop_with_ctrl_c(quiet)
+    await loud.expect(rf"{DHT_LINE}disconnected from {quiet_key[:8]}$")
+    await stop_with_ctrl_c(loud)
+    logged = loud.stderr_text.splitlines()
+    assert re.fullmatch(r"peersockets\.cli: event loop: (uvloop|asyncio)", logged[0]), logged
+    made = rf"peersockets\.cli: connected to {quiet_key[:8]} at 127\.0\.0\.1:\d+ \(dialled on the DHT\)"
+    closed = rf"peersockets\.cli: connection to {quiet_key[:8]} at 127\.0\.0\.1:\d+ closed"
+    assert any(re.fullmatch(made, line) for line in logged), logged
+    assert any(re.match(closed, line) for line in logged), logged
+    # without -v: the steps worth knowing only, and nothing logged
+    assert quiet.stderr_text == ""
+    assert not any("connecting to" in line or "listening for" in line for line in quiet.lines)

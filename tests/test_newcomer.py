@@ -188,7 +188,7 @@ async def test_peersockets_chat_talks_to_the_javascript_example(
         "lobby",
     )
     cli_key = (await cli.expect(r"^public key: ([0-9a-f]{64})$"))[1]
-    await _talk(js, js_key, cli, cli_key, joined="joined")
+    await _talk(js, js_key, cli, cli_key)
 
 
 async def _start(newcomer: Newcomer, procs: Processes, name: str, *argv: str | Path) -> LineProcess:
@@ -224,23 +224,21 @@ async def _javascript_example_listens(
     return js, key, js_key, port
 
 
-async def _talk(
-    js: LineProcess, js_key: str, py: LineProcess, py_key: str, *, joined: str = "join$"
-) -> None:
+async def _talk(js: LineProcess, js_key: str, py: LineProcess, py_key: str) -> None:
     """Both see the join, a message crosses each way, the Python side leaves, both exit 0.
 
-    ``joined`` (a regex) follows the key in the Python side's join line:
-    examples/chat.py prints the event's type, ``peersockets chat`` "joined" and a count.
+    The three chats (examples/chat.py, examples/js/chat.mjs, ``peersockets chat``) print
+    joins, messages and leaves alike.
     """
-    await py.expect(rf"^\* peer 1 {js_key[:8]} {joined}")
-    await js.expect(rf"^\* peer {py_key[:8]} joined$")
+    await py.expect(rf"^\* peer 1 {js_key[:8]} joined \(1 peer connected\)$")
+    await js.expect(rf"^\* peer 1 {py_key[:8]} joined \(1 peer connected\)$")
     await js.send_line("hello from javascript ✓")
     await py.expect(rf"^\[peer 1 {js_key[:8]}\] hello from javascript ✓$")
     await py.send_line("hello from python ✓")
-    await js.expect(rf"^\[{py_key[:8]}\] hello from python ✓$")
+    await js.expect(rf"^\[peer 1 {py_key[:8]}\] hello from python ✓$")
     await py.end_input()
     assert await py.wait() == 0
-    await js.expect(rf"^\* peer {py_key[:8]} left$")
+    await js.expect(rf"^\* peer 1 {py_key[:8]} left \(0 peers connected\)")
     await js.end_input()
     assert await js.wait() == 0
     assert "Traceback" not in py.stderr_text

@@ -29,7 +29,14 @@
 // (a network of hyperdht's own JavaScript nodes needed four).
 // Without --bootstrap it uses the public Hyperswarm DHT (hyperswarm's default bootstrap nodes).
 //
-// Each line typed is sent to every peer of the drive; Ctrl-D or Ctrl-C quits.
+// Each line typed is sent to every peer of the drive; Ctrl-D or Ctrl-C quits. Joins, leaves and
+// messages are printed as `peersockets chat` and examples/chat.py print them, peers numbered
+// from 1 in the order they join (never reused):
+//
+//   * peer 1 cd85ce91 joined (1 peer connected)
+//   [peer 1 cd85ce91] hello
+//   * peer 1 cd85ce91 left (0 peers connected); waiting for peers
+//
 // Options: --key KEY (hex, z-base-32 or hyper://KEY/; default: create a new drive),
 // --listen HOST:PORT (port 0: any free port), --connect HOST:PORT (repeatable),
 // --bootstrap HOST:PORT (repeatable: the DHT's bootstrap nodes; with --listen/--connect it adds
@@ -56,6 +63,32 @@ const idEncoding = require('hypercore-id-encoding')
 function die(message) {
   console.error(`chat.mjs: error: ${message}`)
   process.exit(1)
+}
+
+// What the Python chats say when an address cannot be used (peersockets.swarm's reasons).
+const REASONS = {
+  EADDRINUSE: 'address already in use (choose another port, or 0 for any free one)',
+  ECONNREFUSED: 'connection refused (nothing is listening there)',
+  EADDRNOTAVAIL: 'address not available on this machine',
+  EACCES: 'permission denied (ports below 1024 need privileges)',
+  EHOSTUNREACH: 'host unreachable',
+  ENETUNREACH: 'network unreachable',
+  ECONNRESET: 'connection reset by the remote'
+}
+const reason = (err) => REASONS[err.code] || err.message
+
+// A message as one terminal-safe line: control and other unprintable characters are shown
+// escaped, as Python's str.isprintable and unicode_escape do (\x1b, \n, \u200b).
+const UNPRINTABLE = /(?! )[\p{C}\p{Z}]/gu
+const ESCAPES = { '\t': '\\t', '\n': '\\n', '\r': '\\r' }
+function printable(text) {
+  return text.replace(UNPRINTABLE, (c) => {
+    if (ESCAPES[c]) return ESCAPES[c]
+    const code = c.codePointAt(0)
+    if (code < 0x100) return '\\x' + code.toString(16).padStart(2, '0')
+    if (code < 0x10000) return '\\u' + code.toString(16).padStart(4, '0')
+    return '\\U' + code.toString(16).padStart(8, '0')
+  })
 }
 
 function hostPort(text, option) {
@@ -94,6 +127,14 @@ try {
 const dhtMode = args.bootstrap.length > 0 || (!args.listen && args.connect.length === 0)
 const bootstrap = args.bootstrap.map((address) => hostPort(address, '--bootstrap'))
 const short = (key) => key.toString('hex').slice(0, 8)
+const connected = (n) => `${n} peer${n === 1 ? '' : 's'} connected`
+// said when the last peer leaves: can anyone still reach us?
+const alone = dhtMode
+  ? 'waiting for peers (it will be found again when it returns)'
+  : args.listen
+    ? 'waiting for peers'
+    : 'no peer can reach this chat now (it neither listens nor uses the DHT)'
+let closing = false
 const temporary = !args.storage
 const storage = args.storage || fs.mkdtempSync(path.join(os.tmpdir(), 'peersockets-chat-'))
 const keyPair = crypto.keyPair() // this process's identity on every connection
@@ -101,15 +142,41 @@ const store = new Corestore(storage)
 const drive = args.key ? new Hyperdrive(store, driveKey(args.key)) : new Hyperdrive(store)
 await drive.ready()
 
+// The drive's peers, numbered as peersockets numbers them: from 1 in the order they join,
+// never reused; one remote key is one peer, however many connections it has at once.
+let lastId = 0
+const drivePeers = new Map() // remote public key (hex) -> { id, channels }
+
+drive.core.on('peer-add', (peer) => {
+  const key = peer.remotePublicKey.toString('hex')
+  const known = drivePeers.get(key)
+  if (known) {
+    known.channels++
+    return
+  }
+  const id = ++lastId
+  drivePeers.set(key, { id, channels: 1 })
+  console.log(`* peer ${id} ${short(peer.remotePublicKey)} joined (${connected(drivePeers.size)})`)
+})
+drive.core.on('peer-remove', (peer) => {
+  const key = peer.remotePublicKey.toString('hex')
+  const known = drivePeers.get(key)
+  if (!known || --known.channels > 0) return
+  drivePeers.delete(key)
+  if (closing) return // our own close: not news
+  const then = drivePeers.size === 0 ? `; ${alone}` : ''
+  console.log(`* peer ${known.id} ${short(peer.remotePublicKey)} left (${connected(drivePeers.size)})${then}`)
+})
+
 // A peersockets topic is a hypercore extension named 'peersockets/<topic>' on the drive's core.
 const ext = drive.core.registerExtension('peersockets/' + args.topic, {
   encoding: 'binary',
   onmessage(buf, peer) {
-    console.log(`[${short(peer.remotePublicKey)}] ${buf.toString('utf-8')}`)
+    const known = drivePeers.get(peer.remotePublicKey.toString('hex'))
+    if (!known) return
+    console.log(`[peer ${known.id} ${short(peer.remotePublicKey)}] ${printable(buf.toString('utf-8'))}`)
   }
 })
-drive.core.on('peer-add', (peer) => console.log(`* peer ${short(peer.remotePublicKey)} joined`))
-drive.core.on('peer-remove', (peer) => console.log(`* peer ${short(peer.remotePublicKey)} left`))
 
 console.log(`drive key:  ${drive.key.toString('hex')}  (z32 ${idEncoding.encode(drive.key)})`)
 console.log(`public key: ${keyPair.publicKey.toString('hex')}`)
@@ -122,32 +189,30 @@ function replicate(socket, isInitiator) {
   // Replication over a plain TCP socket: the stream does the Noise handshake itself.
   const stream = store.replicate(isInitiator, { keyPair })
   stream.pipe(socket).pipe(stream)
-  stream.on('error', (err) => console.error(`(connection error: ${err.message})`))
+  stream.on('error', () => {}) // as the socket's: the peer's leave (if it had joined) says it
 }
 
 let server = null
 if (args.listen) {
   const { host, port } = hostPort(args.listen, '--listen')
   server = net.createServer((socket) => replicate(socket, false))
-  server.on('error', (err) => die(`cannot listen on ${host}:${port}: ${err.message}`))
+  server.on('error', (err) => die(`cannot listen on ${host}:${port}: ${reason(err)}`))
   await new Promise((resolve) => server.listen(port, host, resolve))
   console.log(`listening:  ${host}:${server.address().port}`)
 }
 for (const address of args.connect) {
   const { host, port } = hostPort(address, '--connect')
   const socket = net.connect({ host, port })
-  let connected = false
+  let up = false
   socket.on('error', (err) => {
-    if (!connected) die(`cannot connect to ${host}:${port}: ${err.message}`)
+    if (!up) die(`cannot connect to ${host}:${port}: ${reason(err)}`)
   })
   socket.once('connect', () => {
-    connected = true
+    up = true
     console.log(`connected:  ${host}:${port}`)
   })
   replicate(socket, true)
 }
-
-let closing = false
 
 // The DHT mode: hyperswarm finds the drive's peers by its discovery key (announce + look up).
 let swarm = null
@@ -167,17 +232,16 @@ if (dhtMode) {
   const FIRST_DELAY = 30000
   let again = null
   let delay = FIRST_DELAY
-  const peers = (n) => `${n} peer${n === 1 ? '' : 's'} connected`
   const say = (text) => console.log(`dht:        ${text}`)
   swarm.on('connection', (socket, info) => {
     const remote = short(socket.remotePublicKey)
-    say(`connected to ${remote} (${info.client ? 'we found it' : 'it found us'}; ${peers(swarm.connections.size)})`)
+    say(`connected to ${remote} (${info.client ? 'we found it' : 'it found us'}; ${connected(swarm.connections.size)})`)
     delay = FIRST_DELAY
     socket.on('error', () => {}) // a reset connection only ends that peer (peer-remove)
     socket.on('close', () => {
       if (closing) return
       const n = swarm.connections.size
-      say(`connection to ${remote} closed (${peers(n)})`)
+      say(`connection to ${remote} closed (${connected(n)})`)
       if (n === 0) lookAgainLater()
     })
     store.replicate(socket)
@@ -228,7 +292,7 @@ async function shutdown() {
 const lines = readline.createInterface({ input: process.stdin, crlfDelay: Infinity })
 lines.on('line', (line) => {
   if (!line.trim()) return
-  if (drive.core.peers.length === 0) console.error('(nobody has joined the drive yet: not sent)')
+  if (drivePeers.size === 0) console.error('(nobody has joined the drive yet: the message was not sent)')
   else ext.broadcast(Buffer.from(line, 'utf-8'))
 })
 lines.on('close', shutdown) // end of input (Ctrl-D)
