@@ -727,7 +727,7 @@ class Peersockets:
         peer = self._by_id.get(peer_id)
         if peer is not None:
             for link in reversed(peer.channels):
-                if not link.conn.is_closed:
+                if not link.conn._closing:  # is_closed, without the property's call
                     return link
             opening = next(self._live_links_to(peer.public_key), None)
             if opening is not None:
@@ -973,7 +973,7 @@ class Topic(_Receiver[TopicMessage]):
     def _put(self, message: TopicMessage, source: Connection | None = None) -> None:
         if not self._callbacks:
             self._inbox.put(message, source)
-        elif self._dispatcher is None and not len(self._inbox):
+        elif self._dispatcher is None and not self._inbox._count:
             self._call(message)  # nothing waits: sync callbacks run right now
         else:
             self._inbox.put(message, source)
