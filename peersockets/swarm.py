@@ -8,7 +8,7 @@ import errno
 import logging
 import socket
 from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import NoReturn, Protocol, TypeVar
 
 from .budget import ReceiveBudget
 from .connection import (
@@ -278,36 +278,47 @@ class Swarm:
         loop = asyncio.get_running_loop()
         limit = self.handshake_timeout if timeout is None else timeout
         conn: Connection | None = None
+        made: list[Connection] = []
+
+        def dialled() -> Connection:
+            made.append(self.make_connection(True))
+            return made[-1]
+
         try:
             async with asyncio.timeout(limit if limit > 0 else None):
                 try:
-                    _transport, conn = await loop.create_connection(
-                        lambda: self.make_connection(True), host, port
-                    )
+                    _transport, conn = await loop.create_connection(dialled, host, port)
                 except (OSError, OverflowError) as exc:
                     raise _network_error(
                         ConnectError, "cannot connect to", host, port, exc
                     ) from exc
                 await conn.wait_established()
-        except TimeoutError as exc:
-            if isinstance(exc, (HandshakeTimeout, ConnectError)):
+        except BaseException as exc:
+            for unconnected in made:  # uvloop makes the protocol before the socket connects
+                if unconnected.transport is None:
+                    unconnected.connection_lost(exc if isinstance(exc, Exception) else None)
+            if not isinstance(exc, TimeoutError):
                 raise
-            if conn is None:
-                error: PeersocketsError = _network_error(
-                    ConnectError,
-                    "cannot connect to",
-                    host,
-                    port,
-                    exc,
-                    f"timed out after {limit:g} s",
-                )
-            else:
-                error = HandshakeTimeout(
-                    f"{host}:{port} did not complete the handshake within {limit:g} s"
-                )
-                conn.abort(error)
-            raise error from exc
+            self._raise_connect_timeout(exc, conn, host, port, limit)
         return conn
+
+    def _raise_connect_timeout(
+        self, exc: TimeoutError, conn: Connection | None, host: str, port: int, limit: float
+    ) -> NoReturn:
+        """connect() ran out of time: a ConnectError before the socket connected, a
+        HandshakeTimeout after (the connection is ended with it)."""
+        if isinstance(exc, (HandshakeTimeout, ConnectError)):
+            raise exc
+        if conn is None:
+            error: PeersocketsError = _network_error(
+                ConnectError, "cannot connect to", host, port, exc, f"timed out after {limit:g} s"
+            )
+        else:
+            error = HandshakeTimeout(
+                f"{host}:{port} did not complete the handshake within {limit:g} s"
+            )
+            conn.abort(error)
+        raise error from exc
 
     # -- discovery ----------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import asyncio
 
 import uvloop
 
-from peersockets import Peersockets, Swarm
+from peersockets import ConnectError, Peersockets, Swarm
 
 DRIVE = bytes(range(32))
 
@@ -83,3 +83,25 @@ def test_udx_timer_armed_for_a_past_deadline_on_uvloop() -> None:
     """uvloop's call_at returns a plain Handle (no when()) for a deadline already past."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         assert runner.run(_arm_past_then_future())
+
+
+async def _failed_connect_then_close() -> tuple[int, bool]:
+    swarm = Swarm(dht=False)
+    probe = Swarm(dht=False)
+    port = (await probe.listen("127.0.0.1", 0))[1]
+    await probe.close()  # nothing listens there now: refused
+    try:
+        await swarm.connect("127.0.0.1", port)
+    except ConnectError:
+        pass
+    left = len(swarm._all)
+    close = asyncio.ensure_future(swarm.close())
+    await asyncio.sleep(0.2)  # far below the close's 2 s wait for a connection to end
+    return left, close.done()
+
+
+def test_a_refused_connect_on_uvloop_leaves_nothing_for_close_to_wait_for() -> None:
+    """uvloop makes the protocol before the socket connects: a refused dial left a
+    Connection that never ended, and Swarm.close waited its full timeout for it."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(_failed_connect_then_close()) == (0, True)
