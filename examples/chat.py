@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import sys
 import threading
 
-from peersockets import PeerNotFound, Peersockets, PeersocketsError, Swarm
+from peersockets import Peersockets, PeersocketsError, Swarm
 from peersockets.hyperswarm import DiscoveryEvent
 
 
@@ -143,14 +142,14 @@ async def chat(args: argparse.Namespace) -> None:
             lines: asyncio.Queue[bytes | None] = asyncio.Queue()
             loop = asyncio.get_running_loop()
             threading.Thread(target=read_stdin, args=(loop, lines), daemon=True).start()
-            while (line := await lines.get()) is not None:  # None at end of input (Ctrl-D)
-                line = line.rstrip(b"\r")
-                if line.strip() and not ps.peers:
-                    print("(nobody has joined the drive yet: the message was not sent)", file=sys.stderr)
-                for peer_id in ps.peers if line.strip() else []:
-                    with contextlib.suppress(PeerNotFound):  # it left meanwhile
-                        await topic.send(peer_id, line)
-            closing = True
+            try:
+                while (line := await lines.get()) is not None:  # None at end of input (Ctrl-D)
+                    line = line.rstrip(b"\r")
+                    # to every peer of the drive; one that leaves meanwhile is skipped
+                    if line.strip() and not await topic.broadcast(line):
+                        print("(nobody has joined the drive yet: the message was not sent)", file=sys.stderr)
+            finally:  # Ctrl-D, or Ctrl-C cancelling us: our own leave is not news
+                closing = True
         await asyncio.gather(*shown)  # closing the Peersockets ended both loops
 
 

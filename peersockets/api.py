@@ -529,11 +529,13 @@ class Peersockets:
         check_at_least("count", count, 0)
         if timeout is not None:
             check_at_least("timeout", timeout, 0)
-        self._check_open()
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
-                while len(self._by_id) < count:
+                while True:
+                    self._check_open()  # also when it closed while our wake-up was on its way
+                    if len(self._by_id) >= count:
+                        break
                     waiter = (count, loop.create_future())
                     self._peer_waiters.append(waiter)
                     try:

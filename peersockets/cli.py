@@ -123,7 +123,10 @@ class _Console:
     ``typed()`` is the line typed so far and the index of the cursor in it, or
     None when no line is being read (then lines are printed as they are);
     ``screen`` is the terminal the line is drawn on, ``columns()`` its width.
-    Safe to call from any thread.
+    Our own writers are serialised by a lock, from any thread. The redraw is best
+    effort: readline edits the line in its own thread, so a keystroke echoed in the
+    same instant can leave the screen's picture of the line stale until the next
+    redraw or keystroke (what was typed is never changed).
     """
 
     CLEAR = "\r\x1b[J"  # to the start of the line, and erase from there to the end
@@ -152,9 +155,21 @@ class _Console:
             stream.flush()
             if typed is not None and typed[0]:
                 line, cursor = typed
-                back = _columns(line[cursor:])  # the cursor goes back where it was
-                self.screen.write(line + (f"\x1b[{back}D" if back else ""))
+                self.screen.write(line + self._back_to(line, cursor))
                 self.screen.flush()
+
+    def _back_to(self, line: str, cursor: int) -> str:
+        """The moves from the end of ``line`` just drawn back to the cursor at ``cursor``,
+        rows up first when the line wrapped."""
+        end, at = _columns(line), _columns(line[:cursor])
+        if at == end:
+            return ""
+        columns = max(1, self.columns())
+        up = end // columns - at // columns
+        if up == 0:
+            return f"\x1b[{end - at}D"
+        column = at % columns
+        return f"\x1b[{up}A\r" + (f"\x1b[{column}C" if column else "")
 
 
 _console: _Console | None = None
@@ -434,7 +449,7 @@ class _TerminalLines:
 
     def _columns(self) -> int:
         try:
-            return os.get_terminal_size(sys.stdout.fileno()).columns
+            return os.get_terminal_size(sys.stdout.fileno()).columns or 80  # 0: size not set
         except (OSError, ValueError):
             return 80
 

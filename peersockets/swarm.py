@@ -405,6 +405,8 @@ class Swarm:
         conns = list(self._all)
         for conn in conns:
             conn.close()
+            if conn.transport is None:  # a dial still under way (uvloop made it early): ended
+                conn.connection_lost(SwarmClosed("the swarm closed before it connected"))
         waits = [asyncio.ensure_future(c.wait_closed()) for c in conns]
         if waits:
             _done, pending = await asyncio.wait(waits, timeout=timeout)

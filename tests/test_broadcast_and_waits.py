@@ -208,3 +208,24 @@ def test_package_docstring_guides_a_newcomer() -> None:
     assert len(doc.splitlines()) > 20
     for name in ("Swarm", "Peersockets", "broadcast", "wait_for_peers", "new_drive_key"):
         assert name in doc
+
+
+async def test_wait_for_peers_woken_then_closed_before_it_runs_says_closed(net: Net) -> None:
+    """The join wakes a watcher first; it closes the Peersockets before the woken waiter
+    runs: the waiter must say closed, not wait on for peers that cannot come."""
+    a, b = await net.swarm(), await net.swarm()
+    ps = Peersockets(a, DRIVE)
+    Peersockets(b, DRIVE)
+    events = ps.watch()
+    waiting = asyncio.ensure_future(ps.wait_for_peers(1))
+    await asyncio.sleep(0)
+
+    async def close_on_join() -> None:
+        await anext(events)  # woken straight by the join (no wait_for task in between)
+        await ps.close()
+
+    closer = asyncio.ensure_future(close_on_join())
+    await net.connect(b, a)
+    await asyncio.wait_for(closer, 5)
+    with pytest.raises(PeersocketsClosed):
+        await asyncio.wait_for(waiting, 5)

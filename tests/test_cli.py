@@ -625,6 +625,12 @@ def test_the_console_prints_a_line_above_the_line_being_typed() -> None:
     typed[0] = ("y" * 45, 45)  # wrapped on a terminal 20 columns wide: up two rows first
     console.line(screen, "x")
     assert drawn() == "\x1b[2A\r\x1b[Jx\n" + "y" * 45
+    typed[0] = ("z" * 45, 10)  # wrapped, the cursor on its first row: up two, then right 10
+    console.line(screen, "x")
+    assert drawn() == "\r\x1b[Jx\n" + "z" * 45 + "\x1b[2A\r\x1b[10C"
+    typed[0] = ("w" * 45, 20)  # at the start of the second row: up one, column 0
+    console.line(screen, "x")
+    assert drawn() == "\x1b[1A\r\x1b[Jx\n" + "w" * 45 + "\x1b[1A\r"
     typed[0] = ("", 0)  # reading a line, nothing typed yet: nothing to draw again
     console.line(screen, "* peer 1 cd85ce91 left (0 peers connected)")
     assert drawn() == "\r\x1b[J* peer 1 cd85ce91 left (0 peers connected)\n"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 
 import uvloop
 
@@ -90,10 +92,8 @@ async def _failed_connect_then_close() -> tuple[int, bool]:
     probe = Swarm(dht=False)
     port = (await probe.listen("127.0.0.1", 0))[1]
     await probe.close()  # nothing listens there now: refused
-    try:
+    with contextlib.suppress(ConnectError):
         await swarm.connect("127.0.0.1", port)
-    except ConnectError:
-        pass
     left = len(swarm._all)
     close = asyncio.ensure_future(swarm.close())
     await asyncio.sleep(0.2)  # far below the close's 2 s wait for a connection to end
@@ -105,3 +105,33 @@ def test_a_refused_connect_on_uvloop_leaves_nothing_for_close_to_wait_for() -> N
     Connection that never ended, and Swarm.close waited its full timeout for it."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         assert runner.run(_failed_connect_then_close()) == (0, True)
+
+
+async def _close_during_a_dial() -> tuple[bool, bool]:
+    # a listener whose accept queue is full: a further dial waits (its SYNs are dropped)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(listener.getsockname())
+        fillers.append(filler)
+    swarm = Swarm(dht=False)
+    dial = asyncio.ensure_future(swarm.connect(*listener.getsockname(), timeout=30))
+    await asyncio.sleep(0.1)
+    dialling = not dial.done()
+    close = asyncio.ensure_future(swarm.close())
+    await asyncio.sleep(0.3)  # far below the close's 2 s wait for a connection to end
+    closed = close.done()
+    dial.cancel()
+    await asyncio.gather(dial, close, return_exceptions=True)
+    for sock in (listener, *fillers):
+        sock.close()
+    return dialling, closed
+
+
+def test_closing_a_swarm_during_a_dial_on_uvloop_does_not_wait_for_the_dial() -> None:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(_close_during_a_dial()) == (True, True)
