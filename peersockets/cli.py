@@ -322,7 +322,28 @@ class _Lines(Protocol):
         """The next line without its line ending, or None at end of input."""
 
 
-class _StdinLines:
+class _ThreadLines:
+    """Lines a daemon thread reads and posts to the loop, so the loop never blocks."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    async def get(self) -> bytes | None:
+        """The next line without its line ending, or None at end of input."""
+        return await self._queue.get()
+
+    def _post(self, item: bytes | None) -> bool:
+        """Hand a line (None: the end) to the loop, from the reader thread; False once the
+        loop is closed."""
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: the program is exiting
+            return False
+        return True
+
+
+class _StdinLines(_ThreadLines):
     """The lines of stdin, read by a daemon thread so the event loop never blocks.
 
     Works the same for a terminal, a pipe and a file. The thread reads the file
@@ -331,21 +352,9 @@ class _StdinLines:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        super().__init__(loop)
         self._thread = threading.Thread(target=self._run, name="peersockets-stdin", daemon=True)
         self._thread.start()
-
-    async def get(self) -> bytes | None:
-        """The next line without its line ending, or None at end of input."""
-        return await self._queue.get()
-
-    def _post(self, item: bytes | None) -> bool:
-        try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
-        except RuntimeError:  # the loop is closed: the program is exiting
-            return False
-        return True
 
     def _run(self) -> None:
         try:
@@ -384,7 +393,7 @@ def _isatty(stream: TextIO | None) -> bool:
         return False
 
 
-class _TerminalLines:
+class _TerminalLines(_ThreadLines):
     """The lines typed on a terminal, read with readline (its line editing and history).
 
     Used when stdin and stdout are both terminals and readline is available. A
@@ -399,10 +408,9 @@ class _TerminalLines:
         import readline
         import termios
 
-        self._loop = loop
+        super().__init__(loop)
         self._readline = readline
         self._termios = termios
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._fd = sys.stdin.fileno()
         self._saved = termios.tcgetattr(self._fd)
         self._hint = hint
@@ -429,10 +437,6 @@ class _TerminalLines:
         """Start reading (after ``console`` is in place: the hint goes through it)."""
         self._readline.set_pre_input_hook(self._reading)
         self._thread.start()
-
-    async def get(self) -> bytes | None:
-        """The next line typed, or None at end of input (Ctrl-D)."""
-        return await self._queue.get()
 
     def typed(self) -> tuple[str, int] | None:
         """The line typed so far and the index of the cursor in it; None while no line is
@@ -473,13 +477,6 @@ class _TerminalLines:
         if self._hint is not None:  # said once, as soon as typing works
             hint, self._hint = self._hint, None
             _note(hint)
-
-    def _post(self, item: bytes | None) -> bool:
-        try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
-        except RuntimeError:  # the loop is closed: the program is exiting
-            return False
-        return True
 
     def _run(self) -> None:
         while True:

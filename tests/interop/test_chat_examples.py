@@ -7,7 +7,6 @@ must be the same lines.
 
 from __future__ import annotations
 
-import socket
 import sys
 from pathlib import Path
 
@@ -121,15 +120,6 @@ async def test_each_chat_prints_joins_leaves_messages_and_notes_alike(
     events = [line for line in chat.lines if line.startswith(("* ", "["))]
     assert events == EVENTS, chat.describe()
     assert chat.stderr_text.splitlines() == [NOT_SENT], chat.describe()
-
-
-@pytest.fixture
-def closed_port() -> int:
-    """A port on 127.0.0.1 where nothing listens (it was free a moment ago)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 @pytest.mark.parametrize("name", list(PROGRAMS))
