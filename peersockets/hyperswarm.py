@@ -483,8 +483,12 @@ class DHTDiscovery:
             for handle in self._timers:
                 handle.cancel()
             self._timers.clear()
+            # a leave's unannouncement under way is finished below, within the same bound
+            # (closing a Peersockets, then its Swarm, leaves first: cancelling it here left
+            # the announcement for peers to dial in vain until it expired)
+            leaving = set(self._leaving.values())
             starting = [t for t in (self._started,) if t is not None and not t.done()]
-            tasks = [*self._tasks, *starting]
+            tasks = [*(t for t in self._tasks if t not in leaving), *starting]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -495,11 +499,17 @@ class DHTDiscovery:
                 for topic in self._topics.values():
                     topic.refreshed.set()
                 self._topics.clear()
-                if announced:
-                    unannouncing = [self.dht.unannounce(key, self.swarm.key_pair) for key in announced]
+                unannouncing = [
+                    *(asyncio.ensure_future(self.dht.unannounce(key, self.swarm.key_pair)) for key in announced),
+                    *leaving,
+                ]
+                if unannouncing:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(unannounce_timeout):
                             await asyncio.gather(*unannouncing, return_exceptions=True)
+                    for task in unannouncing:
+                        task.cancel()  # past the bound: given up
+                    await asyncio.gather(*unannouncing, return_exceptions=True)
         finally:
             if self.dht is not None:
                 await self.dht.close()

@@ -163,6 +163,20 @@ async def test_leaving_unannounces(net: DHTTestnet, stack: AsyncExitStack) -> No
     assert alice.public_key not in {record.public_key async for record in watcher.lookup(topic)}
 
 
+async def test_closing_the_peersockets_then_the_swarm_unannounces(net: DHTTestnet) -> None:
+    """The usual order (``async with Swarm() as s, Peersockets(s, key)`` exits the
+    Peersockets first): the leave's unannouncement must not be cancelled by the swarm's
+    close, or the key stays announced for peers to dial in vain until it expires."""
+    drive = os.urandom(32)
+    watcher = await net.client()
+    for _ in range(3):
+        async with Swarm(bootstrap=net.bootstrap) as swarm, Peersockets(swarm, drive) as ps:
+            await asyncio.wait_for(swarm.flush(), TIMEOUT)
+            topic = ps.discovery_key
+            assert swarm.public_key in {r.public_key async for r in watcher.lookup(topic)}
+        assert not {r.public_key async for r in watcher.lookup(topic)}, "left announced"
+
+
 async def test_a_swarm_that_never_joins_starts_no_dht(net: DHTTestnet, stack: AsyncExitStack) -> None:
     swarm = await swarm_on(net, stack)
     await swarm.listen("127.0.0.1", 0)
