@@ -118,3 +118,19 @@ def test_quick_benchmark_run(tmp_path: Path) -> None:
     assert len(targets) == 14
     for target in targets.values():
         assert isinstance(target["met"], bool), target
+
+
+def test_stack_cost_measures_round_trips_in_process() -> None:
+    """``python -m benchmarks.stack_cost``: two peers joined by an in-process tap, every
+    ping answered (a missing reply fails the run), a positive cost printed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.stack_cost", "--rounds", "300"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    figure = done.stdout.strip().rsplit(": ", 1)[-1]
+    assert done.stdout.startswith("stack CPU per round trip, both ends: ")
+    assert figure.endswith(" us") and float(figure[:-3]) > 0
