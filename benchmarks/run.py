@@ -1219,17 +1219,20 @@ def floor_summary(floor: dict[str, Any], uvloop: bool) -> str:
 
 def add_stack_cost(workload: dict[str, Any], floor: dict[str, Any], task_echo: bool) -> None:
     """Each pair's round trip p50 above its event loop's floor (``stack_us``): what the
-    stack itself costs. A pair's floor is its receiving side's (the echo runs there)
-    averaged with its pinging side's. With ``task_echo`` (the loop workload) a Python
-    echo's floor is the bare ping-pong whose echo replies from a task, as ``async for``
-    does: the task switch is the loop's cost, not the stack's."""
+    stack itself costs. A pair's floor is its pinging side's half of that runtime's bare
+    ping-pong plus its echo's half of its own. With ``task_echo`` (the loop workload) a
+    Python echo replies from a task, as ``async for`` does, and its half is the bare
+    ping-pong with a task echo less the pinger's half: the task switch is the loop's
+    cost, not the stack's (so py->py's floor is that ping-pong's whole)."""
     for pair, entry in workload["pairs"].items():
         figures = entry.get("figures")
         if not figures:
             continue
         ping, echo = pair.split("->")
-        echo_floor = floor["py_task_echo"] if task_echo and echo == "py" else floor[echo]
-        base = (floor[ping]["p50_us"] + echo_floor["p50_us"]) / 2
+        echo_half = floor[echo]["p50_us"] / 2
+        if task_echo and echo == "py":
+            echo_half = floor["py_task_echo"]["p50_us"] - floor["py"]["p50_us"] / 2
+        base = floor[ping]["p50_us"] / 2 + echo_half
         figures["floor_us"] = base
         figures["stack_us"] = figures["p50_us"] - base
 
