@@ -779,13 +779,8 @@ class _Chat:
 
 def _remote_address(conn: Connection) -> str | None:
     """HOST:PORT of the remote end of ``conn`` (TCP, or UDX on the DHT); None in memory."""
-    transport = conn.transport
-    peername = transport.get_extra_info("peername") if transport is not None else None
-    if isinstance(peername, tuple) and len(peername) >= 2:
-        host, port = peername[0], peername[1]
-        if isinstance(host, str) and isinstance(port, int):
-            return _address(host, port)
-    return None
+    address = conn.remote_address
+    return _address(*address) if address is not None else None
 
 
 def _who(conn: Connection) -> str:
@@ -822,8 +817,11 @@ class _DriveCheck:
     Peersockets counts a peer only once the drive's channel is open both ways, so
     without this such a peer is silent: "nobody has joined" and no hint why. A
     connection whose remote has not opened the drive ``seconds`` after it was made
-    is reported once per remote key.
+    is reported once per remote key (the keys told are bounded: past MAX_TOLD
+    strangers the memory is cleared, and a stranger may be told of again).
     """
+
+    MAX_TOLD = 1024
 
     def __init__(self, swarm: Swarm, ps: Peersockets, *, seconds: float = NO_DRIVE_SECONDS) -> None:
         self.swarm = swarm
@@ -860,6 +858,8 @@ class _DriveCheck:
         key = conn.remote_public_key
         if self.closed or conn.is_closed or key in self.told or self._joined(key):
             return
+        if len(self.told) >= self.MAX_TOLD:
+            self.told.clear()  # a flood of keyless strangers must not grow this forever
         self.told.add(key)
         _out(f"* connected to {_who(conn)}, but it has not opened this drive: check the key")
 

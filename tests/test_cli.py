@@ -914,3 +914,31 @@ def test_verbose_dht_node_logs_the_event_loop() -> None:
 
     assert re.match(r"peersockets\.cli: event loop: (uvloop|asyncio)\n", node("-v"))
     assert node() == ""
+
+
+async def test_the_drive_check_forgets_strangers_past_its_bound(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Peers that connect without the drive are told of once each, and remembered in a
+    bounded set: a flood of new keys cannot grow it past MAX_TOLD."""
+    from types import SimpleNamespace
+
+    from peersockets.cli import _DriveCheck
+
+    swarm = Swarm(dht=False)
+    ps = Peersockets(swarm, KEY)
+    check = _DriveCheck(swarm, ps)
+    monkeypatch.setattr(_DriveCheck, "MAX_TOLD", 8)
+    strangers = [
+        SimpleNamespace(remote_public_key=bytes([i]) * 32, is_closed=False, remote_address=None)
+        for i in range(20)
+    ]
+    for stranger in strangers:
+        check._check(stranger)  # type: ignore[arg-type]
+        check._check(stranger)  # type: ignore[arg-type]
+        assert len(check.told) <= 8
+    told = [line for line in capsys.readouterr().out.splitlines() if "not opened this drive" in line]
+    assert len(told) == 20  # each once, though checked twice
+    check.close()
+    await ps.close()
+    await swarm.close()
