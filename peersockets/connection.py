@@ -769,6 +769,7 @@ class Connection(asyncio.BufferedProtocol):
     def _peer_name(self) -> str:
         if self.stream.remote_public_key:
             return self.stream.remote_public_key.hex()[:16]
-        if self.transport is not None:
-            return str(self.transport.get_extra_info("peername"))
-        return "unconnected peer"
+        if self.remote_address is not None:
+            host, port = self.remote_address
+            return f"{host}:{port}"
+        return "unconnected peer" if self.transport is None else "peer in memory"
