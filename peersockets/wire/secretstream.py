@@ -51,6 +51,7 @@ class Phase(Enum):
 
 _TRANSPORT = Phase.TRANSPORT
 
+
 def frame(body: bytes) -> bytes:
     """Prefix a body with its u24 little-endian length."""
     return len(body).to_bytes(3, "little") + body
