@@ -984,7 +984,18 @@ class Topic(_Receiver[TopicMessage]):
 
     def _call(self, message: TopicMessage) -> None:
         """Run the callbacks on ``message`` until one returns an awaitable; the task takes over."""
-        pending = self._call_until_awaitable(message, list(self._callbacks))
+        callbacks = self._callbacks
+        if len(callbacks) == 1:  # the common case: one callback, and a sync one returns None
+            try:
+                result = callbacks[0](message)
+            except Exception:
+                log.exception("on_message callback for topic %r failed", self.name)
+                return
+            if result is None or not inspect.isawaitable(result):
+                return
+            self._dispatcher = self._owner._spawn(self._run_callbacks((result, message, [])))
+            return
+        pending = self._call_until_awaitable(message, list(callbacks))
         if pending is not None:
             awaitable, rest = pending
             self._dispatcher = self._owner._spawn(self._run_callbacks((awaitable, message, rest)))

@@ -48,6 +48,8 @@ from .wire.protomux import Mux
 from .wire.secretstream import MAX_FRAME, Phase, SecretStream
 from .wire.timers import ConnectionTimers, Due
 
+_TRANSPORT = Phase.TRANSPORT
+
 log = logging.getLogger(__name__)
 
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
@@ -465,7 +467,7 @@ class Connection(asyncio.BufferedProtocol):
         self._lone_at = None  # the next lone message after a read goes at once
         try:
             stream = self.stream
-            if stream.phase is Phase.TRANSPORT:
+            if stream.phase is _TRANSPORT:
                 messages = stream.receive_data(data)
             else:  # handshake and header frames may produce bytes to send back
                 messages = stream.receive_data(data)
@@ -485,6 +487,10 @@ class Connection(asyncio.BufferedProtocol):
                 self._arm_timer()
             if self._backlog is not None:  # a transport that delivered while paused
                 self._backlog[0].extend(messages)
+            elif len(messages) == 1 and self._message_handler is None and not mux.unfinished_batch:
+                mux.item_budget = ITEMS_PER_READ  # _handle's common case, inline: one frame
+                if not mux.receive_frame(messages[0]) and not self._lost:
+                    self._keep_backlog(messages, 1)
             elif messages:
                 self._handle(messages, 0)
             if unfinished and self._backlog is None:
@@ -676,9 +682,7 @@ class Connection(asyncio.BufferedProtocol):
         burst (or cannot go yet); the queue's path (_on_output) decides then. At the end
         of a read (the mux was corked for it) the reply is simply written."""
         transport = self.transport
-        if transport is None or self._lost or self._closing:
-            return False
-        if not self.stream.handshake_complete:
+        if transport is None or self._lost or self._closing or not self.stream.handshake_complete:
             return False
         if self._receiving:
             transport.write(self.stream.encrypt(frame))

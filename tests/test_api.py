@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 
 import pytest
@@ -476,6 +477,44 @@ async def test_mixed_callbacks_see_messages_in_order(net: Net) -> None:
     for i in range(20):
         expected += [("sync", b"%d" % i), ("async", b"%d" % i)]
     assert seen == expected
+
+
+async def test_a_lone_callback_async_raising_or_returning_a_value_keeps_every_message(
+    net: Net, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One callback takes a shorter path than several: it must keep their rules (an
+    awaitable is awaited in order, an error is logged, a plain value is ignored)."""
+    a, b = await net.mesh(2)
+    ps_a, ps_b = Peersockets(a, DRIVE), Peersockets(b, DRIVE)
+    slow_topic, raising_topic, valued_topic = (ps_b.join(n) for n in ("slow", "raise", "value"))
+    slow_seen: list[bytes] = []
+    raised_on: list[bytes] = []
+    valued: list[bytes] = []
+
+    async def slow(msg: TopicMessage) -> None:
+        await asyncio.sleep(0.001)
+        slow_seen.append(msg.message)
+
+    def raising(msg: TopicMessage) -> None:
+        raised_on.append(msg.message)
+        if msg.message == b"3":
+            raise RuntimeError("boom on 3")
+
+    slow_topic.on_message(slow)
+    raising_topic.on_message(raising)
+    valued_topic.on_message(lambda m: valued.append(m.message) or 42)  # type: ignore[func-returns-value]
+    await joined(ps_a, 1)
+    senders = [ps_a.join(n) for n in ("slow", "raise", "value")]
+    caplog.set_level(logging.ERROR, logger="peersockets")
+    expected = [b"%d" % i for i in range(10)]
+    for message in expected:
+        for sender in senders:
+            await sender.send(ps_a.peers[0], message)
+    await wait_until(lambda: len(slow_seen) == len(raised_on) == len(valued) == 10)
+    assert slow_seen == raised_on == valued == expected
+    failures = [r for r in caplog.records if "callback" in r.getMessage()]
+    assert len(failures) == 1 and "'raise'" in failures[0].getMessage()
+    assert failures[0].exc_info is not None and "boom on 3" in str(failures[0].exc_info[1])
 
 
 async def test_a_peer_that_opens_the_drive_later_joins_then(net: Net) -> None:

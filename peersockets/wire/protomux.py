@@ -330,18 +330,19 @@ class Mux:
                 f"message of {len(payload)} bytes does not fit in one frame ({MAX_MESSAGE} bytes)"
             )
         channel_id = channel.local_id
+        first = self._first
+        if first is None and not (self._corked or self._frames or self._destroyed):
+            write_lone = self.write_lone  # nothing queued: a lone message may go at once
+            if write_lone is not None and write_lone(
+                b"".join((_uint(channel_id), header, payload))
+            ):
+                return
         if self._destroyed:
             return
-        if self._first is not None and self._batch_bytes + size + 32 > MAX_BATCH:
+        if first is not None and self._batch_bytes + size + 32 > MAX_BATCH:
             self._seal()
-        first = self._first
+            first = None
         if first is None:
-            if not self._corked and not self._frames:
-                write_lone = self.write_lone
-                if write_lone is not None and write_lone(
-                    b"".join((_uint(channel_id), header, payload))
-                ):
-                    return
             self._first = (channel_id, header, payload)
             self._batch_bytes = size
             self._queued_bytes += size

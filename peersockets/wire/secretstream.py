@@ -64,6 +64,10 @@ def check_max_frame_size(value: int) -> int:
     return value
 
 
+def _failed_authentication(length: int) -> str:
+    return f"frame of {length} bytes failed authentication (tampered, replayed or reordered)"
+
+
 class SecretStream:
     """One end of a secret-stream: the initiator is the side that dialled."""
 
@@ -119,18 +123,19 @@ class SecretStream:
 
     def encrypt(self, plaintext: bytes | bytearray | memoryview) -> bytearray:
         """One framed, encrypted message (``u24 length || ciphertext``); empty is a keepalive."""
-        if not self.handshake_complete:
-            raise HandshakeError("cannot send before the handshake is complete")
         size = len(plaintext)
-        if size > MAX_MESSAGE:
+        if size > MAX_MESSAGE or not self.handshake_complete:
+            if not self.handshake_complete:
+                raise HandshakeError("cannot send before the handshake is complete")
             raise MessageTooLarge(
                 f"message of {size} bytes exceeds the frame limit of {MAX_MESSAGE}"
             )
         length = size + ABYTES
         out = bytearray(length + 3)
-        out[0] = length & 0xFF
-        out[1] = (length >> 8) & 0xFF
-        out[2] = length >> 16
+        if length < 0x100:  # the u24 prefix of a small frame is one byte and two zeros
+            out[0] = length
+        else:
+            out[:3] = length.to_bytes(3, "little")
         source = plaintext if type(plaintext) is bytes else _from_buffer(plaintext)
         rc = _push(self._push, _from_buffer(out) + 3, _NULL, source, size, _NULL, 0, 0)
         if rc != 0:  # pragma: no cover - libsodium only fails on impossible lengths
@@ -167,10 +172,15 @@ class SecretStream:
             size = len(data)
             if size > 3 and self.phase is _TRANSPORT:  # the common read: exactly one frame
                 length = data[0] | (data[1] << 8) | (data[2] << 16)
-                if length + 3 == size and length <= self.max_frame_size:
-                    self._unfinished_length = 0
-                    self.unfinished = 0
-                    return [self._decrypt(_from_buffer(data), 3, length)]
+                if length + 3 == size and ABYTES <= length <= self.max_frame_size:
+                    # with nothing buffered, unfinished and _unfinished_length are 0 already
+                    plaintext = bytearray(length - ABYTES)
+                    if _pull(
+                        self._pull, _from_buffer(plaintext), _NULL, self._tag,
+                        _from_buffer(data) + 3, length, _NULL, 0,
+                    ):
+                        raise DecryptionError(_failed_authentication(length))
+                    return [plaintext]
         messages: list[bytearray] = []
         pos = 0
         size = len(source)
@@ -222,9 +232,7 @@ class SecretStream:
             self._pull, _from_buffer(plaintext), _NULL, self._tag, base + start, length, _NULL, 0
         )
         if rc != 0:
-            raise DecryptionError(
-                f"frame of {length} bytes failed authentication (tampered, replayed or reordered)"
-            )
+            raise DecryptionError(_failed_authentication(length))
         return plaintext
 
     def _noise_state(self) -> NoiseXX:
