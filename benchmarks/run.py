@@ -1217,24 +1217,126 @@ def floor_summary(floor: dict[str, Any], uvloop: bool) -> str:
     )
 
 
-def add_stack_cost(workload: dict[str, Any], floor: dict[str, Any], task_echo: bool) -> None:
-    """Each pair's round trip p50 above its event loop's floor (``stack_us``): what the
-    stack itself costs. A pair's floor is its pinging side's half of that runtime's bare
+def pair_floor_us(pair: str, floor: dict[str, Any], task_echo: bool) -> float:
+    """A pair's event-loop floor in µs: its pinging side's half of that runtime's bare
     ping-pong plus its echo's half of its own. With ``task_echo`` (the loop workload) a
     Python echo replies from a task, as ``async for`` does, and its half is the bare
     ping-pong with a task echo less the pinger's half: the task switch is the loop's
     cost, not the stack's (so py->py's floor is that ping-pong's whole)."""
+    ping, echo = pair.split("->")
+    echo_half = floor[echo]["p50_us"] / 2
+    if task_echo and echo == "py":
+        echo_half = floor["py_task_echo"]["p50_us"] - floor["py"]["p50_us"] / 2
+    result: float = floor[ping]["p50_us"] / 2 + echo_half
+    return result
+
+
+def add_stack_cost(workload: dict[str, Any], floor: dict[str, Any], task_echo: bool) -> None:
+    """Each pair's round trip p50 above its event loop's floor (``stack_us``): what the
+    stack itself costs (see pair_floor_us)."""
     for pair, entry in workload["pairs"].items():
         figures = entry.get("figures")
         if not figures:
             continue
-        ping, echo = pair.split("->")
-        echo_half = floor[echo]["p50_us"] / 2
-        if task_echo and echo == "py":
-            echo_half = floor["py_task_echo"]["p50_us"] - floor["py"]["p50_us"] / 2
-        base = floor[ping]["p50_us"] / 2 + echo_half
+        base = pair_floor_us(pair, floor, task_echo)
         figures["floor_us"] = base
         figures["stack_us"] = figures["p50_us"] - base
+
+
+def median(values: list[float]) -> float:
+    """The middle value (the mean of the two middle ones for an even count)."""
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+async def measure_round_trips(
+    workloads: list[str],
+    pairs: list[str],
+    opts: Options,
+    rounds: int,
+    results: dict[str, Any],
+    errors: list[dict[str, str]],
+) -> None:
+    """The TCP round trips and their event-loop floors, in interleaved rounds.
+
+    Each round runs every round-trip workload for every pair once, then each floor
+    once (Node, Python, and Python with a task echo for the loop workload), so a
+    pair's figure and the floor it is compared with are measured minutes apart at
+    most, under the same conditions. A cell's figures are the medians over the
+    rounds; its cost above the floor (``stack_us``) is the median of each round's
+    p50 less that round's floor. A single round trip's p50 moves by several µs
+    from one process to the next, which a best-of pick would keep.
+    """
+    pin = pin_cpus() if opts.pin else None
+    floors: list[dict[str, Any]] = []
+    runs: dict[tuple[str, str], list[Figures]] = {}
+    failed: set[tuple[str, str]] = set()
+    for workload in workloads:
+        results[workload] = {"pairs": {}}
+    for number in range(1, rounds + 1):
+        t0 = time.monotonic()
+        print(f"[round trips {number}/{rounds}]", end="", flush=True)
+        for workload in workloads:
+            for pair in pairs_for(workload, pairs):
+                if (workload, pair) in failed:
+                    continue
+                try:
+                    figures = await run_round_trip(workload, pair, opts)
+                except Exception as exc:
+                    message = f"{type(exc).__name__}: {exc}"
+                    print(f" {workload} {pair} FAILED: {message};", end="", flush=True)
+                    errors.append({"workload": workload, "pair": pair, "error": message})
+                    results[workload]["pairs"][pair] = {"error": message}
+                    failed.add((workload, pair))
+                    continue
+                runs.setdefault((workload, pair), []).append(figures)
+                print(f" {workload} {pair} {figures['p50_us']:.0f};", end="", flush=True)
+        floor: dict[str, Any] = {}
+        try:
+            for stack in ("js", "py"):
+                floor[stack] = await event_loop_floor(
+                    stack, opts.sizes.rtt_rounds, opts.node, pin, opts.uvloop
+                )
+            if "round_trip_loop" in workloads:
+                floor["py_task_echo"] = await event_loop_floor(
+                    "py", opts.sizes.rtt_rounds, opts.node, pin, opts.uvloop, task_echo=True
+                )
+        except Exception as exc:
+            print(f" floor FAILED: {type(exc).__name__}: {exc}", flush=True)
+            continue
+        floors.append(floor)
+        task = floor.get("py_task_echo")
+        print(
+            f" floor node {floor['js']['p50_us']:.0f}, python {floor['py']['p50_us']:.0f}"
+            + (f", task echo {task['p50_us']:.0f}" if task else "")
+            + f" (µs p50, {time.monotonic() - t0:.1f} s)",
+            flush=True,
+        )
+    for workload in workloads:
+        task_echo = workload == "round_trip_loop"
+        for pair in pairs_for(workload, pairs):
+            cell = runs.get((workload, pair))
+            if not cell or (workload, pair) in failed:
+                continue
+            figures = median_figures(cell)
+            entry: dict[str, Any] = {"figures": figures, "runs": cell}
+            if len(floors) == len(cell):  # one floor per round: each run against its own
+                bases = [pair_floor_us(pair, f, task_echo) for f in floors]
+                stacks = [run["p50_us"] - base for run, base in zip(cell, bases, strict=True)]
+                figures["floor_us"] = median(bases)
+                figures["stack_us"] = median(stacks)
+                entry["stack_us_rounds"] = stacks
+            results[workload]["pairs"][pair] = entry
+            print(f"  {workload:<15} {pair:<7} median {headline(workload, figures)}", flush=True)
+    if floors:
+        summary: dict[str, Any] = {
+            key: median_figures([f[key] for f in floors]) for key in floors[0]
+        }
+        summary["ratio_p50"] = summary["py"]["p50_us"] / summary["js"]["p50_us"]
+        summary["rounds"] = floors
+        for workload in workloads:
+            results[workload]["floor"] = summary
 
 
 def add_ratios(results: dict[str, Any]) -> None:
@@ -1514,12 +1616,7 @@ def pairs_for(workload: str, pairs: list[str]) -> list[str]:
 
 def median_figures(runs: list[Figures]) -> Figures:
     """The median of every figure over the runs of one cell."""
-    out: Figures = {}
-    for key in runs[0]:
-        values = sorted(r[key] for r in runs if key in r)
-        mid = len(values) // 2
-        out[key] = values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
-    return out
+    return {key: median([r[key] for r in runs if key in r]) for key in runs[0]}
 
 
 def better(workload: str, new: Figures, old: Figures) -> bool:
@@ -1601,10 +1698,15 @@ async def amain(args: argparse.Namespace) -> int:
             " will make the figures noisy",
             flush=True,
         )
-    total = sum(len(pairs_for(w, pairs)) for w in workloads)
+    round_trips = [w for w in ROUND_TRIPS if w in workloads]
+    rt_rounds = max(1, args.repeat if args.repeat is not None else (1 if args.quick else 5))
+    others = [w for w in workloads if w not in ROUND_TRIPS]
+    total = sum(len(pairs_for(w, pairs)) for w in others)
     print(
         f"peersockets benchmarks ({'quick' if args.quick else 'full'}): {len(workloads)} workloads"
-        f" x {len(pairs)} pairs{f' x {repeat}' if repeat > 1 else ''}; cpus={os.cpu_count()},"
+        f" x {len(pairs)} pairs{f' x {repeat}' if repeat > 1 else ''}"
+        + (f" (round trips: {rt_rounds} interleaved rounds)" if round_trips else "")
+        + f"; cpus={os.cpu_count()},"
         f" python {platform.python_version()}{' + uvloop' if uvloop else ''},"
         f" node {node_version(node)}"
         + (", workers pinned A->cpu{} B->cpu{}".format(*pin_cpus()) if opts.pin else ""),
@@ -1615,7 +1717,7 @@ async def amain(args: argparse.Namespace) -> int:
     started_info: dict[str, Event] = {}
     began = time.monotonic()
     n = 0
-    for workload in workloads:
+    for workload in others:
         results[workload] = {"pairs": {}}
         run = runner_for(workload, opts)
         for pair in pairs_for(workload, pairs):
@@ -1657,38 +1759,8 @@ async def amain(args: argparse.Namespace) -> int:
         notes = getattr(run, "notes", None)
         if notes is not None:
             results[workload]["notes"] = notes(results[workload])
-    round_trips = [w for w in ROUND_TRIPS if w in results]
     if round_trips:
-        print("[floor] bare TCP ping-pong, no peersockets: ...", end="", flush=True)
-        try:
-            floor = await floor_of_both_stacks(
-                event_loop_floor, opts.sizes.rtt_rounds, opts, repeat
-            )
-            if "round_trip_loop" in round_trips:
-                pin = pin_cpus() if opts.pin else None
-                floor["py_task_echo"] = await lowest_p50(
-                    repeat,
-                    functools.partial(
-                        event_loop_floor,
-                        "py",
-                        opts.sizes.rtt_rounds,
-                        opts.node,
-                        pin,
-                        opts.uvloop,
-                        task_echo=True,
-                    ),
-                )
-            for workload in round_trips:
-                results[workload]["floor"] = floor
-                add_stack_cost(results[workload], floor, workload == "round_trip_loop")
-            task_floor = floor.get("py_task_echo")
-            print(
-                floor_summary(floor, opts.uvloop)
-                + (f", echo from a task {task_floor['p50_us']:.0f} us" if task_floor else ""),
-                flush=True,
-            )
-        except Exception as exc:
-            print(f" FAILED: {type(exc).__name__}: {exc}", flush=True)
+        await measure_round_trips(round_trips, pairs, opts, rt_rounds, results, errors)
     if "udx_round_trip" in results:
         print("[floor] bare UDP ping-pong, no UDX: ...", end="", flush=True)
         try:
@@ -1715,7 +1787,9 @@ async def amain(args: argparse.Namespace) -> int:
         "machine": machine_info(opts, started_info),
         "sizes": dataclasses.asdict(opts.sizes),
         "repeat": repeat,
-        "pick": "best of the repeats (highest throughput, lowest p50, lowest memory)",
+        "pick": "best of the repeats (highest throughput, lowest p50, lowest memory);"
+        " TCP round trips: medians of interleaved rounds, each with its floors",
+        "round_trip_rounds": rt_rounds if round_trips else 0,
         "baseline": BASELINE,
         "pairs": pairs,
         "workloads": results,

@@ -493,10 +493,11 @@ class Connection(asyncio.BufferedProtocol):
                     self._keep_backlog(messages, 1)
             elif messages:
                 self._handle(messages, 0)
-            if unfinished and self._backlog is None:
-                stream.check_unfinished()  # after the messages before it: an open lifts the cap
-            if unfinished > FREE_BYTES or self._budgeted or self._backlog is not None:
-                self._count_held()
+            if unfinished or self._budgeted or self._backlog is not None:
+                if unfinished and self._backlog is None:
+                    stream.check_unfinished()  # after the messages before it: an open lifts the cap
+                if unfinished > FREE_BYTES or self._budgeted or self._backlog is not None:
+                    self._count_held()
         except Exception as exc:
             self._failed(exc)
         finally:
@@ -684,15 +685,13 @@ class Connection(asyncio.BufferedProtocol):
         transport = self.transport
         if transport is None or self._lost or self._closing or not self.stream.handshake_complete:
             return False
-        if self._receiving:
-            transport.write(self.stream.encrypt(frame))
-        else:
+        if not self._receiving:
             now = self._loop.time()
             lone_at = self._lone_at
             if lone_at is not None and now - lone_at <= BURST_WINDOW:
                 return False
-            transport.write(self.stream.encrypt(frame))
             self._lone_at = now
+        transport.write(self.stream.encrypt(frame))
         self.timers.write_seen = True
         if self._write_paused:
             self._wrote(transport)  # past the high-water mark: the unsent bytes are checked
