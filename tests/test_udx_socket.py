@@ -570,3 +570,76 @@ async def test_a_bad_address_fails_before_the_protocol_sees_anything(pair: tuple
     await asyncio.sleep(0.01)
     assert events == []
     assert a.udx.streams == {}
+
+
+@pytest.mark.parametrize("coalescing", [True, False], ids=["gro", "plain"])
+async def test_a_lone_datagram_is_read_with_a_probe_and_a_burst_is_drained(
+    monkeypatch: pytest.MonkeyPatch, coalescing: bool
+) -> None:
+    """After one datagram the socket asks the kernel whether another waits instead of
+    reading into nothing; a burst switches it to reading until nothing is left, a lone
+    datagram back to probing, and a zero-length datagram (the probe's 0) still arrives."""
+    import peersockets.udx.socket as udx_socket
+
+    monkeypatch.setattr(udx_socket, "COALESCING", coalescing)
+    async with await UDXSocket.bind("127.0.0.1", 0) as b:
+        got: list[bytes] = []
+        b.on_message = lambda data, _source: got.append(data)
+        events: list[int] = []
+        read = b._on_readable
+
+        def counted() -> None:
+            before = len(got)
+            read()
+            events.append(len(got) - before)
+
+        asyncio.get_running_loop().remove_reader(b._fd)
+        asyncio.get_running_loop().add_reader(b._fd, counted)
+
+        async def arrived(count: int) -> None:
+            for _ in range(500):
+                if len(got) >= count:
+                    return
+                await asyncio.sleep(0.002)
+            raise AssertionError(f"{len(got)} of {count} datagrams arrived")
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+            raw.sendto(b"\x03lone", b.address)
+            await arrived(1)
+            assert b._probing, "a lone datagram leaves the socket probing"
+            burst = [b"\x03%d" % i for i in range(50)]
+            for datagram in burst:  # all queued in the kernel before the loop reads
+                raw.sendto(datagram, b.address)
+            await arrived(51)
+            assert got[1:] == burst
+            assert max(events) > 1 and not b._probing, events  # found more: drained
+            raw.sendto(b"\x03again", b.address)
+            await arrived(52)
+            assert b._probing, "an event of one datagram goes back to probing"
+            raw.sendto(b"", b.address)  # FIONREAD says 0 for it: read on the next turn
+            raw.sendto(b"\x03after", b.address)
+            await arrived(54)
+            assert got[52:] == [b"", b"\x03after"]
+
+
+async def test_an_idle_stream_lets_its_timer_lapse_instead_of_cancelling_per_packet(
+    pair: tuple[UDXSocket, UDXSocket],
+) -> None:
+    """Once all is acked the armed timer is left to fire once (no call_at per packet);
+    it finds nothing due and the stream keeps no timer after it."""
+    a, b = pair
+    (ra, wa), (rb, wb) = await open_pair(a, b)
+    transport = wa.transport
+    assert isinstance(transport, UDXStream)
+    for _ in range(20):
+        wa.write(b"p")
+        assert await asyncio.wait_for(rb.readexactly(1), TIMEOUT) == b"p"
+        wb.write(b"q")
+        assert await asyncio.wait_for(ra.readexactly(1), TIMEOUT) == b"q"
+    for _ in range(300):  # the TLP or RTO deadline it was armed for passes
+        if transport._timer is None:
+            break
+        await asyncio.sleep(0.01)
+    assert transport._timer is None and transport.core.get_timer() is None
+    wa.write(b"still works")
+    assert await asyncio.wait_for(rb.readexactly(11), TIMEOUT) == b"still works"

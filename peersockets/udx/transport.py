@@ -392,10 +392,7 @@ class UDXStream(asyncio.Transport):
             when = self._close_deadline
         timer = self._timer
         if when is None:
-            if timer is not None:
-                timer.cancel()
-                self._timer = None
-            return
+            return  # an armed timer fires once and finds nothing due: cheaper than re-arming per packet
         if timer is not None:
             if self._timer_when <= when:
                 return  # it fires early and re-arms
