@@ -841,10 +841,21 @@ class StreamCore:
 
     def get_timer(self) -> float | None:
         """When ``handle_timer`` must next be called (loop time, seconds), or None."""
+        # straight-line, not a loop over a tuple: it runs twice per packet
         soonest = self._rto_at
-        for deadline in (self._rack_at, self._tlp_at, self._zwp_at, self._keepalive_at, self._linger_until):
-            if deadline is not None and (soonest is None or deadline < soonest):
-                soonest = deadline
+        deadline = self._tlp_at
+        if deadline is not None and (soonest is None or deadline < soonest):
+            soonest = deadline
+        deadline = self._rack_at
+        if deadline is not None and (soonest is None or deadline < soonest):
+            soonest = deadline
+        deadline = self._keepalive_at
+        if deadline is not None and (soonest is None or deadline < soonest):
+            soonest = deadline
+        if self._zwp_at is not None or self._linger_until is not None:  # rare: window probe, linger
+            for deadline in (self._zwp_at, self._linger_until):
+                if deadline is not None and (soonest is None or deadline < soonest):
+                    soonest = deadline
         return soonest
 
     def handle_timer(self, now: float) -> None:
