@@ -59,6 +59,11 @@ DEFAULT_WINDOW: Final = 4 * 1024 * 1024
 
 TLP_NO_SAMPLE: Final = 1.0
 
+PREDICTION = True
+"""Header prediction: the next DATA packet in order, acking nothing new or the oldest packet
+in flight, on a stream with nothing unusual under way, skips the general path's checks (as
+TCP stacks do). Off, every packet takes the general path; the tests run both and compare."""
+
 MAX_OUTSTANDING: Final = 8192
 """Packets sent past the cumulative ack, SACKed or not: what a sender holds for one stream."""
 
@@ -516,6 +521,13 @@ class StreamCore:
             self._receive_while_lingering(datagram)
             return
         _, _, flags, data_offset, _, rwnd, wire_seq, wire_ack = p.HEADER.unpack_from(datagram)
+        if (
+            flags == p.DATA
+            and not data_offset
+            and PREDICTION
+            and self._receive_predicted(datagram, rwnd, wire_seq, wire_ack, now)
+        ):
+            return
         if flags & p.HEARTBEAT:
             self._ack_due = True
             return
@@ -539,6 +551,87 @@ class StreamCore:
         self._process_ack(flags, seq, p.unwrap(wire_ack, self._snd_una), rwnd, body, data_offset, now)
         if self._ended and self._ended_remote and not self.closed:
             self._close(None, now, linger=True)
+
+    def _receive_predicted(
+        self, datagram: memoryview, rwnd: int, wire_seq: int, wire_ack: int, now: float
+    ) -> bool:
+        """A DATA packet (no END, no SACK) as ``receive`` would handle it, if it is the
+        predicted one; False, with nothing changed, if it is not.
+
+        Predicted: the next in order, with nothing held out of order and no END seen,
+        room in the window, and an ack of nothing new or of exactly the oldest packet in
+        flight, sent once, not SACKed or lost, newer than any delivered, while no loss
+        recovery, address change, END or MTU probe result is pending. The effects are
+        the general path's for such a packet, in its order.
+        """
+        seq = self._rcv_nxt
+        if (
+            wire_seq != seq & p.SEQ_MASK
+            or self._ooo
+            or self._remote_end is not None
+            or self._ended_remote
+            or self._unread >= self._window
+        ):
+            return False
+        ack = self._snd_una
+        sent: _Sent | None = None
+        if wire_ack != ack & p.SEQ_MASK:
+            if wire_ack != (ack + 1) & p.SEQ_MASK:
+                return False
+            sent = self._inflight.get(ack)
+            if (
+                sent is None
+                or sent.sacked
+                or sent.lost
+                or sent.retransmitted
+                or ack <= self._high_delivered
+                or not (
+                    sent.sent_at > self._rack_sent_at
+                    or (sent.sent_at == self._rack_sent_at and ack > self._rack_seq)
+                )
+                or self._state is not _State.OPEN
+                or self._sack_ranges
+                or self._change_seq is not None
+                or self._end_seq is not None
+                or ack == self._probe_seq
+                or (self._probing and not self._probe_size)
+            ):
+                return False
+            ack += 1
+        # the data: _accept's in-order case
+        self._ack_due = True
+        self.stats.packets_received += 1
+        self._received = True
+        payload = datagram[p.HEADER_SIZE :]
+        self.incoming.append(payload)
+        self._unread += len(payload)
+        self._rcv_nxt = seq + 1
+        # the ack: _process_ack's window update, then _ack_through's one packet
+        if seq > self._wl1 or (seq == self._wl1 and ack >= self._wl2):
+            self._wl1, self._wl2 = seq, ack
+            if self._peer_rwnd == 0 and rwnd > 0:
+                self._zwp_at = None
+            self._peer_rwnd = rwnd
+        if sent is None:
+            return True  # nothing newly acked
+        una = ack - 1
+        del self._inflight[una]
+        self.unacked_bytes -= len(sent.payload)
+        self._by_time.pop(una, None)
+        self._high_delivered = una
+        rtt = now - sent.sent_at
+        self._rack_sent_at = sent.sent_at
+        self._rack_seq = una
+        self._rack_rtt = rtt
+        self._snd_una = ack
+        self._rtt_sample(rtt)
+        self._delivered_since_probe = True
+        self._rto_expiries = 0
+        self._rto_at = None
+        self._tlp_at = None
+        self._cc.on_delivered(1, self._window_limit())
+        self._detect_losses(now)
+        return True
 
     def _accept(self, seq: int, flags: int, payload: memoryview | bytes) -> None:
         self._received = True
