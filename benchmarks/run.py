@@ -1183,40 +1183,6 @@ FloorMeasure = Callable[[str, int, str, tuple[int, int] | None, bool], Awaitable
 """``benchmarks.floor.measure`` or ``measure_udp``: (stack, rounds, node, pin, uvloop)."""
 
 
-async def floor_of_both_stacks(
-    measure: FloorMeasure, rounds: int, opts: Options, repeat: int = 1
-) -> dict[str, Any]:
-    """An event-loop floor of ``rounds`` round trips (``measure``) on Node.js, then on
-    Python (pinned as the workers are, on uvloop if they are), and Python's p50 over
-    Node's (``ratio_p50``). Each is the best (lowest p50) of ``repeat`` runs, as the
-    workloads above it are, so a stack's cost above its floor compares like with like."""
-    pin = pin_cpus() if opts.pin else None
-    floor: dict[str, Any] = {}
-    for stack in ("js", "py"):
-        floor[stack] = await lowest_p50(
-            repeat, functools.partial(measure, stack, rounds, opts.node, pin, opts.uvloop)
-        )
-    floor["ratio_p50"] = floor["py"]["p50_us"] / floor["js"]["p50_us"]
-    return floor
-
-
-async def lowest_p50(
-    repeat: int, measure: Callable[[], Awaitable[dict[str, float]]]
-) -> dict[str, float]:
-    """The figures of the run with the lowest p50 of ``repeat`` runs of ``measure``."""
-    runs = [await measure() for _ in range(max(1, repeat))]
-    return min(runs, key=lambda figures: figures["p50_us"])
-
-
-def floor_summary(floor: dict[str, Any], uvloop: bool) -> str:
-    """The progress line's figures of a floor: each runtime's p50 and their ratio."""
-    return (
-        f" p50 node {floor['js']['p50_us']:.0f} us, python"
-        f"{' + uvloop' if uvloop else ' asyncio'} {floor['py']['p50_us']:.0f} us"
-        f" ({floor['ratio_p50']:.2f}x)"
-    )
-
-
 def pair_floor_us(pair: str, floor: dict[str, Any], task_echo: bool) -> float:
     """A pair's event-loop floor in µs: its pinging side's half of that runtime's bare
     ping-pong plus its echo's half of its own. With ``task_echo`` (the loop workload) a
@@ -1231,18 +1197,6 @@ def pair_floor_us(pair: str, floor: dict[str, Any], task_echo: bool) -> float:
     return result
 
 
-def add_stack_cost(workload: dict[str, Any], floor: dict[str, Any], task_echo: bool) -> None:
-    """Each pair's round trip p50 above its event loop's floor (``stack_us``): what the
-    stack itself costs (see pair_floor_us)."""
-    for pair, entry in workload["pairs"].items():
-        figures = entry.get("figures")
-        if not figures:
-            continue
-        base = pair_floor_us(pair, floor, task_echo)
-        figures["floor_us"] = base
-        figures["stack_us"] = figures["p50_us"] - base
-
-
 def median(values: list[float]) -> float:
     """The middle value (the mean of the two middle ones for an even count)."""
     ordered = sorted(values)
@@ -1250,25 +1204,58 @@ def median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
+RunOne = Callable[[str, str], Awaitable[Figures]]
+"""One run of a round-trip workload for a pair: (workload, pair) -> figures."""
+
+MeasureFloors = Callable[[], Awaitable[dict[str, Any]]]
+"""One measurement of each event-loop floor a round trip is compared with, by key."""
+
+
+async def tcp_floors(opts: Options, task_echo: bool) -> dict[str, Any]:
+    """The bare TCP ping-pong on Node and on Python (and, with ``task_echo``, Python with
+    its echo replying from a task, as ``async for`` does)."""
+    pin = pin_cpus() if opts.pin else None
+    rounds = opts.sizes.rtt_rounds
+    floor: dict[str, Any] = {}
+    for stack in ("js", "py"):
+        floor[stack] = await event_loop_floor(stack, rounds, opts.node, pin, opts.uvloop)
+    if task_echo:
+        floor["py_task_echo"] = await event_loop_floor(
+            "py", rounds, opts.node, pin, opts.uvloop, task_echo=True
+        )
+    return floor
+
+
+async def udp_floors(opts: Options) -> dict[str, Any]:
+    """The bare UDP ping-pong on Node and on Python: the floor under the UDX round trip."""
+    pin = pin_cpus() if opts.pin else None
+    rounds = opts.sizes.udx_rtt_rounds
+    return {
+        stack: await event_loop_floor_udp(stack, rounds, opts.node, pin, opts.uvloop)
+        for stack in ("js", "py")
+    }
+
+
 async def measure_round_trips(
+    label: str,
     workloads: list[str],
     pairs: list[str],
-    opts: Options,
     rounds: int,
     results: dict[str, Any],
     errors: list[dict[str, str]],
+    run_one: RunOne,
+    measure_floors: MeasureFloors,
 ) -> None:
-    """The TCP round trips and their event-loop floors, in interleaved rounds.
+    """Round-trip workloads and their event-loop floors, in interleaved rounds.
 
-    Each round runs every round-trip workload for every pair once, then each floor
-    once (Node, Python, and Python with a task echo for the loop workload), so a
-    pair's figure and the floor it is compared with are measured minutes apart at
-    most, under the same conditions. A cell's figures are the medians over the
-    rounds; its cost above the floor (``stack_us``) is the median of each round's
-    p50 less that round's floor. A single round trip's p50 moves by several µs
-    from one process to the next, which a best-of pick would keep.
+    Each round runs every workload for every pair once, then each floor once, so
+    a pair's figure and the floor it is compared with are measured seconds apart,
+    under the same conditions. A cell's figures are the medians over the rounds;
+    its cost above the floor (``stack_us``) is the median of each round's p50 less
+    that round's floor. A round trip's p50 moves by several µs from one process to
+    the next, which a best-of pick would keep, and the cost above the floor is a
+    difference of two such figures.
     """
-    pin = pin_cpus() if opts.pin else None
     floors: list[dict[str, Any]] = []
     runs: dict[tuple[str, str], list[Figures]] = {}
     failed: set[tuple[str, str]] = set()
@@ -1276,13 +1263,13 @@ async def measure_round_trips(
         results[workload] = {"pairs": {}}
     for number in range(1, rounds + 1):
         t0 = time.monotonic()
-        print(f"[round trips {number}/{rounds}]", end="", flush=True)
+        print(f"[{label} {number}/{rounds}]", end="", flush=True)
         for workload in workloads:
             for pair in pairs_for(workload, pairs):
                 if (workload, pair) in failed:
                     continue
                 try:
-                    figures = await run_round_trip(workload, pair, opts)
+                    figures = await run_one(workload, pair)
                 except Exception as exc:
                     message = f"{type(exc).__name__}: {exc}"
                     print(f" {workload} {pair} FAILED: {message};", end="", flush=True)
@@ -1292,16 +1279,8 @@ async def measure_round_trips(
                     continue
                 runs.setdefault((workload, pair), []).append(figures)
                 print(f" {workload} {pair} {figures['p50_us']:.0f};", end="", flush=True)
-        floor: dict[str, Any] = {}
         try:
-            for stack in ("js", "py"):
-                floor[stack] = await event_loop_floor(
-                    stack, opts.sizes.rtt_rounds, opts.node, pin, opts.uvloop
-                )
-            if "round_trip_loop" in workloads:
-                floor["py_task_echo"] = await event_loop_floor(
-                    "py", opts.sizes.rtt_rounds, opts.node, pin, opts.uvloop, task_echo=True
-                )
+            floor = await measure_floors()
         except Exception as exc:
             print(f" floor FAILED: {type(exc).__name__}: {exc}", flush=True)
             continue
@@ -1340,7 +1319,8 @@ async def measure_round_trips(
 
 
 def add_ratios(results: dict[str, Any]) -> None:
-    """Each pair's figures divided by js->js's, per workload (``ratio_vs_js``)."""
+    """Each pair's figures divided by js->js's, per workload (``ratio_vs_js``); none where
+    js->js's figure is 0 or below (udx-native's cost above the UDP floor can be)."""
     for workload in results.values():
         pairs = workload["pairs"]
         base = pairs.get(BASELINE, {}).get("figures")
@@ -1351,7 +1331,7 @@ def add_ratios(results: dict[str, Any]) -> None:
             entry["ratio_vs_js"] = {
                 k: v / base[k]
                 for k, v in figures.items()
-                if isinstance(v, int | float) and isinstance(base.get(k), int | float) and base[k]
+                if isinstance(v, int | float) and isinstance(base.get(k), int | float) and base[k] > 0
             }
 
 
@@ -1699,13 +1679,18 @@ async def amain(args: argparse.Namespace) -> int:
             flush=True,
         )
     round_trips = [w for w in ROUND_TRIPS if w in workloads]
+    udx_round_trips = [w for w in ("udx_round_trip",) if w in workloads]
     rt_rounds = max(1, args.repeat if args.repeat is not None else (1 if args.quick else 5))
-    others = [w for w in workloads if w not in ROUND_TRIPS]
+    others = [w for w in workloads if w not in ROUND_TRIPS and w not in udx_round_trips]
     total = sum(len(pairs_for(w, pairs)) for w in others)
     print(
         f"peersockets benchmarks ({'quick' if args.quick else 'full'}): {len(workloads)} workloads"
         f" x {len(pairs)} pairs{f' x {repeat}' if repeat > 1 else ''}"
-        + (f" (round trips: {rt_rounds} interleaved rounds)" if round_trips else "")
+        + (
+            f" (round trips: {rt_rounds} interleaved rounds)"
+            if round_trips or udx_round_trips
+            else ""
+        )
         + f"; cpus={os.cpu_count()},"
         f" python {platform.python_version()}{' + uvloop' if uvloop else ''},"
         f" node {node_version(node)}"
@@ -1760,18 +1745,27 @@ async def amain(args: argparse.Namespace) -> int:
         if notes is not None:
             results[workload]["notes"] = notes(results[workload])
     if round_trips:
-        await measure_round_trips(round_trips, pairs, opts, rt_rounds, results, errors)
-    if "udx_round_trip" in results:
-        print("[floor] bare UDP ping-pong, no UDX: ...", end="", flush=True)
-        try:
-            udp_floor = await floor_of_both_stacks(
-                event_loop_floor_udp, opts.sizes.udx_rtt_rounds, opts, repeat
-            )
-            results["udx_round_trip"]["floor"] = udp_floor
-            add_stack_cost(results["udx_round_trip"], udp_floor, False)
-            print(floor_summary(udp_floor, opts.uvloop), flush=True)
-        except Exception as exc:
-            print(f" FAILED: {type(exc).__name__}: {exc}", flush=True)
+        await measure_round_trips(
+            "round trips",
+            round_trips,
+            pairs,
+            rt_rounds,
+            results,
+            errors,
+            lambda workload, pair: run_round_trip(workload, pair, opts),
+            functools.partial(tcp_floors, opts, "round_trip_loop" in round_trips),
+        )
+    if udx_round_trips:
+        await measure_round_trips(
+            "UDX round trips",
+            udx_round_trips,
+            pairs,
+            rt_rounds,
+            results,
+            errors,
+            lambda workload, pair: run_udx_round_trip(workload, pair, opts),
+            functools.partial(udp_floors, opts),
+        )
     # versions as the workers reported them
     for stack in ("py", "js"):
         with contextlib.suppress(Exception):
@@ -1788,8 +1782,8 @@ async def amain(args: argparse.Namespace) -> int:
         "sizes": dataclasses.asdict(opts.sizes),
         "repeat": repeat,
         "pick": "best of the repeats (highest throughput, lowest p50, lowest memory);"
-        " TCP round trips: medians of interleaved rounds, each with its floors",
-        "round_trip_rounds": rt_rounds if round_trips else 0,
+        " round trips: medians of interleaved rounds, each with its floors",
+        "round_trip_rounds": rt_rounds if round_trips or udx_round_trips else 0,
         "baseline": BASELINE,
         "pairs": pairs,
         "workloads": results,
