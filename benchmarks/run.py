@@ -75,6 +75,10 @@ WORKLOAD_PAIRS = {"dht_throughput": ("js->js", "py->py")}
 """Workloads that run some of the pairs only (the others run every pair asked for)."""
 DHT_WORKLOADS = ("dht_connect", "dht_throughput")
 ROUND_TRIPS = ("round_trip", "round_trip_loop")
+ROUND_TRIP_ROUNDS = 9
+"""Interleaved rounds of the round trips and their floors in a full run (``--repeat`` sets
+it): one process pair's p50 lands several µs from the next one's, and the cost above the
+floor is a difference of two such figures, so its median needs more runs than a best-of."""
 UDX_WORKLOADS = ("udx_bulk", "udx_round_trip", "udx_streams", "udx_lossy")
 
 Event = dict[str, Any]
@@ -1680,7 +1684,7 @@ async def amain(args: argparse.Namespace) -> int:
         )
     round_trips = [w for w in ROUND_TRIPS if w in workloads]
     udx_round_trips = [w for w in ("udx_round_trip",) if w in workloads]
-    rt_rounds = max(1, args.repeat if args.repeat is not None else (1 if args.quick else 5))
+    rt_rounds = max(1, args.repeat if args.repeat is not None else (1 if args.quick else ROUND_TRIP_ROUNDS))
     others = [w for w in workloads if w not in ROUND_TRIPS and w not in udx_round_trips]
     total = sum(len(pairs_for(w, pairs)) for w in others)
     print(
