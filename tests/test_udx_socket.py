@@ -643,3 +643,23 @@ async def test_an_idle_stream_lets_its_timer_lapse_instead_of_cancelling_per_pac
     assert transport._timer is None and transport.core.get_timer() is None
     wa.write(b"still works")
     assert await asyncio.wait_for(rb.readexactly(11), TIMEOUT) == b"still works"
+
+
+async def test_a_probe_the_kernel_refuses_falls_back_to_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    import peersockets.udx.socket as udx_socket
+
+    def refuse(*_args: object) -> int:
+        raise OSError(errno.EBADF, "no FIONREAD here")
+
+    monkeypatch.setattr(udx_socket, "_ioctl", refuse)
+    async with await UDXSocket.bind("127.0.0.1", 0) as b:
+        got: list[bytes] = []
+        b.on_message = lambda data, _source: got.append(data)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+            for datagram in (b"\x03one", b"\x03two", b"\x03three"):
+                raw.sendto(datagram, b.address)
+            for _ in range(500):
+                if len(got) == 3:
+                    break
+                await asyncio.sleep(0.002)
+        assert got == [b"\x03one", b"\x03two", b"\x03three"]

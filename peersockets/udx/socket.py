@@ -393,7 +393,10 @@ class UDXSocket:
         """Whether to read again this event (see PROBE_BEFORE_DRAINING)."""
         if not self._probing:
             return True
-        _ioctl(self._fd, _FIONREAD, self._waiting, True)
+        try:
+            _ioctl(self._fd, _FIONREAD, self._waiting, True)
+        except OSError:
+            return True  # no answer: read, as without the probe
         if not any(self._waiting):
             return False  # a zero-length datagram waits too: epoll is level-triggered, next turn
         self._probing = False  # a burst: drain until the kernel has nothing
