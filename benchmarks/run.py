@@ -1260,8 +1260,8 @@ async def measure_round_trips(
     the next, which a best-of pick would keep, and the cost above the floor is a
     difference of two such figures.
     """
-    floors: list[dict[str, Any]] = []
-    runs: dict[tuple[str, str], list[Figures]] = {}
+    floors: list[dict[str, Any] | None] = []  # by round; None where the floor failed
+    runs: dict[tuple[str, str], list[tuple[int, Figures]]] = {}  # (round, figures)
     failed: set[tuple[str, str]] = set()
     for workload in workloads:
         results[workload] = {"pairs": {}}
@@ -1281,12 +1281,13 @@ async def measure_round_trips(
                     results[workload]["pairs"][pair] = {"error": message}
                     failed.add((workload, pair))
                     continue
-                runs.setdefault((workload, pair), []).append(figures)
+                runs.setdefault((workload, pair), []).append((number - 1, figures))
                 print(f" {workload} {pair} {figures['p50_us']:.0f};", end="", flush=True)
         try:
             floor = await measure_floors()
         except Exception as exc:
             print(f" floor FAILED: {type(exc).__name__}: {exc}", flush=True)
+            floors.append(None)
             continue
         floors.append(floor)
         task = floor.get("py_task_echo")
@@ -1302,19 +1303,23 @@ async def measure_round_trips(
             cell = runs.get((workload, pair))
             if not cell or (workload, pair) in failed:
                 continue
-            figures = median_figures(cell)
-            entry: dict[str, Any] = {"figures": figures, "runs": cell}
-            if len(floors) == len(cell):  # one floor per round: each run against its own
-                bases = [pair_floor_us(pair, f, task_echo) for f in floors]
-                stacks = [run["p50_us"] - base for run, base in zip(cell, bases, strict=True)]
+            figures = median_figures([run for _, run in cell])
+            entry: dict[str, Any] = {"figures": figures, "runs": [run for _, run in cell]}
+            paired = [(run, found) for i, run in cell if (found := floors[i]) is not None]
+            if paired:  # each run against the floor of its own round
+                bases = [pair_floor_us(pair, found, task_echo) for _, found in paired]
+                stacks = [
+                    run["p50_us"] - base for (run, _), base in zip(paired, bases, strict=True)
+                ]
                 figures["floor_us"] = median(bases)
                 figures["stack_us"] = median(stacks)
                 entry["stack_us_rounds"] = stacks
             results[workload]["pairs"][pair] = entry
             print(f"  {workload:<15} {pair:<7} median {headline(workload, figures)}", flush=True)
-    if floors:
+    measured = [floor for floor in floors if floor is not None]
+    if measured:
         summary: dict[str, Any] = {
-            key: median_figures([f[key] for f in floors]) for key in floors[0]
+            key: median_figures([floor[key] for floor in measured]) for key in measured[0]
         }
         summary["ratio_p50"] = summary["py"]["p50_us"] / summary["js"]["p50_us"]
         summary["rounds"] = floors
@@ -1335,7 +1340,9 @@ def add_ratios(results: dict[str, Any]) -> None:
             entry["ratio_vs_js"] = {
                 k: v / base[k]
                 for k, v in figures.items()
-                if isinstance(v, int | float) and isinstance(base.get(k), int | float) and base[k] > 0
+                if isinstance(v, int | float)
+                and isinstance(base.get(k), int | float)
+                and base[k] > 0
             }
 
 
@@ -1684,7 +1691,9 @@ async def amain(args: argparse.Namespace) -> int:
         )
     round_trips = [w for w in ROUND_TRIPS if w in workloads]
     udx_round_trips = [w for w in ("udx_round_trip",) if w in workloads]
-    rt_rounds = max(1, args.repeat if args.repeat is not None else (1 if args.quick else ROUND_TRIP_ROUNDS))
+    rt_rounds = max(
+        1, args.repeat if args.repeat is not None else (1 if args.quick else ROUND_TRIP_ROUNDS)
+    )
     others = [w for w in workloads if w not in ROUND_TRIPS and w not in udx_round_trips]
     total = sum(len(pairs_for(w, pairs)) for w in others)
     print(

@@ -134,3 +134,43 @@ def test_stack_cost_measures_round_trips_in_process() -> None:
     figure = done.stdout.strip().rsplit(": ", 1)[-1]
     assert done.stdout.startswith("stack CPU per round trip, both ends: ")
     assert figure.endswith(" us") and float(figure[:-3]) > 0
+
+
+def test_round_trip_rounds_pair_each_run_with_its_own_floor() -> None:
+    """Interleaved rounds: a cell's cost above the floor is the median of each round's p50
+    less that round's floor; a round whose floor failed counts for the p50s only."""
+    import asyncio
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.run import measure_round_trips
+
+    p50 = {("js->js", 0): 70.0, ("py->py", 0): 80.0, ("js->js", 1): 99.0, ("py->py", 1): 99.0,
+           ("js->js", 2): 60.0, ("py->py", 2): 66.0}  # fmt: skip
+    floors = [{"js": {"p50_us": 60.0}, "py": {"p50_us": 64.0}}, None, {"js": {"p50_us": 50.0}, "py": {"p50_us": 56.0}}]
+    current = [0]  # the round under way: the floors end each one
+
+    async def run_one(workload: str, pair: str) -> dict[str, float]:
+        return {"p50_us": p50[pair, current[0]], "p99_us": 1.0}
+
+    async def measure_floors() -> dict[str, object]:
+        floor = floors[current[0]]
+        current[0] += 1
+        if floor is None:
+            raise RuntimeError("floor worker died")
+        return floor
+
+    results: dict[str, object] = {}
+    errors: list[dict[str, str]] = []
+    asyncio.run(
+        measure_round_trips(
+            "test", ["round_trip"], ["js->js", "py->py"], 3, results, errors, run_one, measure_floors
+        )
+    )
+    pairs = results["round_trip"]["pairs"]  # type: ignore[index]
+    py = pairs["py->py"]
+    assert py["figures"]["p50_us"] == 80.0  # median of 80, 99, 66
+    assert py["stack_us_rounds"] == [80.0 - 64.0, 66.0 - 56.0]  # round 2 had no floor
+    assert py["figures"]["stack_us"] == (16.0 + 10.0) / 2
+    assert pairs["js->js"]["stack_us_rounds"] == [10.0, 10.0]
+    assert results["round_trip"]["floor"]["rounds"][1] is None  # type: ignore[index]
+    assert errors == []
