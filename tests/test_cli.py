@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_until
-from lineproc import Processes, fixture_procs  # noqa: F401 (the procs fixture)
+from lineproc import LineProcess, Processes, fixture_procs  # noqa: F401 (the procs fixture)
 
 from peersockets import KeyPair, Peersockets, Swarm, Topic, __version__, parse_drive_key
 from peersockets.cli import HINT, _Chat, _Console, build_parser
@@ -389,6 +389,16 @@ LONG_LINE = 256 * 1024  # long lines fill the stuck member's TCP buffers after a
 MAX_LINES = 320  # 80 MiB at most: far more than loopback TCP buffers hold
 
 
+async def start_patched_chat(procs: Processes, script: str, *settings: str) -> tuple[LineProcess, int]:
+    """``peersockets chat`` on the drive, listening on a free port, run by ``script`` (which
+    patches the command with ``settings`` first): the process and its port."""
+    chat = await procs.start(
+        "chat", sys.executable, "-c", script, *settings, "chat", KEY, "--listen", "127.0.0.1:0", cwd=ROOT
+    )
+    port = int((await chat.expect(r"^listening:\s+127\.0\.0\.1:(\d+)$"))[1])
+    return chat, port
+
+
 @pytest.mark.parametrize(
     ("backlog_lines", "backlog_bytes", "stuck_seconds", "why"),
     [
@@ -403,21 +413,9 @@ async def test_a_member_that_stops_reading_is_dropped_and_the_others_never_notic
 ) -> None:
     """Each member has its own backlog: one that stops reading is reported and disconnected
     when its backlog is full or it accepts nothing for a while; the others get every line."""
-    chat = await procs.start(
-        "chat",
-        sys.executable,
-        "-c",
-        CHAT_WITH_LIMITS,
-        str(backlog_lines),
-        str(backlog_bytes),
-        str(stuck_seconds),
-        "chat",
-        KEY,
-        "--listen",
-        "127.0.0.1:0",
-        cwd=ROOT,
+    chat, port = await start_patched_chat(
+        procs, CHAT_WITH_LIMITS, str(backlog_lines), str(backlog_bytes), str(stuck_seconds)
     )
-    port = int((await chat.expect(r"^listening:\s+127\.0\.0\.1:(\d+)$"))[1])
     async with Swarm(dht=False) as stuck_swarm, Swarm(dht=False) as healthy_swarm:
         # a member whose topic is never read: after two messages its connection stops reading
         stuck = Peersockets(stuck_swarm, KEY, max_queue_messages=2)
@@ -786,19 +784,7 @@ OTHER_KEY = "ef" * 32
 async def test_a_peer_that_has_not_opened_the_drive_is_reported_and_one_that_has_never_is(
     procs: Processes,
 ) -> None:
-    chat = await procs.start(
-        "chat",
-        sys.executable,
-        "-c",
-        CHAT_WITH_DRIVE_CHECK,
-        "0.5",
-        "chat",
-        KEY,
-        "--listen",
-        "127.0.0.1:0",
-        cwd=ROOT,
-    )
-    port = int((await chat.expect(r"^listening:\s+127\.0\.0\.1:(\d+)$"))[1])
+    chat, port = await start_patched_chat(procs, CHAT_WITH_DRIVE_CHECK, "0.5")
     async with contextlib.AsyncExitStack() as stack:
 
         async def peer(drive_key: str) -> tuple[str, int]:
