@@ -22,7 +22,7 @@ import asyncio
 from collections import Counter
 from typing import Any
 
-from benchmarks.dht import Testnet, path_summary, percentile_f
+from benchmarks.dht import Testnet, p50_target_lines, path_summary, percentile_f
 from benchmarks.run import Figures, Options, WorkerError, pair_workers, start_workers
 
 JOIN_TARGET = 1.5
@@ -107,21 +107,7 @@ class SwarmJoinWorkload:
         if not lines:
             return []
         out = ["swarm_join: the joiner's connection to the owner, and its phases:", *lines]
-        base = pairs.get("js->js", {}).get("figures")
-        if base:
-            checks = []
-            for pair, entry in pairs.items():
-                figures = entry.get("figures")
-                if pair == "js->js" or not figures:
-                    continue
-                ratio = figures["p50_ms"] / base["p50_ms"]
-                state = "met" if ratio <= JOIN_TARGET else "NOT met"
-                checks.append(f"{pair} {ratio:.2f}x ({state})")
-            if checks:
-                out.append(
-                    f"swarm_join target, p50 <= {JOIN_TARGET:g}x js->js's: " + ", ".join(checks)
-                )
-        return out
+        return out + p50_target_lines("swarm_join", pairs, JOIN_TARGET)
 
     async def aclose(self) -> None:
         await self.testnet.close()
