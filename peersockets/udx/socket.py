@@ -127,7 +127,8 @@ class UDXSocket:
                 self._coalescing = True
         self._buffer = bytearray(65536 if self._coalescing else p.MAX_DATAGRAM)
         self._view = memoryview(self._buffer)
-        self._probing = PROBE_BEFORE_DRAINING and _ioctl is not None
+        self._may_probe = PROBE_BEFORE_DRAINING and _ioctl is not None
+        self._probing = self._may_probe
         """Probe for a second datagram before reading it (True) or read until none (False)."""
         self._waiting = bytearray(4)  # FIONREAD's answer
         self._backlog: deque[tuple[bytes, Address]] = deque()
@@ -404,8 +405,8 @@ class UDXSocket:
 
     def _drained(self, count: int) -> None:
         """The kernel had nothing after ``count`` datagrams: after a lone one, probe again."""
-        if count <= 1 and PROBE_BEFORE_DRAINING and _ioctl is not None:
-            self._probing = True
+        if count <= 1:
+            self._probing = self._may_probe
 
     def _read_coalesced(self, now: float, touched: dict[UDXStream, None]) -> None:
         """UDP_GRO: one read may hold many equal-size datagrams (a segment size in a cmsg)."""
